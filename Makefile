@@ -1,0 +1,46 @@
+# One entry point for people and CI. `make run` starts the local stack, `make test` runs everything.
+# Both create their virtualenvs on first use, so a fresh clone needs nothing but Python 3.13 and make.
+SHELL := /bin/bash
+PYTHON313 ?= $(shell for p in python3.13 $(HOME)/.pyenv/versions/3.13.0/bin/python3.13 /root/.pyenv/versions/3.13.0/bin/python3.13; do command -v $$p >/dev/null 2>&1 && { command -v $$p; break; }; done)
+VENV := .venv
+SAM_VENV := .venv-sam
+SAM := $(SAM_VENV)/bin/sam
+export SAM_CLI_TELEMETRY := 0
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: run test unit functional template lint-template build clean
+
+$(VENV)/.installed: requirements-dev.txt layers/core/requirements.txt
+	@test -n "$(PYTHON313)" || { echo "Python 3.13 not found (set PYTHON313=/path/to/python3.13)"; exit 1; }
+	test -x $(VENV)/bin/python || $(PYTHON313) -m venv $(VENV)
+	$(VENV)/bin/pip install -q -r requirements-dev.txt
+	touch $@
+
+$(SAM_VENV)/.installed: requirements-sam.txt
+	@test -n "$(PYTHON313)" || { echo "Python 3.13 not found (set PYTHON313=/path/to/python3.13)"; exit 1; }
+	test -x $(SAM_VENV)/bin/python || $(PYTHON313) -m venv $(SAM_VENV)
+	$(SAM_VENV)/bin/pip install -q -r requirements-sam.txt
+	touch $@
+
+run: $(VENV)/.installed
+	$(VENV)/bin/python -m devstack
+
+test: $(VENV)/.installed $(SAM_VENV)/.installed
+	$(VENV)/bin/python -m pytest
+	$(MAKE) lint-template build
+
+unit: $(VENV)/.installed
+	$(VENV)/bin/python -m pytest tests/unit
+
+functional: $(VENV)/.installed
+	$(VENV)/bin/python -m pytest tests/functional
+
+lint-template: $(SAM_VENV)/.installed
+	$(SAM) validate --lint --template template.yaml
+
+build: $(SAM_VENV)/.installed
+	$(SAM) build --template template.yaml
+	$(VENV)/bin/python -m pytest -q tests/build
+
+clean:
+	rm -rf .aws-sam $(VENV) $(SAM_VENV)
