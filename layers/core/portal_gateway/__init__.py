@@ -1,0 +1,1 @@
+"""Stripe portal gateway: the shared core (layer) behind the portal function."""

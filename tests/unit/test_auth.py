@@ -1,0 +1,283 @@
+"""The verifier against real RSA-signed tokens and a real JWKS endpoint on loopback: the bad-token matrix."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from portal_gateway.auth import CognitoJwtVerifier, JwksCache
+from portal_gateway.errors import AuthUnavailable, InvalidToken
+from tests.support.http import JsonServer
+from tests.support.tokens import (
+    CLIENT_ID,
+    ISSUER,
+    POOL_ID,
+    SigningKey,
+    throwaway_key,
+    claims,
+    hs256_token,
+    unsigned_token,
+)
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+
+@pytest.fixture(scope="module")
+def key():
+    return SigningKey()
+
+
+@pytest.fixture(scope="module")
+def other_key():
+    return SigningKey()
+
+
+@pytest.fixture
+def jwks_server(key):
+    server = JsonServer({"keys": [key.jwk()]})
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def clock():
+    return FakeClock()
+
+
+@pytest.fixture
+def verifier(jwks_server, clock):
+    cache = JwksCache(jwks_server.url, timeout=2, clock=clock)
+    return CognitoJwtVerifier(
+        issuer=ISSUER, user_pool_id=POOL_ID, client_ids=(CLIENT_ID, "secondclient9"), jwks=cache, leeway_seconds=30
+    )
+
+
+def reason(verifier, token, **kwargs):
+    with pytest.raises(InvalidToken) as caught:
+        verifier.verify(token, **kwargs)
+    return caught.value.reason
+
+
+def test_valid_id_token_gives_identity(verifier, key):
+    c = claims("id", email="ada@example.com", name="Ada Lovelace")
+    identity = verifier.verify(key.sign(c))
+    assert identity.sub == c["sub"]
+    assert identity.user_pool_id == POOL_ID
+    assert identity.token_use == "id"
+    assert identity.client_id == CLIENT_ID
+    assert identity.email == "ada@example.com"
+    assert identity.email_verified is True
+    assert identity.name == "Ada Lovelace"
+
+
+@pytest.mark.parametrize("flag, expected", [(True, True), ("true", True), ("True", True), (False, False),
+                                            ("false", False), (None, False), (1, False)])
+def test_email_verified_accepts_boolean_or_string_true_only(verifier, key, flag, expected):
+    assert verifier.verify(key.sign(claims("id", email_verified=flag))).email_verified is expected
+
+
+def test_valid_access_token_has_no_email_and_checks_client_id(verifier, key):
+    identity = verifier.verify(key.sign(claims("access")))
+    assert identity.token_use == "access"
+    assert identity.client_id == CLIENT_ID
+    assert identity.email is None and identity.email_verified is False
+
+
+def test_second_configured_client_is_accepted(verifier, key):
+    assert verifier.verify(key.sign(claims("id", aud="secondclient9"))).client_id == "secondclient9"
+
+
+def test_keys_are_downloaded_once_and_reused(verifier, key, jwks_server):
+    for _ in range(5):
+        verifier.verify(key.sign(claims("id")))
+    assert len(jwks_server.requests) == 1
+
+
+@pytest.mark.parametrize(
+    "overrides, expected",
+    [
+        ({"exp": int(time.time()) - 120}, "expired"),
+        ({"nbf": int(time.time()) + 600}, "not_yet_valid"),
+        ({"iat": int(time.time()) + 600}, "not_yet_valid"),
+        ({"iss": ISSUER + "/"}, "wrong_issuer"),
+        ({"iss": "https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_OtherPool"}, "wrong_issuer"),
+        ({"iss": "https://evil.example.com/eu-west-1_TestPool1"}, "wrong_issuer"),
+        ({"token_use": "refresh"}, "wrong_token_use"),
+        ({"token_use": None}, "missing_claim"),
+        ({"aud": "someoneelse"}, "wrong_audience"),
+        ({"aud": [CLIENT_ID]}, "wrong_audience"),
+        ({"sub": None}, "missing_claim"),
+        ({"exp": None}, "missing_claim"),
+        ({"sub": ""}, "missing_claim"),
+    ],
+)
+def test_id_token_claim_matrix(verifier, key, overrides, expected):
+    assert reason(verifier, key.sign(claims("id", **overrides))) == expected
+
+
+@pytest.mark.parametrize(
+    "overrides, expected",
+    [
+        ({"client_id": "someoneelse"}, "wrong_client_id"),
+        ({"client_id": None, "aud": CLIENT_ID}, "wrong_client_id"),  # an access token must name its client
+        ({"exp": int(time.time()) - 3600}, "expired"),
+    ],
+)
+def test_access_token_claim_matrix(verifier, key, overrides, expected):
+    assert reason(verifier, key.sign(claims("access", **overrides))) == expected
+
+
+def test_expiry_within_leeway_is_accepted(verifier, key):
+    verifier.verify(key.sign(claims("id", exp=int(time.time()) - 10)))
+
+
+def test_id_token_aud_does_not_satisfy_access_token_rules(verifier, key):
+    # An ID token relabelled as access has no client_id: it must not pass the access-token branch.
+    assert reason(verifier, key.sign(claims("id", token_use="access"))) == "wrong_client_id"
+
+
+@pytest.mark.parametrize("alg", ["RS512", "PS256"])
+def test_other_rsa_algorithms_are_refused(verifier, key, alg):
+    assert reason(verifier, key.sign(claims("id"), alg=alg)) == "unsupported_alg"
+
+
+def test_alg_none_is_refused(verifier, key):
+    assert reason(verifier, unsigned_token(claims("id"), kid=key.kid)) == "unsupported_alg"
+
+
+def test_hs256_with_public_key_as_secret_is_refused(verifier, key):
+    assert reason(verifier, hs256_token(claims("id"), key.public_pem, kid=key.kid)) == "unsupported_alg"
+
+
+def test_signature_by_another_key_with_same_kid_is_refused(verifier, key, other_key):
+    forger = SigningKey(kid=key.kid, private=other_key.private)
+    assert reason(verifier, forger.sign(claims("id"))) == "bad_signature"
+
+
+def test_tampered_payload_is_refused(verifier, key):
+    good = key.sign(claims("id", sub="victim"))
+    evil = key.sign(claims("id", sub="attacker"))
+    spliced = ".".join([good.split(".")[0], evil.split(".")[1], good.split(".")[2]])
+    assert reason(verifier, spliced) == "bad_signature"
+
+
+def test_jku_x5u_and_embedded_jwk_headers_are_never_followed(verifier, other_key, jwks_server):
+    attacker = JsonServer({"keys": [other_key.jwk()]})
+    try:
+        token = other_key.sign(
+            claims("id"), headers={"jku": attacker.url, "x5u": attacker.url, "jwk": other_key.jwk()}
+        )
+        assert reason(verifier, token) == "unknown_kid"
+        assert attacker.requests == []
+    finally:
+        attacker.close()
+
+
+@pytest.mark.parametrize(
+    "token",
+    ["", "abc", "a.b", "a.b.c", "a.b.c.d", "!!!.bbb.ccc", "eyJhbGciOiJSUzI1NiJ9", "x" * 9000, None, 42],
+)
+def test_malformed_tokens(verifier, token):
+    assert reason(verifier, token) == "malformed"
+
+
+def test_garbage_header_json_is_malformed(verifier):
+    # base64url of 'notjson' and of '[]' (a list, not an object)
+    assert reason(verifier, "bm90anNvbg.e30.c2ln") == "malformed"
+    assert reason(verifier, "W10.e30.c2ln") == "malformed"
+
+
+def test_missing_kid_is_refused(verifier, key):
+    import jwt
+
+    token = jwt.encode(claims("id"), key.private, algorithm="RS256")  # no kid header
+    assert reason(verifier, token) == "missing_kid"
+
+
+@pytest.mark.parametrize("override", [{"kty": "EC"}, {"use": "enc"}, {"alg": "RS512"}, {"n": "@@@"}])
+def test_unusable_jwk_for_kid_is_refused(clock, override):
+    key = throwaway_key()
+    server = JsonServer({"keys": [key.jwk(**override)]})
+    try:
+        verifier = CognitoJwtVerifier(issuer=ISSUER, user_pool_id=POOL_ID, client_ids=(CLIENT_ID,),
+                                      jwks=JwksCache(server.url, clock=clock))
+        assert reason(verifier, key.sign(claims("id"))) == "bad_jwk"
+    finally:
+        server.close()
+
+
+def test_nonce_is_checked_when_expected(verifier, key):
+    token = key.sign(claims("id", nonce="n-123"))
+    verifier.verify(token, nonce="n-123")
+    assert reason(verifier, token, nonce="n-456") == "wrong_nonce"
+    assert reason(verifier, key.sign(claims("id")), nonce="n-123") == "wrong_nonce"
+
+
+def test_unknown_kid_flood_downloads_jwks_at_most_once_per_window(verifier, jwks_server, clock, key):
+    verifier.verify(key.sign(claims("id")))
+    assert len(jwks_server.requests) == 1
+    for _ in range(50):  # within 10 s of the last download: no download at all
+        assert reason(verifier, throwaway_key().sign(claims("id"))) == "unknown_kid"
+    assert len(jwks_server.requests) == 1
+    clock.now += 10.5
+    for _ in range(50):  # the window has passed: one download for the whole next flood
+        assert reason(verifier, throwaway_key().sign(claims("id"))) == "unknown_kid"
+    assert len(jwks_server.requests) == 2
+    verifier.verify(key.sign(claims("id")))  # the real key still works throughout
+    assert len(jwks_server.requests) == 2
+
+
+def test_rotated_in_key_is_picked_up_after_the_window(verifier, jwks_server, clock, key):
+    verifier.verify(key.sign(claims("id")))
+    new_key = throwaway_key()
+    jwks_server.document = {"keys": [key.jwk(), new_key.jwk()]}
+    # The first unknown kid may refetch at once: the window counts from the last download.
+    clock.now += 11
+    assert verifier.verify(new_key.sign(claims("id"))).token_use == "id"
+
+
+def test_jwks_unreachable_is_unavailable_not_invalid(key, clock):
+    server = JsonServer({"keys": [key.jwk()]})
+    server.close()  # nothing listens there any more
+    verifier = CognitoJwtVerifier(issuer=ISSUER, user_pool_id=POOL_ID, client_ids=(CLIENT_ID,),
+                                  jwks=JwksCache(server.url, timeout=1, clock=clock))
+    with pytest.raises(AuthUnavailable):
+        verifier.verify(key.sign(claims("id")))
+    # Within the window no new download is tried, and the answer stays "unavailable", not "invalid".
+    with pytest.raises(AuthUnavailable):
+        verifier.verify(key.sign(claims("id")))
+    assert verifier.jwks.fetch_count == 1
+
+
+@pytest.mark.parametrize("status, document", [(500, {"keys": []}), (200, {"nokeys": 1}), (200, ["x"])])
+def test_broken_jwks_document_is_unavailable(key, clock, status, document):
+    server = JsonServer(document)
+    server.status = status
+    try:
+        verifier = CognitoJwtVerifier(issuer=ISSUER, user_pool_id=POOL_ID, client_ids=(CLIENT_ID,),
+                                      jwks=JwksCache(server.url, clock=clock))
+        with pytest.raises(AuthUnavailable):
+            verifier.verify(key.sign(claims("id")))
+    finally:
+        server.close()
+
+
+def test_slow_jwks_times_out_as_unavailable(key, clock):
+    server = JsonServer({"keys": [key.jwk()]})
+    server.delay = 2
+    try:
+        verifier = CognitoJwtVerifier(issuer=ISSUER, user_pool_id=POOL_ID, client_ids=(CLIENT_ID,),
+                                      jwks=JwksCache(server.url, timeout=0.3, clock=clock))
+        started = time.monotonic()
+        with pytest.raises(AuthUnavailable):
+            verifier.verify(key.sign(claims("id")))
+        assert time.monotonic() - started < 1.5
+    finally:
+        server.close()
