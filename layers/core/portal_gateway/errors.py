@@ -107,3 +107,14 @@ class MappingStoreUnavailable(GatewayError):
 class IdentityUnavailable(GatewayError):
     code = "identity_unavailable"
     message = "Your profile could not be read right now. Please try again in a moment."
+
+
+class StripeKeyPermissions(StripeKeyUnavailable):
+    code = "stripe_key_missing_permission"
+
+
+class CustomerMissing(GatewayError):
+    """Stripe says the mapped customer is gone (deleted or never existed): re-resolve, never a 500."""
+
+    code = "customer_missing"
+    message = StripeUnavailable.message

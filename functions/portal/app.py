@@ -1,0 +1,183 @@
+"""HTTP function: GET/POST /portal and GET /health behind an API Gateway HTTP API (payload 2.0).
+
+Thin by design: parse the request, call the core once, map errors to HTTP in one place.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import warnings
+from urllib.parse import parse_qs
+
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.event_handler import APIGatewayHttpResolver
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
+from aws_lambda_powertools.metrics import MetricUnit
+
+from portal_gateway import responses
+from portal_gateway.config import ConfigError, Settings
+from portal_gateway.errors import (
+    AuthenticationRequired,
+    BadRequest,
+    GatewayError,
+    InvalidToken,
+    PayloadTooLarge,
+    TokenInQueryString,
+    UnsupportedMediaType,
+)
+
+# /health and refused requests publish no metric; that is expected, not worth a warning per request.
+warnings.filterwarnings("ignore", message="No application metrics to publish")
+logger = Logger(service="stripe-portal-gateway")
+metrics = Metrics(namespace="StripePortalGateway", service="stripe-portal-gateway")
+copy_config_to_registered_loggers(source_logger=logger, include={"portal_gateway"})
+app = APIGatewayHttpResolver()
+
+try:
+    SETTINGS = Settings.from_env()
+except ConfigError as exc:  # fail fast at start-up, naming the variable
+    logger.error("Invalid configuration", extra={"problem": str(exc)})
+    raise
+
+MAX_FORM_BYTES = 16 * 1024
+TOKEN_QUERY_NAMES = frozenset({"id_token", "access_token", "token", "jwt", "authorization", "code_verifier"})
+_service = None
+
+
+def portal_service():
+    global _service
+    if _service is None:
+        from portal_gateway.service import build_service  # deferred: keeps stripe/boto3 off the /health path
+
+        _service = build_service(
+            SETTINGS,
+            count=lambda name: metrics.add_metric(name=name, unit=MetricUnit.Count, value=1),
+            on_identity=lambda identity: logger.append_keys(cognito_sub=identity.sub),
+        )
+    return _service
+
+
+@app.get("/health")
+def health():
+    return responses.health()
+
+
+@app.get("/portal")
+def portal_from_header():
+    query = _query()
+    token = _bearer_token(app.current_event.headers.get("authorization"))
+    return _open_portal(token, query, redirect_status=302)
+
+
+@app.post("/portal")
+def portal_from_form():
+    query = _query()
+    form = _form()
+    tokens = form.get("id_token", [])
+    if len(tokens) > 1:
+        raise BadRequest("Send exactly one id_token.")
+    if not tokens or not tokens[0]:
+        raise AuthenticationRequired()
+    options = {name: values[-1] for name, values in form.items() if name in ("return_to", "locale")}
+    return _open_portal(tokens[0], {**query, **options}, redirect_status=303)
+
+
+def _open_portal(token: str, params: dict[str, str], *, redirect_status: int):
+    from portal_gateway.service import PortalOptions
+
+    headers = app.current_event.headers
+    url = portal_service().open_portal(
+        token,
+        PortalOptions(
+            return_to=params.get("return_to"),
+            locale=params.get("locale"),
+            accept_language=headers.get("accept-language"),
+        ),
+    )
+    if responses.wants_json(headers.get("accept")):
+        return responses.portal_url_json(url)
+    return responses.redirect(url, redirect_status)
+
+
+def _query() -> dict[str, str]:
+    query = app.current_event.query_string_parameters or {}
+    if TOKEN_QUERY_NAMES.intersection(name.lower() for name in query):
+        raise TokenInQueryString()
+    return query
+
+
+def _bearer_token(header: str | None) -> str:
+    scheme, _, token = (header or "").strip().partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise AuthenticationRequired()
+    return token.strip()
+
+
+def _form() -> dict[str, list[str]]:
+    event = app.current_event
+    content_type = (event.headers.get("content-type") or "").split(";")[0].strip().lower()
+    if content_type != "application/x-www-form-urlencoded":
+        raise UnsupportedMediaType()
+    raw = event.body or ""
+    if len(raw) > MAX_FORM_BYTES * 4 // 3 + 4:
+        raise PayloadTooLarge()
+    try:
+        body = base64.b64decode(raw, validate=True) if event.is_base64_encoded else raw.encode("utf-8")
+    except (binascii.Error, ValueError, UnicodeEncodeError):
+        raise BadRequest("The form body could not be read.") from None
+    if len(body) > MAX_FORM_BYTES:
+        raise PayloadTooLarge()
+    try:
+        return parse_qs(body.decode("utf-8"), keep_blank_values=True, strict_parsing=False,
+                        max_num_fields=20, errors="strict")
+    except (UnicodeDecodeError, ValueError):
+        raise BadRequest("The form body could not be read.") from None
+
+
+@app.exception_handler(GatewayError)
+def gateway_error(err: GatewayError):
+    status = responses.status_for(err.code)
+    log = logger.error if status >= 500 else logger.info
+    log("Request refused", extra={"error_code": err.code, "status": status, "detail": err.log_detail})
+    if isinstance(err, InvalidToken):
+        _count_auth_rejection(err.reason)
+    elif status >= 500:
+        metrics.add_metric(name="DependencyErrors", unit=MetricUnit.Count, value=1)
+    return _error_response(err.code, err.message)
+
+
+@app.exception_handler(Exception)
+def unexpected_error(err: Exception):
+    logger.exception("Unexpected error")
+    metrics.add_metric(name="UnexpectedErrors", unit=MetricUnit.Count, value=1)
+    return _error_response(GatewayError.code, GatewayError.message)
+
+
+@app.not_found
+def not_found(_err):
+    return _error_response("not_found", "There is nothing here.")
+
+
+def _count_auth_rejection(reason: str) -> None:
+    from aws_lambda_powertools.metrics import single_metric
+
+    with single_metric(name="AuthRejected", unit=MetricUnit.Count, value=1,
+                       namespace="StripePortalGateway") as metric:
+        metric.add_dimension(name="reason", value=reason)
+
+
+def _error_response(code: str, message: str):
+    return responses.error_for(
+        code,
+        message,
+        wants_html=responses.wants_html(app.current_event.headers.get("accept")),
+        back_url=SETTINGS.return_url,
+    )
+
+
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP, clear_state=True)
+@metrics.log_metrics
+def lambda_handler(event, context):
+    return app.resolve(event, context)

@@ -1,0 +1,163 @@
+"""AWS adapters: Secrets Manager (the Stripe key), DynamoDB (sub -> customer mapping), Cognito (GetUser).
+
+Each adapter turns AWS failures into the service's own errors and never lets a raw botocore message out.
+boto3 honours AWS_ENDPOINT_URL (and AWS_ENDPOINT_URL_<SERVICE>), which is how tests and the local stack
+point it at moto.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from .auth import Identity, is_verified_flag
+from .errors import IdentityUnavailable, InvalidToken, MappingStoreUnavailable, StripeKeyUnavailable
+from .stripe_key import SecretUnreadable
+
+# Short timeouts and the standard retry mode: a slow dependency must not eat the whole Lambda timeout.
+BOTO_SETTINGS = {"connect_timeout": 2, "read_timeout": 3, "retries": {"mode": "standard", "max_attempts": 3}}
+
+
+class _LazyClient:
+    """Creates the boto3 client on first use: a returning user's warm path never needs most of them."""
+
+    def __init__(self, service: str, client: Any | None, region: str | None):
+        self._service, self._client, self._region = service, client, region
+
+    def get(self) -> Any:
+        if self._client is None:
+            import boto3  # deferred: costly to import, and not every request needs AWS
+            from botocore.config import Config
+
+            self._client = boto3.client(self._service, region_name=self._region, config=Config(**BOTO_SETTINGS))
+        return self._client
+
+
+def _error_code(exc: Exception) -> str:
+    if isinstance(exc, ClientError):
+        return exc.response.get("Error", {}).get("Code", "ClientError")
+    return type(exc).__name__
+
+
+class SecretsManagerReader:
+    def __init__(self, client: Any | None = None, region: str | None = None):
+        self._client = _LazyClient("secretsmanager", client, region)
+
+    def __call__(self, secret_id: str) -> str:
+        try:
+            response = self._client.get().get_secret_value(SecretId=secret_id)
+        except ClientError as exc:
+            code = _error_code(exc)
+            if code == "ResourceNotFoundException":
+                # Also what a stack-created secret with no value yet answers.
+                raise StripeKeyUnavailable(
+                    log_detail="the Stripe secret does not exist or has no value yet (STRIPE_SECRET_ID)"
+                ) from None
+            if code in ("AccessDeniedException", "AccessDenied"):
+                raise StripeKeyUnavailable(log_detail="not allowed to read the Stripe secret (IAM policy)") from None
+            raise SecretUnreadable(log_detail=f"Secrets Manager error {code}") from None
+        except BotoCoreError as exc:
+            raise SecretUnreadable(log_detail=f"Secrets Manager unreachable: {type(exc).__name__}") from None
+        if "SecretString" not in response:
+            raise StripeKeyUnavailable(log_detail="the Stripe secret is binary; store the key as a string")
+        return response["SecretString"]
+
+
+class CustomerMappingStore:
+    """DynamoDB table: one item per (Stripe mode, user pool, sub) naming the Stripe customer.
+
+    Writes are conditional, so concurrent first requests agree on one mapping whoever writes first.
+    """
+
+    def __init__(self, table_name: str, *, stripe_mode: str, client: Any | None = None, region: str | None = None):
+        self.table = table_name
+        self.mode = stripe_mode
+        self._client = _LazyClient("dynamodb", client, region)
+
+    def key_for(self, identity: Identity) -> str:
+        return f"{self.mode}#{identity.user_pool_id}#{identity.sub}"
+
+    def get(self, key: str) -> str | None:
+        try:
+            item = self._client.get().get_item(
+                TableName=self.table, Key={"pk": {"S": key}}, ConsistentRead=True, ProjectionExpression="customer_id"
+            ).get("Item")
+        except (ClientError, BotoCoreError) as exc:
+            raise MappingStoreUnavailable(log_detail=f"DynamoDB GetItem failed: {_error_code(exc)}") from None
+        return item["customer_id"]["S"] if item else None
+
+    def put_if_absent(self, key: str, customer_id: str) -> str:
+        """Store the mapping unless one exists; return whichever mapping won."""
+        return self._conditional_put(key, customer_id, "attribute_not_exists(pk)", {})
+
+    def replace(self, key: str, old_customer_id: str, new_customer_id: str) -> str:
+        """Swap a stale mapping for a new one, unless someone already did; return the mapping in force."""
+        return self._conditional_put(
+            key,
+            new_customer_id,
+            "attribute_not_exists(pk) OR customer_id = :old",
+            {":old": {"S": old_customer_id}},
+        )
+
+    def _conditional_put(self, key: str, customer_id: str, condition: str, values: dict) -> str:
+        mode, pool, sub = key.split("#", 2)
+        item = {
+            "pk": {"S": key},
+            "customer_id": {"S": customer_id},
+            "stripe_mode": {"S": mode},
+            "user_pool_id": {"S": pool},
+            "sub": {"S": sub},
+            "updated_at": {"N": str(int(time.time()))},
+        }
+        kwargs = {"TableName": self.table, "Item": item, "ConditionExpression": condition}
+        if values:
+            kwargs["ExpressionAttributeValues"] = values
+        try:
+            self._client.get().put_item(**kwargs)
+            return customer_id
+        except ClientError as exc:
+            if _error_code(exc) != "ConditionalCheckFailedException":
+                raise MappingStoreUnavailable(log_detail=f"DynamoDB PutItem failed: {_error_code(exc)}") from None
+        except BotoCoreError as exc:
+            raise MappingStoreUnavailable(log_detail=f"DynamoDB PutItem failed: {type(exc).__name__}") from None
+        winner = self.get(key)
+        if winner is None:  # the competing item vanished again; extremely unlikely, refuse rather than guess
+            raise MappingStoreUnavailable(log_detail="conditional write lost to an item that is now gone")
+        return winner
+
+
+@dataclass(frozen=True)
+class Profile:
+    email: str | None
+    email_verified: bool
+    name: str | None
+
+
+def profile_from_identity(identity: Identity) -> Profile:
+    return Profile(identity.email, identity.email_verified, identity.name)
+
+
+class CognitoProfileReader:
+    """Reads email and name for an access token (which carries neither) with Cognito GetUser."""
+
+    def __init__(self, client: Any | None = None, region: str | None = None):
+        self._client = _LazyClient("cognito-idp", client, region)
+
+    def __call__(self, access_token: str) -> Profile:
+        try:
+            response = self._client.get().get_user(AccessToken=access_token)
+        except ClientError as exc:
+            if _error_code(exc) in ("NotAuthorizedException", "UserNotFoundException"):
+                raise InvalidToken("revoked") from None
+            raise IdentityUnavailable(log_detail=f"Cognito GetUser failed: {_error_code(exc)}") from None
+        except BotoCoreError as exc:
+            raise IdentityUnavailable(log_detail=f"Cognito GetUser failed: {type(exc).__name__}") from None
+        attributes = {a["Name"]: a.get("Value") for a in response.get("UserAttributes", [])}
+        return Profile(
+            email=attributes.get("email") or None,
+            email_verified=is_verified_flag(attributes.get("email_verified")),
+            name=attributes.get("name") or None,
+        )

@@ -1,0 +1,125 @@
+"""The one core function the handler calls: a verified token in, a fresh portal session URL out."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Callable
+
+from .auth import CognitoJwtVerifier, Identity, JwksCache
+from .aws import CognitoProfileReader, CustomerMappingStore, Profile, SecretsManagerReader, profile_from_identity
+from .billing import StripeBilling
+from .config import Settings
+from .customers import CustomerResolver
+from .errors import CustomerMissing, StripeUnavailable
+from .portal import ReturnUrlPolicy, choose_locale
+from .stripe_key import StripeKeyProvider
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PortalOptions:
+    return_to: str | None = None
+    locale: str | None = None
+    accept_language: str | None = None
+
+
+class PortalService:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        verifier: CognitoJwtVerifier,
+        resolver: CustomerResolver,
+        billing: StripeBilling,
+        read_profile: Callable[[str], Profile],
+        count: Callable[[str], None] = lambda name: None,
+        on_identity: Callable[[Identity], None] = lambda identity: None,
+    ):
+        self.settings = settings
+        self.verifier = verifier
+        self.resolver = resolver
+        self.billing = billing
+        self.read_profile = read_profile
+        self.return_policy = ReturnUrlPolicy(settings.return_url, settings.allowed_return_urls)
+        self._count = count
+        self._on_identity = on_identity
+
+    def open_portal(self, token: str, options: PortalOptions) -> str:
+        identity = self.verifier.verify(token)
+        self._on_identity(identity)
+        return_url = self.return_policy.choose(options.return_to)
+        locale = choose_locale(options.locale, options.accept_language)
+
+        def load_profile() -> Profile:
+            # Only needed on a first visit. An access token carries no email: ask Cognito with that token.
+            return profile_from_identity(identity) if identity.token_use == "id" else self.read_profile(token)
+
+        resolution = self.resolver.resolve(identity, load_profile)
+        try:
+            url = self._session(resolution.customer_id, return_url, locale)
+        except CustomerMissing:
+            resolution = self.resolver.resolve(identity, load_profile, stale_customer_id=resolution.customer_id)
+            try:
+                url = self._session(resolution.customer_id, return_url, locale)
+            except CustomerMissing:
+                raise StripeUnavailable(log_detail="customer missing again right after re-resolving") from None
+        logger.info("Portal session created", extra={"customer_source": resolution.source,
+                                                      "customer_id": resolution.customer_id})
+        self._count("PortalSessionCreated")
+        return url
+
+    def _session(self, customer_id: str, return_url: str, locale: str) -> str:
+        return self.billing.create_portal_session(
+            customer_id=customer_id,
+            return_url=return_url,
+            locale=locale,
+            configuration=self.settings.portal_configuration_id,
+        )
+
+
+def build_service(
+    settings: Settings,
+    *,
+    count: Callable[[str], None] = lambda name: None,
+    on_identity: Callable[[Identity], None] = lambda identity: None,
+) -> PortalService:
+    """Wire the real adapters. Called once per execution environment; clients are created on first use."""
+    keys = StripeKeyProvider(
+        settings.stripe_secret_id,
+        expected_mode=settings.stripe_mode,
+        ttl_seconds=settings.stripe_key_ttl_seconds,
+        read_secret=SecretsManagerReader(),  # the function's own region
+    )
+    billing = StripeBilling(
+        keys,
+        api_base=settings.stripe_api_base,
+        timeout_seconds=settings.stripe_timeout_seconds,
+        max_network_retries=settings.stripe_max_network_retries,
+        on_key_refresh=lambda: count("StripeKeyRefreshed"),
+    )
+    verifier = CognitoJwtVerifier(
+        issuer=settings.issuer,
+        user_pool_id=settings.user_pool_id,
+        client_ids=settings.client_ids,
+        jwks=JwksCache(settings.jwks_url, timeout=settings.jwks_timeout_seconds),
+        leeway_seconds=settings.jwt_leeway_seconds,
+    )
+    resolver = CustomerResolver(
+        store=CustomerMappingStore(settings.customers_table, stripe_mode=settings.stripe_mode),
+        billing=billing,
+        stripe_mode=settings.stripe_mode,
+        allow_creation=settings.allow_customer_creation,
+        match_by_email=settings.match_existing_by_email,
+        count=count,
+    )
+    return PortalService(
+        settings=settings,
+        verifier=verifier,
+        resolver=resolver,
+        billing=billing,
+        read_profile=CognitoProfileReader(region=settings.region),  # the pool's region
+        count=count,
+        on_identity=on_identity,
+    )

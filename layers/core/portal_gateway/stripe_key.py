@@ -1,0 +1,106 @@
+"""The Stripe API key, read from Secrets Manager and kept in memory for a short TTL.
+
+The secret holds either the bare key or JSON {"api_key": "..."}. The key's mode must match STRIPE_MODE.
+A forced refresh (after Stripe rejects the key) picks up a rotated key at once. If Secrets Manager is down
+when the TTL runs out, the last good key keeps serving (stale-if-error) rather than failing every request.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+from typing import Callable
+
+from .errors import StripeKeyUnavailable, StripeModeMismatch
+
+KEY_PATTERN = re.compile(r"^(?P<kind>sk|rk)_(?P<mode>test|live)_[0-9A-Za-z]{8,247}$")
+
+
+class SecretUnreadable(StripeKeyUnavailable):
+    """Secrets Manager could not be reached or refused; distinct from a secret with a bad value."""
+
+
+def parse_stripe_key(raw: object) -> str:
+    """Extract and check the key from a secret value. Errors never include the value itself."""
+    if not isinstance(raw, str) or not raw.strip():
+        raise StripeKeyUnavailable(log_detail="the Stripe secret is empty; put the key in it (see README)")
+    value = raw.strip()
+    if value.startswith("{"):
+        try:
+            value = json.loads(value)["api_key"]
+        except (ValueError, KeyError, TypeError):
+            raise StripeKeyUnavailable(
+                log_detail="the Stripe secret is JSON but has no string field 'api_key'"
+            ) from None
+        if not isinstance(value, str):
+            raise StripeKeyUnavailable(log_detail="the Stripe secret's 'api_key' field is not a string")
+        value = value.strip()
+    if not KEY_PATTERN.match(value):
+        hint = " (a publishable pk_ key cannot be used)" if value.startswith("pk_") else ""
+        raise StripeKeyUnavailable(
+            log_detail="the Stripe secret does not hold a secret (sk_) or restricted (rk_) key" + hint
+        )
+    return value
+
+
+def key_mode(key: str) -> str:
+    return KEY_PATTERN.match(key).group("mode")
+
+
+class StripeKeyProvider:
+    def __init__(
+        self,
+        secret_id: str,
+        *,
+        expected_mode: str,
+        ttl_seconds: float,
+        read_secret: Callable[[str], str],
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self.secret_id = secret_id
+        self.expected_mode = expected_mode
+        self.ttl = ttl_seconds
+        self._read = read_secret
+        self._clock = clock
+        self._key: str | None = None
+        self._loaded_at = 0.0
+        self._lock = threading.Lock()
+        self.reads = 0
+
+    def current(self) -> str:
+        key = self._key
+        if key is not None and self._clock() - self._loaded_at < self.ttl:
+            return key
+        with self._lock:
+            if self._key is not None and self._clock() - self._loaded_at < self.ttl:
+                return self._key
+            try:
+                return self._load()
+            except SecretUnreadable:
+                if self._key is None:
+                    raise
+                # Stale-if-error: the old key is still the best we have; try again after a short pause.
+                self._loaded_at = self._clock() - self.ttl + min(self.ttl, 10)
+                return self._key
+
+    def refresh(self, rejected_key: str) -> str | None:
+        """Re-read after Stripe rejected `rejected_key`. Returns the new key, or None if it did not change."""
+        with self._lock:
+            if self._key is not None and self._key != rejected_key:
+                return self._key  # another thread already refreshed
+            key = self._load()
+            return None if key == rejected_key else key
+
+    def _load(self) -> str:
+        self.reads += 1
+        key = parse_stripe_key(self._read(self.secret_id))
+        mode = key_mode(key)
+        if mode != self.expected_mode:
+            raise StripeModeMismatch(
+                log_detail=f"STRIPE_MODE is '{self.expected_mode}' but the secret holds a {mode}-mode key"
+            )
+        self._key = key
+        self._loaded_at = self._clock()
+        return key
