@@ -178,6 +178,9 @@ class StripeStandin:
             time.sleep(self.latency)
         fault = self._take_fault(method, url.path)
         if fault:
+            with self.lock:
+                self.requests.append({"method": method, "path": url.path, "mode": None, "replayed": False,
+                                      "fault": fault.status})
             if fault.delay:
                 time.sleep(fault.delay)
             if fault.drop_connection:
@@ -201,7 +204,7 @@ class StripeStandin:
         mode = "live" if "_live_" in key else "test"
         params = decode_stripe_form(parse_qsl(url.query if method != "POST" else body, keep_blank_values=True))
         idem_key = handler.headers.get("Idempotency-Key")
-        record = {"method": method, "path": url.path, "mode": mode, "replayed": False}
+        record = {"method": method, "path": url.path, "mode": mode, "replayed": False, "fault": None}
         with self.lock:
             self.requests.append(record)
 

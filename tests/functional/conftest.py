@@ -4,6 +4,7 @@ lambda_handler loaded from functions/portal/app.py with its configuration in the
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from urllib.parse import urlencode
 
@@ -78,11 +79,24 @@ class Gateway:
                          headers={"content-type": "application/x-www-form-urlencoded", "accept": accept})
 
 
+def reset_logging() -> None:
+    """Each load of app.py is a new execution environment; let its Logger bind to the current stdout
+    (pytest's capture) instead of reusing the handler a previous test's load attached."""
+    for name in ("stripe-portal-gateway", "portal_gateway"):
+        existing = logging.getLogger(name)
+        for handler in list(existing.handlers):
+            existing.removeHandler(handler)
+        for attribute in ("init", "powertools_handler"):
+            if hasattr(existing, attribute):
+                delattr(existing, attribute)
+
+
 @pytest.fixture
 def gateway(stack, stripe_standin, monkeypatch):
     """Factory: a freshly started execution environment with the given configuration overrides."""
 
     def start(**overrides: str) -> Gateway:
+        reset_logging()
         env = stack.service_env(stripe_api_base=stripe_standin.base_url, return_url=RETURN_URL,
                                 ALLOWED_RETURN_URLS="https://shop.example.com,https://docs.example.com/billing/")
         env.update(overrides)

@@ -4,3 +4,8 @@ import logging
 
 # Parent of every module logger here; the handler gives it Powertools' structured formatter.
 logging.getLogger(__name__).addHandler(logging.NullHandler())
+
+# Secrets hygiene: these libraries log request bodies and URLs at DEBUG (emails in list queries, access
+# tokens sent to Cognito GetUser, Stripe post data). Even with LOG_LEVEL=DEBUG they stay at WARNING.
+for _noisy in ("stripe", "urllib3", "botocore", "boto3", "requests"):
+    logging.getLogger(_noisy).setLevel(logging.WARNING)

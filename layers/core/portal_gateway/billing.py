@@ -24,6 +24,10 @@ from .stripe_key import StripeKeyProvider
 
 logger = logging.getLogger(__name__)
 stripe.enable_telemetry = False
+# STRIPE_LOG=debug/info would make stripe-python print request bodies (emails) to stderr: never honour it.
+stripe.log = None
+if hasattr(stripe, "_util"):
+    stripe._util.STRIPE_LOG = None
 T = TypeVar("T")
 ACTIVE_SUBSCRIPTION_STATUSES = frozenset({"active", "trialing", "past_due", "unpaid"})
 
@@ -65,7 +69,7 @@ class StripeBilling:
             subscriptions = getattr(customer, "subscriptions", None)
             active = any(s.status in ACTIVE_SUBSCRIPTION_STATUSES for s in (subscriptions.data if subscriptions else []))
             records.append(
-                CustomerRecord(customer.id, int(customer.created), dict(customer.metadata or {}), active)
+                CustomerRecord(customer.id, int(customer.created), _plain(customer.metadata), active)
             )
         return records
 
@@ -155,3 +159,9 @@ def _describe(exc: stripe.StripeError) -> str:
     if exc.request_id:
         parts.append(f"request_id={exc.request_id}")
     return " ".join(parts)
+
+
+def _plain(metadata: Any) -> dict[str, str]:
+    if metadata is None:
+        return {}
+    return {str(k): str(v) for k, v in (metadata.to_dict() if hasattr(metadata, "to_dict") else metadata).items()}
