@@ -15,6 +15,7 @@ from typing import Callable
 
 from .errors import StripeKeyUnavailable, StripeModeMismatch
 
+PLACEHOLDER = "REPLACE_WITH_STRIPE_KEY"  # what template.yaml puts in a secret it creates
 KEY_PATTERN = re.compile(r"^(?P<kind>sk|rk)_(?P<mode>test|live)_[0-9A-Za-z]{8,247}$")
 
 
@@ -37,6 +38,10 @@ def parse_stripe_key(raw: object) -> str:
         if not isinstance(value, str):
             raise StripeKeyUnavailable(log_detail="the Stripe secret's 'api_key' field is not a string")
         value = value.strip()
+    if value == PLACEHOLDER:
+        raise StripeKeyUnavailable(
+            log_detail="the Stripe secret still holds the placeholder the stack created; put the key in it"
+        )
     if not KEY_PATTERN.match(value):
         hint = " (a publishable pk_ key cannot be used)" if value.startswith("pk_") else ""
         raise StripeKeyUnavailable(

@@ -1,0 +1,172 @@
+"""What an ops engineer relies on when reading template.yaml: the contract with the code, least privilege,
+safe defaults, and sample events that really route."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from devstack.http_api import build_event
+from portal_gateway.config import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class CfnLoader(yaml.SafeLoader):
+    pass
+
+
+def _tag(loader, suffix, node):
+    name = "Ref" if suffix == "Ref" else f"Fn::{suffix}"
+    if isinstance(node, yaml.ScalarNode):
+        value = loader.construct_scalar(node)
+        if suffix == "GetAtt":
+            value = value.split(".", 1)
+    elif isinstance(node, yaml.SequenceNode):
+        value = loader.construct_sequence(node, deep=True)
+    else:
+        value = loader.construct_mapping(node, deep=True)
+    return {name: value}
+
+
+CfnLoader.add_multi_constructor("!", _tag)
+
+
+@pytest.fixture(scope="module")
+def template():
+    return yaml.load((ROOT / "template.yaml").read_text(), Loader=CfnLoader)
+
+
+def resources_of(template, kind):
+    return {name: r for name, r in template["Resources"].items() if r["Type"] == kind}
+
+
+def resolve(value, template, samples):
+    """Turn a template value into what CloudFormation would pass, using parameter samples/defaults."""
+    if isinstance(value, dict) and "Ref" in value:
+        ref = value["Ref"]
+        if ref in template["Parameters"]:
+            return str(samples.get(ref, template["Parameters"][ref].get("Default", "")))
+        return f"resolved-{ref}"
+    if isinstance(value, dict) and "Fn::If" in value:
+        return resolve(value["Fn::If"][1], template, samples)
+    return str(value)
+
+
+def test_function_environment_is_a_valid_configuration(template):
+    fn = template["Resources"]["PortalFunction"]["Properties"]
+    samples = {"CognitoUserPoolId": "eu-west-1_AbCdEf123", "CognitoClientIds": "abc123def456",
+               "ReturnUrl": "https://www.example.com/account",
+               "AllowedReturnUrls": "https://www.example.com,https://www.example.com/help/"}
+    env = {k: resolve(v, template, samples) for k, v in fn["Environment"]["Variables"].items()}
+    settings = Settings.from_env(env)  # raises, naming the variable, if the template and code disagree
+    assert settings.stripe_mode == "test"
+    assert settings.allowed_return_urls == ("https://www.example.com", "https://www.example.com/help/")
+    contract = {"STRIPE_SECRET_ID", "STRIPE_MODE", "COGNITO_USER_POOL_ID", "COGNITO_CLIENT_IDS", "COGNITO_JWKS_URL",
+                "CUSTOMERS_TABLE", "ALLOW_CUSTOMER_CREATION", "MATCH_EXISTING_BY_EMAIL", "RETURN_URL",
+                "ALLOWED_RETURN_URLS", "PORTAL_CONFIGURATION_ID"}
+    assert contract <= set(env)
+    assert "STRIPE_API_BASE" not in env  # local stand-ins only, never in a deployment
+
+
+def test_every_variable_the_code_reads_is_documented_in_readme():
+    names = set(re.findall(r'"([A-Z][A-Z_]+)"', (ROOT / "layers/core/portal_gateway/config.py").read_text()))
+    readme = (ROOT / "README.md").read_text()
+    missing = sorted(name for name in names if f"`{name}`" not in readme)
+    assert not missing, f"README configuration table lacks {missing}"
+
+
+def test_runtime_architecture_and_layer_build(template):
+    assert template["Globals"]["Function"]["Runtime"] == "python3.13"
+    assert template["Globals"]["Function"]["Architectures"] == ["arm64"]
+    [layer] = resources_of(template, "AWS::Serverless::LayerVersion").values()
+    assert layer["Metadata"]["BuildMethod"] == "python3.13"
+    content = ROOT / layer["Properties"]["ContentUri"]
+    assert (content / "requirements.txt").is_file()
+    assert not (content / "python").exists(), "SAM adds python/ itself; a nested one breaks imports"
+    fn = template["Resources"]["PortalFunction"]["Properties"]
+    assert fn["Layers"] == [{"Ref": "CoreLayer"}]
+
+
+def test_layer_requirements_are_pinned():
+    lines = [line.split("#")[0].strip() for line in (ROOT / "layers/core/requirements.txt").read_text().splitlines()]
+    requirements = [line for line in lines if line]
+    assert requirements
+    assert all(re.match(r"^[A-Za-z0-9_.\-\[\]]+==[0-9][^\s]*$", r) for r in requirements), requirements
+    names = {r.split("==")[0].lower() for r in requirements}
+    assert {"stripe", "pyjwt", "aws-lambda-powertools", "cryptography"} <= names
+    assert "boto3" not in names  # provided by the Lambda runtime
+
+
+def test_iam_is_least_privilege(template):
+    policies = template["Resources"]["PortalFunction"]["Properties"]["Policies"]
+    statements = [s for p in policies for s in p["Statement"]]
+    by_sid = {s["Sid"]: s for s in statements}
+    assert set(by_sid) == {"ReadStripeKey", "CustomerMapping"}
+    assert by_sid["ReadStripeKey"]["Action"] == "secretsmanager:GetSecretValue"
+    assert by_sid["ReadStripeKey"]["Resource"] == {
+        "Fn::If": ["CreateStripeSecret", {"Ref": "StripeApiKeySecret"}, {"Ref": "ExistingStripeSecretArn"}]}
+    assert sorted(by_sid["CustomerMapping"]["Action"]) == ["dynamodb:GetItem", "dynamodb:PutItem"]
+    assert by_sid["CustomerMapping"]["Resource"] == {"Fn::GetAtt": ["CustomersTable", "Arn"]}
+    for statement in statements:
+        assert statement["Effect"] == "Allow"
+        assert "*" not in json.dumps(statement["Action"]) and "*" not in json.dumps(statement["Resource"])
+
+
+def test_table_is_on_demand_encrypted_and_retained(template):
+    table = template["Resources"]["CustomersTable"]
+    assert table["DeletionPolicy"] == "Retain" and table["UpdateReplacePolicy"] == "Retain"
+    props = table["Properties"]
+    assert props["BillingMode"] == "PAY_PER_REQUEST"
+    assert props["SSESpecification"]["SSEEnabled"] is True
+    assert props["KeySchema"] == [{"AttributeName": "pk", "KeyType": "HASH"}]
+
+
+def test_secret_is_created_only_without_an_existing_arn_and_holds_no_key(template):
+    secret = template["Resources"]["StripeApiKeySecret"]
+    assert secret["Condition"] == "CreateStripeSecret"
+    assert template["Conditions"]["CreateStripeSecret"] == {"Fn::Equals": [{"Ref": "ExistingStripeSecretArn"}, ""]}
+    assert not re.search(r"(sk|rk)_(test|live)_", secret["Properties"]["SecretString"])
+
+
+def test_parameters_are_described_and_constrained(template):
+    for name, parameter in template["Parameters"].items():
+        assert parameter.get("Description"), name
+    assert template["Parameters"]["StripeMode"]["AllowedValues"] == ["test", "live"]
+    for flag in ("AllowCustomerCreation", "MatchExistingByEmail"):
+        assert template["Parameters"][flag]["AllowedValues"] == ["true", "false"]
+
+
+def test_routes_and_outputs(template):
+    events = template["Resources"]["PortalFunction"]["Properties"]["Events"]
+    routes = {(e["Properties"]["Method"], e["Properties"]["Path"]) for e in events.values()}
+    assert routes == {("GET", "/portal"), ("POST", "/portal"), ("GET", "/health")}
+    assert all(e["Type"] == "HttpApi" for e in events.values())
+    assert "/portal" in template["Outputs"]["PortalUrl"]["Value"]["Fn::Sub"]
+    access_log = template["Resources"]["HttpApi"]["Properties"]["AccessLogSettings"]["Format"]
+    assert "queryString" not in access_log and "header" not in access_log.lower()
+
+
+def test_samconfig_has_dev_and_prod():
+    import tomllib
+
+    config = tomllib.loads((ROOT / "samconfig.toml").read_text())
+    assert 'StripeMode=\\"test\\"' in json.dumps(config["dev"]["deploy"]["parameters"]["parameter_overrides"])
+    assert 'StripeMode=\\"live\\"' in json.dumps(config["prod"]["deploy"]["parameters"]["parameter_overrides"])
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "events").glob("*.json")), ids=lambda p: p.name)
+def test_sample_events_are_http_api_v2_events_for_real_routes(path, template):
+    event = json.loads(path.read_text())
+    assert event["version"] == "2.0"
+    method, route = event["routeKey"].split(" ")
+    events = template["Resources"]["PortalFunction"]["Properties"]["Events"].values()
+    assert (method, route) in {(e["Properties"]["Method"], e["Properties"]["Path"]) for e in events}
+    assert event["requestContext"]["http"]["method"] == method
+    assert not re.search(r"eyJ[A-Za-z0-9_-]{10,}\.", path.read_text()), "sample events must not carry a real JWT"
+    rebuilt = build_event(method, event["rawPath"], query=event["rawQueryString"], headers=event["headers"])
+    assert set(rebuilt) - {"body", "isBase64Encoded", "queryStringParameters", "cookies"} <= set(event)
