@@ -191,3 +191,19 @@ def test_invalid_configuration_fails_fast_naming_the_variable(gateway, monkeypat
         gateway(STRIPE_MODE="production")
     with pytest.raises(ConfigError, match="ALLOWED_RETURN_URLS"):
         gateway(ALLOWED_RETURN_URLS="javascript:alert(1)")
+
+
+# --- AWS dependencies down -------------------------------------------------------------------------------------
+def test_dynamodb_unavailable_is_clean_503_and_creates_nothing(gateway, user, stripe_standin):
+    _, tokens = user()
+    reply = gateway(CUSTOMERS_TABLE="no-such-table").portal(tokens["IdToken"], accept="application/json")
+    assert reply.status == 503 and reply.json["error"] == "customer_store_unavailable"
+    assert stripe_standin.customers() == []
+
+
+def test_secrets_manager_unreachable_is_503(gateway, user, stripe_standin):
+    _, tokens = user()
+    reply = gateway(AWS_ENDPOINT_URL_SECRETS_MANAGER="http://127.0.0.1:9").portal(
+        tokens["IdToken"], accept="application/json")
+    assert reply.status == 503 and reply.json["error"] == "stripe_key_unavailable"
+    assert stripe_standin.requests == []
