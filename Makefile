@@ -10,10 +10,12 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .PHONY: run test unit functional template lint-template build clean
 
-$(VENV)/.installed: requirements-dev.txt layers/core/requirements.txt
+$(VENV)/.installed: requirements-dev.txt layers/core/requirements.txt pyproject.toml
 	@test -n "$(PYTHON313)" || { echo "Python 3.13 not found (set PYTHON313=/path/to/python3.13)"; exit 1; }
 	test -x $(VENV)/bin/python || $(PYTHON313) -m venv $(VENV)
 	$(VENV)/bin/pip install -q -r requirements-dev.txt
+	$(VENV)/bin/pip install -q --no-deps -e .   # the stripe-portal-admin command
+	rm -rf layers/core/*.egg-info               # build leftovers must not end up in the layer
 	touch $@
 
 $(SAM_VENV)/.installed: requirements-sam.txt

@@ -18,7 +18,9 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qsl, urlsplit
 
-ALL_PERMISSIONS = frozenset({"customers_read", "customers_write", "portal_write", "portal_config_read"})
+# Restricted-key permissions per resource, as in the Dashboard: "<resource>_read" or "<resource>_write",
+# where write includes read. A secret key (sk_) has them all.
+ALL_PERMISSIONS = frozenset({"customers_write", "portal_write"})
 PORTAL_LOCALES = frozenset(
     """auto bg cs da de el en en-AU en-CA en-GB en-IE en-IN en-NZ en-SG es es-419 et fi fil fr fr-CA hr hu id
     it ja ko lt lv ms mt nb nl pl pt pt-BR ro ru sk sl sv th tr vi zh zh-HK zh-TW""".split()
@@ -131,14 +133,23 @@ class StripeStandin:
         with self.lock:
             self.account.keys.pop(key, None)
 
-    def create_default_portal_configuration(self, mode: str = "test") -> str:
+    def create_default_portal_configuration(self, mode: str = "test", *, is_default: bool = True) -> str:
         with self.lock:
             config_id = new_id("bpc_")
             self.account.configurations[config_id] = {"id": config_id, "object": "billing_portal.configuration",
-                                                      "is_default": True, "livemode": mode == "live",
+                                                      "is_default": is_default, "livemode": mode == "live",
                                                       "active": True}
-            self.account.default_configuration[mode] = config_id
+            if is_default:
+                self.account.default_configuration[mode] = config_id
             return config_id
+
+    def remove_default_portal_configuration(self, mode: str = "test") -> None:
+        """As if the account never saved its customer portal settings in this mode."""
+        with self.lock:
+            config_id = self.account.default_configuration[mode]
+            self.account.default_configuration[mode] = None
+            if config_id:
+                self.account.configurations.pop(config_id, None)
 
     def inject(self, fault: Fault) -> None:
         with self.lock:
@@ -267,11 +278,12 @@ class StripeStandin:
             ("POST", "customers"): "customers_write",
             ("DELETE", "customers"): "customers_write",
             ("POST", "billing_portal"): "portal_write",
-            ("GET", "billing_portal"): "portal_config_read",
+            ("GET", "billing_portal"): "portal_read",
         }.get((method, parts[1] if len(parts) > 1 else ""))
         if needs is None:
             return 404, _error("invalid_request_error", f"Unrecognized request URL ({method}: {path}).")
-        if needs not in permissions:
+        granted = needs in permissions or needs.replace("_read", "_write") in permissions
+        if not granted:
             return 403, _error("invalid_request_error",
                                f"The provided key does not have the required permissions for this endpoint. "
                                f"Having the '{needs}' permission would allow this request to continue.")
@@ -282,7 +294,15 @@ class StripeStandin:
                 return self._create_session(params, mode)
             if parts[1:3] == ["billing_portal", "configurations"] and method == "GET":
                 configs = [c for c in self.account.configurations.values() if c["livemode"] == (mode == "live")]
-                return 200, _list(configs, "/v1/billing_portal/configurations")
+                if len(parts) > 3:
+                    found = [c for c in configs if c["id"] == parts[3]]
+                    if not found:
+                        return 404, _error("invalid_request_error", f"No such configuration: '{parts[3]}'",
+                                           code="resource_missing", param="configuration")
+                    return 200, found[0]
+                if params.get("is_default") == "true":
+                    configs = [c for c in configs if c["is_default"]]
+                return 200, _list(configs[: int(params.get("limit", 10))], "/v1/billing_portal/configurations")
         return 404, _error("invalid_request_error", f"Unrecognized request URL ({method}: {path}).")
 
     def _new_customer(self, mode: str, params: dict) -> dict:

@@ -10,7 +10,7 @@ from devstack.stripe_standin import Fault, fake_key
 
 
 def test_portal_not_configured_is_503_with_admin_hint(gateway, user, stripe_standin):
-    stripe_standin.account.default_configuration["test"] = None
+    stripe_standin.remove_default_portal_configuration("test")
     _, tokens = user()
     reply = gateway().portal(tokens["IdToken"], accept="application/json")
     assert reply.status == 503
@@ -20,9 +20,8 @@ def test_portal_not_configured_is_503_with_admin_hint(gateway, user, stripe_stan
 
 
 def test_explicit_portal_configuration_is_sent(gateway, user, stripe_standin):
-    stripe_standin.account.default_configuration["test"] = None
-    config_id = stripe_standin.create_default_portal_configuration("test")
-    stripe_standin.account.default_configuration["test"] = None
+    stripe_standin.remove_default_portal_configuration("test")
+    config_id = stripe_standin.create_default_portal_configuration("test", is_default=False)
     _, tokens = user()
     reply = gateway(PORTAL_CONFIGURATION_ID=config_id).portal(tokens["IdToken"])
     assert reply.status == 302
@@ -114,14 +113,14 @@ def test_live_key_in_test_mode_is_mode_mismatch(gateway, user, stack, stripe_sta
 
 def test_restricted_key_works(gateway, user, stack, stripe_standin):
     restricted = stripe_standin.add_key(fake_key("rk", "test"),
-                                        frozenset({"customers_read", "customers_write", "portal_write"}))
+                                        frozenset({"customers_write", "portal_write"}))
     stack.put_stripe_key(restricted)
     _, tokens = user()
     assert gateway().portal(tokens["IdToken"]).status == 302
 
 
 def test_restricted_key_missing_permission_is_503(gateway, user, stack, stripe_standin):
-    restricted = stripe_standin.add_key(fake_key("rk", "test"), frozenset({"customers_read", "customers_write"}))
+    restricted = stripe_standin.add_key(fake_key("rk", "test"), frozenset({"customers_write", "portal_read"}))
     stack.put_stripe_key(restricted)
     _, tokens = user()
     reply = gateway().portal(tokens["IdToken"], accept="application/json")

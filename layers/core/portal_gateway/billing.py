@@ -11,8 +11,6 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Callable, TypeVar
 
-import stripe
-
 from .errors import (
     CustomerMissing,
     PortalNotConfigured,
@@ -21,13 +19,9 @@ from .errors import (
     StripeUnavailable,
 )
 from .stripe_key import StripeKeyProvider
+from .stripe_lib import stripe
 
 logger = logging.getLogger(__name__)
-stripe.enable_telemetry = False
-# STRIPE_LOG=debug/info would make stripe-python print request bodies (emails) to stderr: never honour it.
-stripe.log = None
-if hasattr(stripe, "_util"):
-    stripe._util.STRIPE_LOG = None
 T = TypeVar("T")
 ACTIVE_SUBSCRIPTION_STATUSES = frozenset({"active", "trialing", "past_due", "unpaid"})
 
