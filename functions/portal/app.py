@@ -14,7 +14,7 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
-from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.metrics import MetricUnit, single_metric
 
 from portal_gateway import responses
 from portal_gateway.config import ConfigError, Settings
@@ -30,8 +30,10 @@ from portal_gateway.errors import (
 
 # /health and refused requests publish no metric; that is expected, not worth a warning per request.
 warnings.filterwarnings("ignore", message="No application metrics to publish")
-logger = Logger(service="stripe-portal-gateway")
-metrics = Metrics(namespace="StripePortalGateway", service="stripe-portal-gateway")
+logger = Logger(service="stripe-portal-gateway")  # POWERTOOLS_SERVICE_NAME in the template says the same
+METRICS_NAMESPACE = "StripePortalGateway"
+SERVICE = "stripe-portal-gateway"
+metrics = Metrics(namespace=METRICS_NAMESPACE, service=SERVICE)
 copy_config_to_registered_loggers(source_logger=logger, include={"portal_gateway"})
 app = APIGatewayHttpResolver()
 
@@ -53,7 +55,7 @@ def portal_service():
 
         _service = build_service(
             SETTINGS,
-            count=lambda name: metrics.add_metric(name=name, unit=MetricUnit.Count, value=1),
+            count=count,
             on_identity=lambda identity: logger.append_keys(cognito_sub=identity.sub),
         )
     return _service
@@ -142,16 +144,16 @@ def gateway_error(err: GatewayError):
     log = logger.error if status >= 500 else logger.info
     log("Request refused", extra={"error_code": err.code, "status": status, "detail": err.log_detail})
     if isinstance(err, InvalidToken):
-        _count_auth_rejection(err.reason)
+        count("AuthRejected", reason=err.reason)
     elif status >= 500:
-        metrics.add_metric(name="DependencyErrors", unit=MetricUnit.Count, value=1)
+        count("DependencyErrors", code=err.code)
     return _error_response(err.code, err.message)
 
 
 @app.exception_handler(Exception)
 def unexpected_error(err: Exception):
     logger.exception("Unexpected error")
-    metrics.add_metric(name="UnexpectedErrors", unit=MetricUnit.Count, value=1)
+    count("UnexpectedErrors")
     return _error_response(GatewayError.code, GatewayError.message)
 
 
@@ -160,12 +162,16 @@ def not_found(_err):
     return _error_response("not_found", "There is nothing here.")
 
 
-def _count_auth_rejection(reason: str) -> None:
-    from aws_lambda_powertools.metrics import single_metric
-
-    with single_metric(name="AuthRejected", unit=MetricUnit.Count, value=1,
-                       namespace="StripePortalGateway") as metric:
-        metric.add_dimension(name="reason", value=reason)
+def count(name: str, **dimensions: str) -> None:
+    """Count one event. With dimensions, the event is counted twice: in total (what alarms watch) and per
+    dimension value (what a dashboard breaks down), e.g. StripeErrors and StripeErrors by type."""
+    metrics.add_metric(name=name, unit=MetricUnit.Count, value=1)
+    if dimensions:
+        with single_metric(name=f"{name}By{''.join(key.title() for key in dimensions)}",
+                           unit=MetricUnit.Count, value=1, namespace=METRICS_NAMESPACE,
+                           default_dimensions={"service": SERVICE}) as metric:
+            for key, value in dimensions.items():
+                metric.add_dimension(name=key, value=value)
 
 
 def _error_response(code: str, message: str):

@@ -28,3 +28,9 @@ def test_function_artifact_holds_only_the_thin_handler():
     assert (function / "app.py").is_file()
     assert not (function / "portal_gateway").exists()
     assert not (function / "stripe").exists()
+
+
+def test_rotation_function_artifact():
+    function = BUILD / "RotationFunction"
+    assert (function / "app.py").is_file()
+    assert not (function / "portal_gateway").exists()

@@ -170,3 +170,54 @@ def test_sample_events_are_http_api_v2_events_for_real_routes(path, template):
     assert not re.search(r"eyJ[A-Za-z0-9_-]{10,}\.", path.read_text()), "sample events must not carry a real JWT"
     rebuilt = build_event(method, event["rawPath"], query=event["rawQueryString"], headers=event["headers"])
     assert set(rebuilt) - {"body", "isBase64Encoded", "queryStringParameters", "cookies"} <= set(event)
+
+
+def test_rotation_function_may_only_rotate_the_one_secret(template):
+    fn = template["Resources"]["RotationFunction"]["Properties"]
+    [statement] = [s for p in fn["Policies"] for s in p["Statement"]]
+    assert sorted(statement["Action"]) == ["secretsmanager:DescribeSecret", "secretsmanager:GetSecretValue",
+                                           "secretsmanager:PutSecretValue", "secretsmanager:UpdateSecretVersionStage"]
+    assert statement["Resource"] == {
+        "Fn::If": ["CreateStripeSecret", {"Ref": "StripeApiKeySecret"}, {"Ref": "ExistingStripeSecretArn"}]}
+    assert fn["Environment"]["Variables"]["STRIPE_MODE"] == {"Ref": "StripeMode"}
+    permission = template["Resources"]["RotationFunctionPermission"]["Properties"]
+    assert permission["Principal"] == "secretsmanager.amazonaws.com"
+    assert permission["SourceAccount"] == {"Ref": "AWS::AccountId"}
+    assert "RotationFunctionArn" in template["Outputs"]
+
+
+def test_no_function_gets_wildcards_or_managed_admin_policies(template):
+    for name, fn in resources_of(template, "AWS::Serverless::Function").items():
+        for policy in fn["Properties"].get("Policies", []):
+            assert isinstance(policy, dict) and "Statement" in policy, f"{name}: only inline statements"
+            for statement in policy["Statement"]:
+                assert "*" not in json.dumps(statement["Action"]) + json.dumps(statement["Resource"]), name
+
+
+def test_alarms_cover_5xx_rate_stripe_errors_function_errors_and_throttles(template):
+    alarms = resources_of(template, "AWS::CloudWatch::Alarm")
+    watched = {(a["Properties"].get("Namespace"), a["Properties"].get("MetricName")) for a in alarms.values()}
+    assert ("StripePortalGateway", "StripeErrors") in watched
+    assert ("AWS/Lambda", "Errors") in watched and ("AWS/Lambda", "Throttles") in watched
+    rate = alarms["Api5xxRateAlarm"]["Properties"]["Metrics"]
+    assert {m["MetricStat"]["Metric"]["MetricName"] for m in rate if "MetricStat" in m} == {"5xx", "Count"}
+    for alarm in alarms.values():
+        assert alarm["Properties"]["AlarmActions"] == {
+            "Fn::If": ["HasAlarmTopic", [{"Ref": "AlarmTopicArn"}], {"Ref": "AWS::NoValue"}]}
+        assert alarm["Properties"]["TreatMissingData"] == "notBreaching"
+
+
+def test_metric_names_in_alarms_are_the_ones_the_code_emits(template):
+    code = (ROOT / "layers/core/portal_gateway/service.py").read_text()
+    for alarm in resources_of(template, "AWS::CloudWatch::Alarm").values():
+        if alarm["Properties"].get("Namespace") == "StripePortalGateway":
+            assert f'"{alarm["Properties"]["MetricName"]}"' in code
+
+
+@pytest.mark.parametrize("document", ["README.md", "docs/runbook.md"])
+def test_every_error_code_is_documented_with_its_status(document):
+    from portal_gateway.responses import STATUS_BY_CODE
+
+    text = (ROOT / document).read_text()
+    rows = {m.group(2): int(m.group(1)) for m in re.finditer(r"^\| (\d{3}) \| `([a-z_]+)` \|", text, re.M)}
+    assert rows == STATUS_BY_CODE

@@ -43,6 +43,7 @@ class StripeBilling:
         timeout_seconds: float = 4.0,
         max_network_retries: int = 1,
         on_key_refresh: Callable[[], None] | None = None,
+        on_error: Callable[[str], None] | None = None,
     ):
         self._keys = keys
         self._api_base = api_base
@@ -50,6 +51,7 @@ class StripeBilling:
         self._retries = max_network_retries
         self._clients: dict[str, stripe.StripeClient] = {}
         self._on_key_refresh = on_key_refresh or (lambda: None)
+        self._on_error = on_error or (lambda error_type: None)  # metrics: Stripe errors by type
         self.calls = 0  # outbound Stripe API calls made by this adapter, for benchmarks and tests
 
     # --- operations -------------------------------------------------------------------------------------
@@ -124,14 +126,19 @@ class StripeBilling:
         self.calls += 1
         try:
             return operation(self._client(key))
-        except stripe.AuthenticationError:
-            raise
-        except stripe.PermissionError as exc:
-            raise StripeKeyPermissions(log_detail=f"the Stripe key lacks a permission: {_describe(exc)}") from None
-        except stripe.InvalidRequestError as exc:
-            raise _invalid_request(exc) from None
         except stripe.StripeError as exc:
-            raise StripeUnavailable(log_detail=f"Stripe call failed: {_describe(exc)}") from None
+            self._on_error(type(exc).__name__)
+            if isinstance(exc, stripe.AuthenticationError):
+                raise  # handled by _call: re-read the secret once
+            raise _mapped(exc) from None
+
+
+def _mapped(exc: stripe.StripeError) -> Exception:
+    if isinstance(exc, stripe.PermissionError):
+        return StripeKeyPermissions(log_detail=f"the Stripe key lacks a permission: {_describe(exc)}")
+    if isinstance(exc, stripe.InvalidRequestError):
+        return _invalid_request(exc)
+    return StripeUnavailable(log_detail=f"Stripe call failed: {_describe(exc)}")
 
 
 def _invalid_request(exc: stripe.InvalidRequestError) -> Exception:

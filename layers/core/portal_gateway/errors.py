@@ -116,5 +116,5 @@ class StripeKeyPermissions(StripeKeyUnavailable):
 class CustomerMissing(GatewayError):
     """Stripe says the mapped customer is gone (deleted or never existed): re-resolve, never a 500."""
 
-    code = "customer_missing"
+    code = StripeUnavailable.code  # if it ever escapes the re-resolution, the caller sees a 502
     message = StripeUnavailable.message

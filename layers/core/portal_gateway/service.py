@@ -82,7 +82,7 @@ class PortalService:
 def build_service(
     settings: Settings,
     *,
-    count: Callable[[str], None] = lambda name: None,
+    count: Callable[..., None] = lambda name, **dimensions: None,
     on_identity: Callable[[Identity], None] = lambda identity: None,
 ) -> PortalService:
     """Wire the real adapters. Called once per execution environment; clients are created on first use."""
@@ -98,6 +98,7 @@ def build_service(
         timeout_seconds=settings.stripe_timeout_seconds,
         max_network_retries=settings.stripe_max_network_retries,
         on_key_refresh=lambda: count("StripeKeyRefreshed"),
+        on_error=lambda error_type: count("StripeErrors", type=error_type),
     )
     verifier = CognitoJwtVerifier(
         issuer=settings.issuer,

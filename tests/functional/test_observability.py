@@ -1,0 +1,83 @@
+"""Metrics (CloudWatch EMF on stdout) and structured log fields an operator relies on."""
+
+from __future__ import annotations
+
+import json
+
+from devstack.stripe_standin import Fault, fake_key
+
+
+def emitted(capsys) -> tuple[list[dict], list[dict]]:
+    metrics, logs = [], []
+    for line in capsys.readouterr().out.splitlines():
+        if not line.startswith("{"):
+            continue
+        record = json.loads(line)
+        (metrics if "_aws" in record else logs).append(record)
+    return metrics, logs
+
+
+def counted(metrics: list[dict], name: str, **dimensions) -> int:
+    total = 0
+    for record in metrics:
+        names = [m["Name"] for d in record["_aws"]["CloudWatchMetrics"] for m in d["Metrics"]]
+        if name in names and all(record.get(k) == v for k, v in dimensions.items()):
+            value = record[name]
+            total += sum(value) if isinstance(value, list) else value
+    return int(total)
+
+
+def test_first_visit_then_returning_visit(gateway, user, capsys):
+    sub, tokens = user()
+    gw = gateway()
+    gw.portal(tokens["IdToken"])
+    gw.portal(tokens["IdToken"])
+    gateway().portal(tokens["IdToken"])  # a new execution environment finds the mapping
+    metrics, logs = emitted(capsys)
+    assert counted(metrics, "PortalSessionCreated") == 3
+    assert counted(metrics, "CustomerCreated") == 1
+    assert counted(metrics, "CustomerFoundByMapping") == 1
+    assert all(r["service"] == "stripe-portal-gateway" for r in metrics)
+    created = [r for r in logs if r["message"] == "Portal session created"]
+    assert len(created) == 3
+    assert all(r["cognito_sub"] == sub and r["function_request_id"] for r in created)
+    assert [r["customer_source"] for r in created] == ["created", "cache", "mapping"]
+
+
+def test_email_match_is_counted(gateway, user, stripe_standin, capsys):
+    stripe_standin.add_customer(email="ada@example.com")
+    _, tokens = user()
+    gateway().portal(tokens["IdToken"])
+    metrics, _ = emitted(capsys)
+    assert counted(metrics, "CustomerMatchedByEmail") == 1 and counted(metrics, "CustomerCreated") == 0
+
+
+def test_auth_rejections_by_reason(gateway, user, capsys):
+    _, tokens = user()
+    gw = gateway()
+    gw.portal("garbage")
+    gw.portal(tokens["IdToken"][:-4] + "AAAA")
+    metrics, logs = emitted(capsys)
+    assert counted(metrics, "AuthRejected") == 2
+    assert counted(metrics, "AuthRejectedByReason", reason="malformed") == 1
+    assert counted(metrics, "AuthRejectedByReason", reason="bad_signature") == 1
+    refused = [r for r in logs if r["message"] == "Request refused"]
+    assert [r["detail"] for r in refused] == ["malformed", "bad_signature"]
+
+
+def test_stripe_errors_by_type_and_key_refreshes(gateway, user, stack, stripe_standin, capsys):
+    _, tokens = user()
+    gw = gateway()
+    gw.portal(tokens["IdToken"])
+    stripe_standin.inject(Fault(status=500, times=2, path_prefix="/v1/billing_portal"))
+    gw.portal(tokens["IdToken"])
+    new_key = stripe_standin.add_key(fake_key())
+    stack.put_stripe_key(new_key)
+    stripe_standin.revoke_key(stripe_standin.key)
+    gw.portal(tokens["IdToken"])
+    metrics, _ = emitted(capsys)
+    assert counted(metrics, "StripeErrorsByType", type="APIError") == 1
+    assert counted(metrics, "StripeErrorsByType", type="AuthenticationError") == 1
+    assert counted(metrics, "StripeErrors") == 2
+    assert counted(metrics, "StripeKeyRefreshed") == 1
+    assert counted(metrics, "DependencyErrorsByCode", code="billing_provider_error") == 1
