@@ -20,7 +20,9 @@ from urllib.parse import parse_qsl, urlsplit
 
 # Restricted-key permissions per resource, as in the Dashboard: "<resource>_read" or "<resource>_write",
 # where write includes read. A secret key (sk_) has them all.
-ALL_PERMISSIONS = frozenset({"customers_write", "portal_write"})
+ALL_PERMISSIONS = frozenset({"customers_write", "portal_write", "subscriptions_read"})
+FLOW_TYPES = frozenset({"payment_method_update", "subscription_cancel", "subscription_update",
+                        "subscription_update_confirm"})
 PORTAL_LOCALES = frozenset(
     """auto bg cs da de el en en-AU en-CA en-GB en-IE en-IN en-NZ en-SG es es-419 et fi fil fr fr-CA hr hu id
     it ja ko lt lv ms mt nb nl pl pt pt-BR ro ru sk sl sv th tr vi zh zh-HK zh-TW""".split()
@@ -164,6 +166,12 @@ class StripeStandin:
                                                    "status": subscription_status, "customer": customer["id"]})
             return customer["id"]
 
+    def add_subscription(self, customer_id: str, status: str = "active") -> str:
+        with self.lock:
+            subscription = {"id": new_id("sub_"), "object": "subscription", "status": status, "customer": customer_id}
+            self.account.customers[customer_id]["_subscriptions"].append(subscription)
+            return subscription["id"]
+
     def delete_customer(self, customer_id: str) -> None:
         with self.lock:
             self.account.customers[customer_id]["deleted"] = True
@@ -279,17 +287,24 @@ class StripeStandin:
             ("DELETE", "customers"): "customers_write",
             ("POST", "billing_portal"): "portal_write",
             ("GET", "billing_portal"): "portal_read",
+            ("GET", "subscriptions"): "subscriptions_read",
         }.get((method, parts[1] if len(parts) > 1 else ""))
+        if "data.subscriptions" in (params.get("expand") or []) and not self._granted("subscriptions_read", permissions):
+            return 403, _error("invalid_request_error", "The provided key does not have the required permissions "
+                                                        "to expand subscriptions.")
         if needs is None:
             return 404, _error("invalid_request_error", f"Unrecognized request URL ({method}: {path}).")
-        granted = needs in permissions or needs.replace("_read", "_write") in permissions
-        if not granted:
+        if not self._granted(needs, permissions):
             return 403, _error("invalid_request_error",
                                f"The provided key does not have the required permissions for this endpoint. "
                                f"Having the '{needs}' permission would allow this request to continue.")
         with self.lock:
             if parts[1] == "customers":
                 return self._customers(method, parts[2:], params, mode)
+            if parts[1] == "subscriptions" and len(parts) == 2:
+                customer = self.account.customers.get(params.get("customer", ""))
+                subs = [s for s in (customer["_subscriptions"] if customer else []) if s["status"] != "canceled"]
+                return 200, _list(subs[: int(params.get("limit", 10))], "/v1/subscriptions")
             if parts[1:3] == ["billing_portal", "sessions"] and method == "POST":
                 return self._create_session(params, mode)
             if parts[1:3] == ["billing_portal", "configurations"] and method == "GET":
@@ -304,6 +319,10 @@ class StripeStandin:
                     configs = [c for c in configs if c["is_default"]]
                 return 200, _list(configs[: int(params.get("limit", 10))], "/v1/billing_portal/configurations")
         return 404, _error("invalid_request_error", f"Unrecognized request URL ({method}: {path}).")
+
+    @staticmethod
+    def _granted(needs: str, permissions: frozenset) -> bool:
+        return needs in permissions or needs.replace("_read", "_write") in permissions
 
     def _new_customer(self, mode: str, params: dict) -> dict:
         self._clock_seq += 1
@@ -357,6 +376,11 @@ class StripeStandin:
         if params.get("locale") and params["locale"] not in PORTAL_LOCALES:
             return 400, _error("invalid_request_error", "Invalid locale", code="parameter_invalid_string",
                                param="locale")
+        flow = params.get("flow_data")
+        if flow:
+            problem = self._flow_problem(flow, customer)
+            if problem:
+                return 400, _error("invalid_request_error", problem, param="flow_data")
         config_id = params.get("configuration")
         if config_id:
             if config_id not in self.account.configurations:
@@ -379,6 +403,20 @@ class StripeStandin:
         }
         self.account.sessions[session_id] = session
         return 200, session
+
+    @staticmethod
+    def _flow_problem(flow: dict, customer: dict) -> str | None:
+        if flow.get("type") not in FLOW_TYPES:
+            return f"Invalid flow_data[type]: {flow.get('type')}"
+        if flow["type"] in ("subscription_cancel", "subscription_update"):
+            subscription = (flow.get(flow["type"]) or {}).get("subscription")
+            owned = {s["id"] for s in customer["_subscriptions"] if s["status"] != "canceled"}
+            if subscription not in owned:
+                return f"No such subscription for this customer: '{subscription}'"
+        after = flow.get("after_completion") or {}
+        if after.get("type") == "redirect" and not (after.get("redirect") or {}).get("return_url"):
+            return "flow_data[after_completion][redirect][return_url] is required"
+        return None
 
     def _portal_page(self, handler, session_id: str) -> None:
         with self.lock:

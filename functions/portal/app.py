@@ -11,7 +11,7 @@ import warnings
 from urllib.parse import parse_qs
 
 from aws_lambda_powertools import Logger, Metrics
-from aws_lambda_powertools.event_handler import APIGatewayHttpResolver
+from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, CORSConfig
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
@@ -35,7 +35,6 @@ METRICS_NAMESPACE = "StripePortalGateway"
 SERVICE = "stripe-portal-gateway"
 metrics = Metrics(namespace=METRICS_NAMESPACE, service=SERVICE)
 copy_config_to_registered_loggers(source_logger=logger, include={"portal_gateway"})
-app = APIGatewayHttpResolver()
 
 try:
     SETTINGS = Settings.from_env()
@@ -43,7 +42,20 @@ except ConfigError as exc:  # fail fast at start-up, naming the variable
     logger.error("Invalid configuration", extra={"problem": str(exc)})
     raise
 
+
+def _cors() -> CORSConfig | None:
+    # Only for fetch() from the listed origins (JSON mode); without ALLOWED_ORIGINS no CORS header is ever sent.
+    origins = SETTINGS.allowed_origins
+    if not origins:
+        return None
+    return CORSConfig(allow_origin=origins[0], extra_origins=list(origins[1:]),
+                      allow_headers=["Authorization", "Content-Type"], max_age=600, allow_credentials=False)
+
+
+app = APIGatewayHttpResolver(cors=_cors())
+
 MAX_FORM_BYTES = 16 * 1024
+OPTION_NAMES = ("return_to", "locale", "flow")
 TOKEN_QUERY_NAMES = frozenset({"id_token", "access_token", "token", "jwt", "authorization", "code_verifier"})
 _service = None
 
@@ -82,7 +94,7 @@ def portal_from_form():
         raise BadRequest("Send exactly one id_token.")
     if not tokens or not tokens[0]:
         raise AuthenticationRequired()
-    options = {name: values[-1] for name, values in form.items() if name in ("return_to", "locale")}
+    options = {name: values[-1] for name, values in form.items() if name in OPTION_NAMES}
     return _open_portal(tokens[0], {**query, **options}, redirect_status=303)
 
 
@@ -96,6 +108,7 @@ def _open_portal(token: str, params: dict[str, str], *, redirect_status: int):
             return_to=params.get("return_to"),
             locale=params.get("locale"),
             accept_language=headers.get("accept-language"),
+            flow=params.get("flow"),
         ),
     )
     if responses.wants_json(headers.get("accept")):

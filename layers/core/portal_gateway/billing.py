@@ -56,10 +56,13 @@ class StripeBilling:
 
     # --- operations -------------------------------------------------------------------------------------
     def customers_with_email(self, email: str) -> list[CustomerRecord]:
-        """Customers whose email is exactly `email` (list is consistent; search is not)."""
-        page = self._call(
-            lambda c: c.v1.customers.list(params={"email": email, "limit": 20, "expand": ["data.subscriptions"]})
-        )
+        """Customers whose email is exactly `email` (list is consistent; search is not). Their subscriptions
+        come along when the key may read them; a restricted key without Subscriptions read still matches."""
+        try:
+            page = self._call(lambda c: c.v1.customers.list(
+                params={"email": email, "limit": 20, "expand": ["data.subscriptions"]}))
+        except StripeKeyPermissions:
+            page = self._call(lambda c: c.v1.customers.list(params={"email": email, "limit": 20}))
         records = []
         for customer in page.data:
             subscriptions = getattr(customer, "subscriptions", None)
@@ -79,6 +82,10 @@ class StripeBilling:
         return self._call(
             lambda c: c.v1.customers.create(params=params, options={"idempotency_key": idempotency_key})
         ).id
+
+    def active_subscriptions(self, customer_id: str) -> list[str]:
+        page = self._call(lambda c: c.v1.subscriptions.list(params={"customer": customer_id, "limit": 10}))
+        return [s.id for s in page.data if s.status in ACTIVE_SUBSCRIPTION_STATUSES]
 
     def claim_customer(self, customer_id: str, metadata: dict[str, str]) -> None:
         """Stamp an existing customer with its owner, so no other user can ever match it by email."""

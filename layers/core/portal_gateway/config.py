@@ -42,6 +42,11 @@ class Settings:
     stripe_max_network_retries: int = 1
     jwt_leeway_seconds: int = 30
     jwks_timeout_seconds: float = 3.0
+    allowed_origins: tuple[str, ...] = ()
+    cognito_domain: str | None = None
+    oauth_client_id: str | None = None
+    callback_url: str | None = None
+    oauth_secret_id: str | None = None
 
     @property
     def region(self) -> str:
@@ -75,7 +80,31 @@ class Settings:
         config_id = env.get("PORTAL_CONFIGURATION_ID", "").strip() or None
         if config_id and not re.match(r"^bpc_[0-9A-Za-z]+$", config_id):
             raise ConfigError("PORTAL_CONFIGURATION_ID must be a Stripe portal configuration id (bpc_...)")
+        origins = _csv(env, "ALLOWED_ORIGINS")
+        for origin in origins:
+            _check_url("ALLOWED_ORIGINS", origin, prefix_ok=True)
+            if urlsplit(origin).path not in ("", "/"):
+                raise ConfigError(f"ALLOWED_ORIGINS entries are origins, without a path: {origin[:80]!r}")
+        domain = env.get("COGNITO_DOMAIN", "").strip().rstrip("/") or None
+        oauth_client_id = callback_url = oauth_secret_id = None
+        if domain:
+            if not domain.startswith(("https://", "http://")):
+                domain = "https://" + domain
+            _check_url("COGNITO_DOMAIN", domain, prefix_ok=False)
+            oauth_client_id = env.get("OAUTH_CLIENT_ID", "").strip() or client_ids[0]
+            if oauth_client_id not in client_ids:
+                raise ConfigError("OAUTH_CLIENT_ID must be one of COGNITO_CLIENT_IDS")
+            callback_url = _required(env, "CALLBACK_URL")
+            _check_url("CALLBACK_URL", callback_url, prefix_ok=False)
+            if not urlsplit(callback_url).path.endswith("/portal/callback"):
+                raise ConfigError("CALLBACK_URL must be this API's /portal/callback URL")
+            oauth_secret_id = _required(env, "OAUTH_SECRET_ID")
         return cls(
+            allowed_origins=tuple(o.rstrip("/") for o in origins),
+            cognito_domain=domain,
+            oauth_client_id=oauth_client_id,
+            callback_url=callback_url,
+            oauth_secret_id=oauth_secret_id,
             stripe_secret_id=_required(env, "STRIPE_SECRET_ID"),
             stripe_mode=mode,
             user_pool_id=pool_id,

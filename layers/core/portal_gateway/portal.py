@@ -103,3 +103,29 @@ def _accept_language_tags(header: str) -> list[str]:
         if tag and tag != "*" and quality > 0:
             weighted.append((-quality, index, tag.lower()))
     return [tag for _, _, tag in sorted(weighted)]
+
+
+# Deep links, chosen by name only: the client never sends raw flow_data. Stripe has no "customer_update"
+# flow, so that preset opens the portal home, where name, email, address and tax ids are edited.
+FLOWS = ("payment_method_update", "subscription_cancel", "subscription_update", "customer_update")
+SUBSCRIPTION_FLOWS = ("subscription_cancel", "subscription_update")
+
+
+def choose_flow(requested: str | None) -> str | None:
+    if not requested:
+        return None
+    if requested not in FLOWS:
+        raise BadRequest("Unknown flow. Use one of: " + ", ".join(FLOWS) + ".")
+    return requested
+
+
+def flow_data(flow: str | None, *, return_url: str, subscription_id: str | None) -> dict | None:
+    """Stripe flow_data for a preset, or None for the portal home."""
+    if flow is None or flow == "customer_update":
+        return None
+    if flow in SUBSCRIPTION_FLOWS and subscription_id is None:
+        return None
+    data: dict = {"type": flow, "after_completion": {"type": "redirect", "redirect": {"return_url": return_url}}}
+    if flow in SUBSCRIPTION_FLOWS:
+        data[flow] = {"subscription": subscription_id}
+    return data

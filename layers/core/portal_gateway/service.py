@@ -12,7 +12,7 @@ from .billing import StripeBilling
 from .config import Settings
 from .customers import CustomerResolver
 from .errors import CustomerMissing, StripeUnavailable
-from .portal import ReturnUrlPolicy, choose_locale
+from .portal import SUBSCRIPTION_FLOWS, ReturnUrlPolicy, choose_flow, choose_locale, flow_data
 from .stripe_key import StripeKeyProvider
 
 logger = logging.getLogger(__name__)
@@ -23,6 +23,7 @@ class PortalOptions:
     return_to: str | None = None
     locale: str | None = None
     accept_language: str | None = None
+    flow: str | None = None
 
 
 class PortalService:
@@ -46,11 +47,18 @@ class PortalService:
         self._count = count
         self._on_identity = on_identity
 
-    def open_portal(self, token: str, options: PortalOptions) -> str:
-        identity = self.verifier.verify(token)
+    def check_options(self, options: PortalOptions) -> None:
+        """Refuse bad options before anything else happens (also before a sign-in round trip)."""
+        self.return_policy.choose(options.return_to)
+        choose_locale(options.locale, options.accept_language)
+        choose_flow(options.flow)
+
+    def open_portal(self, token: str, options: PortalOptions, *, nonce: str | None = None) -> str:
+        identity = self.verifier.verify(token, nonce=nonce)
         self._on_identity(identity)
         return_url = self.return_policy.choose(options.return_to)
         locale = choose_locale(options.locale, options.accept_language)
+        flow = choose_flow(options.flow)
 
         def load_profile() -> Profile:
             # Only needed on a first visit. An access token carries no email: ask Cognito with that token.
@@ -58,11 +66,11 @@ class PortalService:
 
         resolution = self.resolver.resolve(identity, load_profile)
         try:
-            url = self._session(resolution.customer_id, return_url, locale)
+            url = self._session(resolution.customer_id, return_url, locale, flow)
         except CustomerMissing:
             resolution = self.resolver.resolve(identity, load_profile, stale_customer_id=resolution.customer_id)
             try:
-                url = self._session(resolution.customer_id, return_url, locale)
+                url = self._session(resolution.customer_id, return_url, locale, flow)
             except CustomerMissing:
                 raise StripeUnavailable(log_detail="customer missing again right after re-resolving") from None
         logger.info("Portal session created", extra={"customer_source": resolution.source,
@@ -70,12 +78,22 @@ class PortalService:
         self._count("PortalSessionCreated")
         return url
 
-    def _session(self, customer_id: str, return_url: str, locale: str) -> str:
+    def _session(self, customer_id: str, return_url: str, locale: str, flow: str | None) -> str:
+        subscription_id = None
+        if flow in SUBSCRIPTION_FLOWS:
+            # Chosen server-side among THIS customer's subscriptions; never taken from the request.
+            subscriptions = self.billing.active_subscriptions(customer_id)
+            if len(subscriptions) == 1:
+                subscription_id = subscriptions[0]
+            else:
+                logger.info("Deep link needs exactly one active subscription; opening the portal home",
+                            extra={"flow": flow, "active_subscriptions": len(subscriptions)})
         return self.billing.create_portal_session(
             customer_id=customer_id,
             return_url=return_url,
             locale=locale,
             configuration=self.settings.portal_configuration_id,
+            flow_data=flow_data(flow, return_url=return_url, subscription_id=subscription_id),
         )
 
 
