@@ -81,8 +81,48 @@ def health():
 @app.get("/portal")
 def portal_from_header():
     query = _query()
-    token = _bearer_token(app.current_event.headers.get("authorization"))
+    headers = app.current_event.headers
+    login = portal_service().login
+    if not headers.get("authorization") and login is not None and not responses.wants_json(headers.get("accept")):
+        return _start_sign_in(login, query)
+    token = _bearer_token(headers.get("authorization"))
     return _open_portal(token, query, redirect_status=302)
+
+
+def _start_sign_in(login, query: dict[str, str]):
+    """A plain link: no token yet, so send the browser to the Hosted UI and come back to /portal/callback."""
+    options = _options(query)
+    portal_service().check_options(options)  # a bad return_to is refused now, not after signing in
+    authorize_url, cookie_value = login.start(return_to=options.return_to, flow=options.flow, locale=options.locale)
+    return responses.redirect(authorize_url, 302, cookies=[responses.login_cookie(cookie_value)])
+
+
+@app.get("/portal/callback")
+def portal_callback():
+    from portal_gateway.oauth import COOKIE_NAME
+
+    login = portal_service().login
+    if login is None:
+        return not_found(None)
+    try:
+        id_token, pending = login.finish(app.current_event.query_string_parameters or {},
+                                         _cookie(COOKIE_NAME))
+        options = _options({"return_to": pending.return_to, "locale": pending.locale, "flow": pending.flow})
+        url = portal_service().open_portal(id_token, options, nonce=pending.nonce)
+        response = responses.redirect(url, 302)
+    except GatewayError as err:
+        _log_refusal(err)
+        response = responses.error(err, wants_html=True, back_url=SETTINGS.return_url)
+    response.cookies.append(responses.clear_login_cookie())  # one use, success or not
+    return response
+
+
+def _cookie(name: str) -> str | None:
+    for cookie in app.current_event.cookies or []:
+        key, _, value = cookie.strip().partition("=")
+        if key == name:
+            return value
+    return None
 
 
 @app.post("/portal")
@@ -98,19 +138,20 @@ def portal_from_form():
     return _open_portal(tokens[0], {**query, **options}, redirect_status=303)
 
 
-def _open_portal(token: str, params: dict[str, str], *, redirect_status: int):
+def _options(params: dict[str, str | None]):
     from portal_gateway.service import PortalOptions
 
-    headers = app.current_event.headers
-    url = portal_service().open_portal(
-        token,
-        PortalOptions(
-            return_to=params.get("return_to"),
-            locale=params.get("locale"),
-            accept_language=headers.get("accept-language"),
-            flow=params.get("flow"),
-        ),
+    return PortalOptions(
+        return_to=params.get("return_to"),
+        locale=params.get("locale"),
+        accept_language=app.current_event.headers.get("accept-language"),
+        flow=params.get("flow"),
     )
+
+
+def _open_portal(token: str, params: dict[str, str], *, redirect_status: int):
+    headers = app.current_event.headers
+    url = portal_service().open_portal(token, _options(params))
     if responses.wants_json(headers.get("accept")):
         return responses.portal_url_json(url)
     return responses.redirect(url, redirect_status)
@@ -153,6 +194,11 @@ def _form() -> dict[str, list[str]]:
 
 @app.exception_handler(GatewayError)
 def gateway_error(err: GatewayError):
+    _log_refusal(err)
+    return _error_response(err.code, err.message)
+
+
+def _log_refusal(err: GatewayError) -> None:
     status = responses.status_for(err.code)
     log = logger.error if status >= 500 else logger.info
     log("Request refused", extra={"error_code": err.code, "status": status, "detail": err.log_detail})
@@ -160,7 +206,6 @@ def gateway_error(err: GatewayError):
         count("AuthRejected", reason=err.reason)
     elif status >= 500:
         count("DependencyErrors", code=err.code)
-    return _error_response(err.code, err.message)
 
 
 @app.exception_handler(Exception)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import urlencode
 
 import pytest
@@ -45,6 +45,7 @@ class Reply:
     status: int
     headers: dict
     body: str
+    cookies: list = field(default_factory=list)
 
     @property
     def json(self) -> dict:
@@ -66,7 +67,8 @@ class Gateway:
         query_string = query if isinstance(query, str) else urlencode(query)
         event = build_event(method, path, query=query_string, headers=headers, body=body)
         result = self.module.lambda_handler(event, new_context())
-        return Reply(result["statusCode"], result.get("headers") or {}, result.get("body") or "")
+        return Reply(result["statusCode"], result.get("headers") or {}, result.get("body") or "",
+                     result.get("cookies") or [])
 
     def portal(self, token: str | None, *, accept: str = "*/*", query: dict | None = None, **headers) -> Reply:
         all_headers = {"accept": accept, **headers}

@@ -14,7 +14,13 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from .auth import Identity, is_verified_flag
-from .errors import IdentityUnavailable, InvalidToken, MappingStoreUnavailable, StripeKeyUnavailable
+from .errors import (
+    GatewayError,
+    IdentityUnavailable,
+    InvalidToken,
+    MappingStoreUnavailable,
+    StripeKeyUnavailable,
+)
 from .stripe_key import SecretUnreadable
 
 # Short timeouts and the standard retry mode: a slow dependency must not eat the whole Lambda timeout.
@@ -43,8 +49,14 @@ def _error_code(exc: Exception) -> str:
 
 
 class SecretsManagerReader:
-    def __init__(self, client: Any | None = None, region: str | None = None):
+    """Reads one secret's string. `unavailable` is the error raised for a missing or unusable secret, `label`
+    names it in log lines (the Stripe key secret, or the OAuth secret)."""
+
+    def __init__(self, client: Any | None = None, region: str | None = None, *,
+                 unavailable: type[GatewayError] = StripeKeyUnavailable, label: str = "the Stripe secret",
+                 variable: str = "STRIPE_SECRET_ID"):
         self._client = _LazyClient("secretsmanager", client, region)
+        self._unavailable, self._label, self._variable = unavailable, label, variable
 
     def __call__(self, secret_id: str) -> str:
         try:
@@ -53,17 +65,23 @@ class SecretsManagerReader:
             code = _error_code(exc)
             if code == "ResourceNotFoundException":
                 # Also what a stack-created secret with no value yet answers.
-                raise StripeKeyUnavailable(
-                    log_detail="the Stripe secret does not exist or has no value yet (STRIPE_SECRET_ID)"
+                raise self._unavailable(
+                    log_detail=f"{self._label} does not exist or has no value yet ({self._variable})"
                 ) from None
             if code in ("AccessDeniedException", "AccessDenied"):
-                raise StripeKeyUnavailable(log_detail="not allowed to read the Stripe secret (IAM policy)") from None
-            raise SecretUnreadable(log_detail=f"Secrets Manager error {code}") from None
+                raise self._unavailable(log_detail=f"not allowed to read {self._label} (IAM policy)") from None
+            raise self._transient(f"Secrets Manager error {code}") from None
         except BotoCoreError as exc:
-            raise SecretUnreadable(log_detail=f"Secrets Manager unreachable: {type(exc).__name__}") from None
+            raise self._transient(f"Secrets Manager unreachable: {type(exc).__name__}") from None
         if "SecretString" not in response:
-            raise StripeKeyUnavailable(log_detail="the Stripe secret is binary; store the key as a string")
+            raise self._unavailable(log_detail=f"{self._label} is binary; store it as a string")
         return response["SecretString"]
+
+    def _transient(self, detail: str) -> GatewayError:
+        # For the Stripe key, SecretUnreadable lets the key provider keep serving its last good key.
+        if self._unavailable is StripeKeyUnavailable:
+            return SecretUnreadable(log_detail=detail)
+        return self._unavailable(log_detail=detail)
 
 
 class CustomerMappingStore:

@@ -6,6 +6,7 @@ import html
 import json
 
 from aws_lambda_powertools.event_handler import Response
+from aws_lambda_powertools.shared.cookies import Cookie, SameSite
 
 from .errors import GatewayError
 
@@ -13,6 +14,8 @@ STATUS_BY_CODE: dict[str, int] = {
     "invalid_request": 400,
     "token_in_query_string": 400,
     "return_url_not_allowed": 400,
+    "login_failed": 400,
+    "login_session_invalid": 400,
     "authentication_required": 401,
     "invalid_token": 401,
     "no_billing_account": 403,
@@ -29,6 +32,7 @@ STATUS_BY_CODE: dict[str, int] = {
     "stripe_key_rejected": 503,
     "stripe_key_missing_permission": 503,
     "portal_not_configured": 503,
+    "login_unavailable": 503,
 }
 # Worth retrying soon: the dependency is probably back in a moment.
 _TRANSIENT = {"auth_unavailable", "identity_unavailable", "customer_store_unavailable", "billing_provider_error"}
@@ -47,8 +51,24 @@ def status_for(code: str) -> int:
     return STATUS_BY_CODE.get(code, 500)
 
 
-def redirect(url: str, status: int = 302) -> Response:
-    return Response(status_code=status, headers={**BASE_HEADERS, "Location": url}, body="")
+def redirect(url: str, status: int = 302, *, cookies: list | None = None) -> Response:
+    return Response(status_code=status, headers={**BASE_HEADERS, "Location": url}, body="", cookies=cookies or [])
+
+
+def login_cookie(value: str) -> Cookie:
+    # __Host-: Secure, Path=/, no Domain, so no other host or path can set or read it. Lax: it must come
+    # back on the top-level redirect from the Hosted UI.
+    from .oauth import COOKIE_NAME, COOKIE_TTL_SECONDS
+
+    return Cookie(name=COOKIE_NAME, value=value, path="/", secure=True, http_only=True,
+                  max_age=COOKIE_TTL_SECONDS, same_site=SameSite.LAX_MODE)
+
+
+def clear_login_cookie() -> Cookie:
+    from .oauth import COOKIE_NAME
+
+    return Cookie(name=COOKIE_NAME, value="", path="/", secure=True, http_only=True, max_age=0,
+                  same_site=SameSite.LAX_MODE)
 
 
 def portal_url_json(url: str) -> Response:

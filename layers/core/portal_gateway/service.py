@@ -12,6 +12,7 @@ from .billing import StripeBilling
 from .config import Settings
 from .customers import CustomerResolver
 from .errors import CustomerMissing, StripeUnavailable
+from .oauth import HostedUiLogin, OAuthSecretUnavailable
 from .portal import SUBSCRIPTION_FLOWS, ReturnUrlPolicy, choose_flow, choose_locale, flow_data
 from .stripe_key import StripeKeyProvider
 
@@ -37,8 +38,10 @@ class PortalService:
         read_profile: Callable[[str], Profile],
         count: Callable[[str], None] = lambda name: None,
         on_identity: Callable[[Identity], None] = lambda identity: None,
+        login: HostedUiLogin | None = None,
     ):
         self.settings = settings
+        self.login = login  # None unless COGNITO_DOMAIN is configured
         self.verifier = verifier
         self.resolver = resolver
         self.billing = billing
@@ -133,7 +136,15 @@ def build_service(
         match_by_email=settings.match_existing_by_email,
         count=count,
     )
+    login = None
+    if settings.cognito_domain:
+        oauth_secret = SecretsManagerReader(unavailable=OAuthSecretUnavailable, label="the OAuth secret",
+                                            variable="OAUTH_SECRET_ID")
+        login = HostedUiLogin(domain=settings.cognito_domain, client_id=settings.oauth_client_id,
+                              callback_url=settings.callback_url,
+                              read_secret=lambda: oauth_secret(settings.oauth_secret_id))
     return PortalService(
+        login=login,
         settings=settings,
         verifier=verifier,
         resolver=resolver,

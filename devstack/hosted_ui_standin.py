@@ -1,0 +1,201 @@
+"""A dev-only stand-in for the Cognito Hosted UI (managed login). NOT Cognito. moto does not implement /oauth2/*.
+
+It serves a login form at /oauth2/authorize, signs users in with a real InitiateAuth against moto, and issues
+authorization codes redeemable once at /oauth2/token with the PKCE verifier. The ID token is moto's own, with
+the OAuth `nonce` added and re-signed with moto's signing key (moto's tokens carry no nonce), so the service
+verifies it against moto's JWKS exactly as it would a real Cognito token.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import html
+import json
+import secrets
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+import jwt
+
+LABEL = "Hosted UI stand-in (local development, not Cognito)"
+
+
+def moto_signing_key():
+    """moto's private signing key, which its JWKS endpoint publishes the public half of."""
+    from moto.utilities.utils import load_resource
+
+    jwk = load_resource("cognitoidp/resources/jwks-private.json")
+    jwk = jwk["keys"][0] if "keys" in jwk else jwk
+    return jwk["kid"], jwt.PyJWK(jwk, algorithm="RS256")
+
+
+class HostedUiStandin:
+    def __init__(self, environment, host: str = "127.0.0.1", port: int = 0):
+        self.environment = environment  # devstack.aws_standin.Environment: pool, client, sign_in()
+        self.clients: dict[str, dict] = {}
+        self.codes: dict[str, dict] = {}
+        self.password = None
+        self.lock = threading.Lock()
+        self.token_requests = 0
+        kid, self._key = moto_signing_key()
+        self._kid = kid
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):
+                owner._get(self)
+
+            def do_POST(self):
+                owner._post(self)
+
+            def do_OPTIONS(self):
+                owner._send(self, 204, "", cors=True)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = ThreadingHTTPServer((host, port), Handler)
+        self.httpd.daemon_threads = True
+        self.base_url = f"http://{host}:{self.httpd.server_address[1]}"
+        self._thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+
+    def start(self) -> "HostedUiStandin":
+        self._thread.start()
+        return self
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def register_client(self, client_id: str, redirect_uris: list[str], client_secret: str | None = None,
+                        allowed_origins: tuple[str, ...] = ()) -> None:
+        self.clients[client_id] = {"redirect_uris": list(redirect_uris), "secret": client_secret,
+                                   "origins": tuple(allowed_origins)}
+
+    # --- pages --------------------------------------------------------------------------------------------------
+    def _get(self, handler) -> None:
+        url = urlsplit(handler.path)
+        params = {k: v[-1] for k, v in parse_qs(url.query).items()}
+        if url.path == "/oauth2/authorize":
+            problem = self._authorize_problem(params)
+            if problem:
+                return self._send(handler, 400, self._page(f"<p id=error>{html.escape(problem)}</p>"))
+            return self._send(handler, 200, self._login_form(params))
+        if url.path == "/cancel":
+            return self._redirect(handler, params.get("redirect_uri", ""),
+                                  {"error": "access_denied", "state": params.get("state", "")})
+        self._send(handler, 404, self._page("<p>Not found</p>"))
+
+    def _post(self, handler) -> None:
+        url = urlsplit(handler.path)
+        length = min(int(handler.headers.get("Content-Length") or 0), 64 * 1024)
+        form = {k: v[-1] for k, v in parse_qs(handler.rfile.read(length).decode("utf-8", "replace")).items()}
+        if url.path == "/login":
+            return self._login(handler, form)
+        if url.path == "/oauth2/token":
+            return self._token(handler, form)
+        self._send(handler, 404, self._page("<p>Not found</p>"))
+
+    def _authorize_problem(self, params: dict) -> str | None:
+        client = self.clients.get(params.get("client_id", ""))
+        if client is None:
+            return "Unknown client_id."
+        if params.get("redirect_uri") not in client["redirect_uris"]:
+            return "redirect_uri is not registered for this app client."
+        if params.get("response_type") != "code":
+            return "Only response_type=code is supported."
+        if params.get("code_challenge_method") != "S256" or not params.get("code_challenge"):
+            return "PKCE with S256 is required."
+        return None
+
+    def _login_form(self, params: dict, error: str = "") -> str:
+        hidden = "".join(f'<input type=hidden name="{html.escape(k)}" value="{html.escape(v)}">'
+                         for k, v in params.items())
+        users = "".join(f'<option value="{html.escape(u)}">{html.escape(u)}</option>'
+                        for u in self.environment.users)
+        cancel = f"/cancel?{urlencode({'redirect_uri': params.get('redirect_uri', ''), 'state': params.get('state', '')})}"
+        return self._page(
+            f"<h1>Sign in</h1><p id=error style='color:#b00'>{html.escape(error)}</p>"
+            f"<form method=post action=/login>{hidden}"
+            f"<p><label>User <select id=username name=username>{users}</select></label></p>"
+            "<p><label>Password <input id=password name=password type=password></label></p>"
+            f"<p><button id=sign-in>Sign in</button> <a id=cancel href=\"{html.escape(cancel)}\">Cancel</a></p></form>")
+
+    def _login(self, handler, form: dict) -> None:
+        params = {k: v for k, v in form.items() if k not in ("username", "password")}
+        problem = self._authorize_problem(params)
+        if problem:
+            return self._send(handler, 400, self._page(f"<p id=error>{html.escape(problem)}</p>"))
+        try:
+            tokens = self.environment.sign_in(form.get("username", ""), form.get("password", ""))
+        except Exception:  # noqa: BLE001 - wrong password, unknown user: show the form again
+            return self._send(handler, 401, self._login_form(params, "Incorrect username or password."))
+        id_token = self._with_nonce(tokens["IdToken"], params.get("nonce"))
+        code = secrets.token_urlsafe(32)
+        with self.lock:
+            self.codes[code] = {"client_id": params["client_id"], "redirect_uri": params["redirect_uri"],
+                                "challenge": params["code_challenge"], "expires": time.time() + 300,
+                                "tokens": {**tokens, "IdToken": id_token}}
+        self._redirect(handler, params["redirect_uri"], {"code": code, "state": params.get("state", "")})
+
+    def _with_nonce(self, id_token: str, nonce: str | None) -> str:
+        claims = jwt.decode(id_token, options={"verify_signature": False})
+        if nonce:
+            claims["nonce"] = nonce
+        return jwt.encode(claims, self._key.key, algorithm="RS256", headers={"kid": self._kid})
+
+    def _token(self, handler, form: dict) -> None:
+        self.token_requests += 1
+        origin = handler.headers.get("Origin")
+        with self.lock:
+            grant = self.codes.pop(form.get("code", ""), None)  # one use, whatever happens next
+        client = self.clients.get(form.get("client_id", ""))
+        error = None
+        if form.get("grant_type") != "authorization_code" or grant is None or client is None:
+            error = "invalid_grant"
+        elif grant["expires"] < time.time() or grant["client_id"] != form["client_id"]:
+            error = "invalid_grant"
+        elif grant["redirect_uri"] != form.get("redirect_uri"):
+            error = "invalid_grant"
+        elif base64.urlsafe_b64encode(hashlib.sha256(form.get("code_verifier", "").encode()).digest()).rstrip(
+                b"=").decode() != grant["challenge"]:
+            error = "invalid_grant"
+        elif client["secret"] and handler.headers.get("Authorization") != "Basic " + base64.b64encode(
+                f"{form['client_id']}:{client['secret']}".encode()).decode():
+            error = "invalid_client"
+        cors = origin in (client or {}).get("origins", ())
+        if error:
+            return self._send(handler, 400, json.dumps({"error": error}), "application/json", cors=cors, origin=origin)
+        tokens = grant["tokens"]
+        body = {"id_token": tokens["IdToken"], "access_token": tokens["AccessToken"],
+                "refresh_token": tokens.get("RefreshToken", ""), "token_type": "Bearer", "expires_in": 3600}
+        self._send(handler, 200, json.dumps(body), "application/json", cors=cors, origin=origin)
+
+    # --- plumbing -------------------------------------------------------------------------------------------------
+    def _page(self, content: str) -> str:
+        return (f"<!doctype html><meta charset=utf-8><title>{LABEL}</title>"
+                f"<p><strong>{LABEL}</strong></p>{content}")
+
+    def _redirect(self, handler, target: str, params: dict) -> None:
+        separator = "&" if "?" in target else "?"
+        handler.send_response(302)
+        handler.send_header("Location", f"{target}{separator}{urlencode(params)}")
+        handler.send_header("Content-Length", "0")
+        handler.end_headers()
+
+    def _send(self, handler, status: int, body: str, content_type: str = "text/html; charset=utf-8", *,
+              cors: bool = False, origin: str | None = None) -> None:
+        data = body.encode()
+        handler.send_response(status)
+        handler.send_header("Content-Type", content_type)
+        handler.send_header("Cache-Control", "no-store")
+        if cors:
+            handler.send_header("Access-Control-Allow-Origin", origin or "*")
+            handler.send_header("Access-Control-Allow-Headers", "Content-Type")
+            handler.send_header("Access-Control-Allow-Methods", "POST")
+        handler.send_header("Content-Length", str(len(data)))
+        handler.end_headers()
+        handler.wfile.write(data)

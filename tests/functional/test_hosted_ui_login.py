@@ -1,0 +1,226 @@
+"""Plain links: authorization code + PKCE through the Hosted UI stand-in, the login cookie, the callback."""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+import urllib.error
+import urllib.parse
+import urllib.request
+from html.parser import HTMLParser
+
+import pytest
+
+from devstack.hosted_ui_standin import HostedUiStandin
+from tests.functional.conftest import PASSWORD
+
+CALLBACK = "https://api.example.com/portal/callback"
+
+
+class NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None
+
+
+class Inputs(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.values = {}
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "input" and attrs.get("type") == "hidden":
+            self.values[attrs["name"]] = attrs["value"]
+
+
+def follow(url: str, data: dict | None = None) -> tuple[int, str, str]:
+    """(status, Location or "", body) without following redirects."""
+    encoded = urllib.parse.urlencode(data).encode() if data is not None else None
+    try:
+        response = urllib.request.build_opener(NoRedirect).open(url, data=encoded)
+        return response.status, "", response.read().decode()
+    except urllib.error.HTTPError as answer:
+        return answer.code, answer.headers.get("Location", ""), answer.read().decode()
+
+
+def sign_in(authorize_url: str, username: str, password: str = PASSWORD) -> dict:
+    """What the browser does on the Hosted UI: open the form, submit it, land on the callback URL."""
+    status, _, page = follow(authorize_url)
+    assert status == 200, page
+    form = Inputs()
+    form.feed(page)
+    login_url = urllib.parse.urljoin(authorize_url, "/login")
+    status, location, _ = follow(login_url, {**form.values, "username": username, "password": password})
+    assert status == 302 and location.startswith(CALLBACK + "?"), (status, location)
+    return dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(location).query))
+
+
+@pytest.fixture
+def hosted_ui(stack):
+    standin = HostedUiStandin(stack).start()
+    standin.register_client(stack.client_id, [CALLBACK])
+    yield standin
+    standin.close()
+
+
+@pytest.fixture
+def oauth_gateway(gateway, stack, hosted_ui):
+    secret = stack.moto.client("secretsmanager").create_secret(
+        Name="portal/oauth", SecretString=json.dumps({"cookie_key": secrets.token_urlsafe(48), "client_secret": ""}))
+
+    def start(**overrides):
+        env = {"COGNITO_DOMAIN": hosted_ui.base_url, "CALLBACK_URL": CALLBACK, "OAUTH_SECRET_ID": secret["ARN"]}
+        return gateway(**{**env, **overrides})
+
+    return start
+
+
+def cookie_header(reply) -> str:
+    [cookie] = reply.cookies
+    return cookie.split(";")[0]
+
+
+def start_login(gw, query=None):
+    reply = gw.call("GET", "/portal", query=query or {}, headers={"accept": "text/html"})
+    assert reply.status == 302, reply.body
+    return reply
+
+
+def callback(gw, params: dict, cookie: str | None):
+    headers = {"accept": "text/html"}
+    if cookie:
+        headers["cookie"] = cookie
+    return gw.call("GET", "/portal/callback", query=params, headers=headers)
+
+
+def test_plain_link_signs_in_and_lands_on_own_portal(oauth_gateway, user, hosted_ui, stripe_standin):
+    sub, _ = user()
+    gw = oauth_gateway()
+    start = start_login(gw, {"return_to": "https://shop.example.com/plans", "flow": "payment_method_update",
+                             "locale": "fr"})
+    authorize = urllib.parse.urlsplit(start.location)
+    params = dict(urllib.parse.parse_qsl(authorize.query))
+    assert start.location.startswith(hosted_ui.base_url + "/oauth2/authorize?")
+    assert params["response_type"] == "code" and params["redirect_uri"] == CALLBACK
+    assert params["scope"] == "openid email" and params["code_challenge_method"] == "S256"
+    assert len(params["state"]) >= 32 and len(params["nonce"]) >= 32 and len(params["code_challenge"]) == 43
+    [cookie] = start.cookies
+    assert cookie.startswith("__Host-portal_login=")
+    for attribute in ("Path=/", "Secure", "HttpOnly", "SameSite=Lax", "Max-Age=600"):
+        assert attribute in cookie
+    assert "Domain" not in cookie
+    assert params["state"] not in cookie and "shop.example.com" not in cookie  # encrypted, not just signed
+
+    landed = callback(gw, sign_in(start.location, "ada"), cookie_header(start))
+    assert landed.status == 302
+    session = stripe_standin.account.sessions[landed.location.rsplit("/", 1)[-1]]
+    customer = stripe_standin.account.customers[session["customer"]]
+    assert customer["metadata"]["cognito_sub"] == sub
+    assert session["return_url"] == "https://shop.example.com/plans" and session["locale"] == "fr"
+    assert session["flow"]["type"] == "payment_method_update"
+    assert any(c.startswith("__Host-portal_login=;") and "Max-Age=0" in c for c in landed.cookies)
+
+
+def test_two_users_land_on_two_customers(oauth_gateway, user, stripe_standin):
+    user("ada", email="ada@example.com")
+    user("bob", email="bob@example.com")
+    gw = oauth_gateway()
+    landed = []
+    for name in ("ada", "bob"):
+        start = start_login(gw)
+        reply = callback(gw, sign_in(start.location, name), cookie_header(start))
+        landed.append(stripe_standin.account.sessions[reply.location.rsplit("/", 1)[-1]]["customer"])
+    assert landed[0] != landed[1]
+
+
+def test_bad_return_to_is_refused_before_sign_in(oauth_gateway, hosted_ui):
+    reply = oauth_gateway().call("GET", "/portal", query={"return_to": "https://evil.example.net/"},
+                                 headers={"accept": "text/html"})
+    assert reply.status == 400 and "return_url_not_allowed" in reply.body
+    assert reply.cookies == []
+
+
+def test_json_caller_without_token_still_gets_401(oauth_gateway):
+    reply = oauth_gateway().portal(None, accept="application/json")
+    assert reply.status == 401 and reply.json["error"] == "authentication_required"
+
+
+@pytest.mark.parametrize("tamper", ["missing_cookie", "other_cookie", "flipped_cookie", "wrong_state",
+                                    "cognito_error", "replayed", "bad_code"])
+def test_broken_callbacks_show_error_page_and_create_nothing(oauth_gateway, user, stripe_standin, tamper):
+    user()
+    gw = oauth_gateway()
+    start = start_login(gw)
+    params = sign_in(start.location, "ada")
+    cookie = cookie_header(start)
+    if tamper == "missing_cookie":
+        cookie = None
+    elif tamper == "other_cookie":
+        cookie = cookie_header(start_login(gw))  # a second login started in another tab
+    elif tamper == "flipped_cookie":
+        name, value = cookie.split("=", 1)
+        cookie = f"{name}={value[:-3]}{'A' if value[-3] != 'A' else 'B'}{value[-2:]}"
+    elif tamper == "wrong_state":
+        params["state"] = "x" * 43
+    elif tamper == "cognito_error":
+        params = {"error": "access_denied", "state": params["state"]}
+    elif tamper == "replayed":
+        assert callback(gw, params, cookie).status == 302
+        stripe_standin.account.customers.clear()
+        stripe_standin.account.sessions.clear()
+        cookie = None  # the browser dropped it (Max-Age=0); the code was spent anyway
+    elif tamper == "bad_code":
+        params["code"] = "not-a-real-code"
+    reply = callback(gw, params, cookie)
+    assert reply.status == 400
+    assert reply.headers["Content-Type"].startswith("text/html")
+    assert "Please" in reply.body and "Traceback" not in reply.body
+    assert 'href="https://shop.example.com/account"' in reply.body
+    assert stripe_standin.account.sessions == {}
+    if tamper != "replayed":
+        assert stripe_standin.customers() == []
+
+
+def test_code_exchange_uses_pkce_and_client_secret(oauth_gateway, user, hosted_ui, stack, stripe_standin):
+    user()
+    hosted_ui.register_client(stack.client_id, [CALLBACK], client_secret="s3cr3t-client")
+    oauth_secret = stack.moto.client("secretsmanager").create_secret(
+        Name="portal/oauth-with-client-secret",
+        SecretString=json.dumps({"cookie_key": "k" * 48, "client_secret": "s3cr3t-client"}))["ARN"]
+    gw = oauth_gateway(OAUTH_SECRET_ID=oauth_secret)
+    start = start_login(gw)
+    assert callback(gw, sign_in(start.location, "ada"), cookie_header(start)).status == 302
+    # Without the secret the stand-in refuses the exchange: it really was checked.
+    gw_without = oauth_gateway()
+    start = start_login(gw_without)
+    assert callback(gw_without, sign_in(start.location, "ada"), cookie_header(start)).status == 400
+
+
+def test_token_endpoint_down_is_503(oauth_gateway, user, hosted_ui):
+    user()
+    gw = oauth_gateway()
+    start = start_login(gw)
+    params = sign_in(start.location, "ada")
+    hosted_ui.close()
+    reply = callback(gw, params, cookie_header(start))
+    assert reply.status == 503 and "auth_unavailable" in reply.body
+
+
+def test_callback_without_hosted_ui_configured_is_404(gateway):
+    assert gateway().call("GET", "/portal/callback", query={"code": "x", "state": "y"}).status == 404
+
+
+def test_redirect_uri_comes_from_config_not_host_header(oauth_gateway):
+    reply = oauth_gateway().call("GET", "/portal", headers={"accept": "text/html", "host": "evil.example.net",
+                                                           "x-forwarded-host": "evil.example.net"})
+    params = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(reply.location).query))
+    assert params["redirect_uri"] == CALLBACK
+
+
+def test_login_cookie_key_must_be_in_secrets_manager(oauth_gateway, stack):
+    weak = stack.moto.client("secretsmanager").create_secret(Name="portal/oauth-weak",
+                                                             SecretString='{"cookie_key": "short"}')["ARN"]
+    reply = oauth_gateway(OAUTH_SECRET_ID=weak).call("GET", "/portal", headers={"accept": "text/html"})
+    assert reply.status == 503 and "login_unavailable" in reply.body
+    assert re.search(r"cookie_key", reply.body) is None
