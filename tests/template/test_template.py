@@ -71,6 +71,21 @@ def test_function_environment_is_a_valid_configuration(template):
                 "ALLOWED_RETURN_URLS", "PORTAL_CONFIGURATION_ID"}
     assert contract <= set(env)
     assert "STRIPE_API_BASE" not in env  # local stand-ins only, never in a deployment
+    samples.update(CognitoDomain="https://login.example.com", CallbackUrl="https://api.example.com/portal/callback",
+                   AllowedOrigins="https://www.example.com")
+    env = {k: resolve(v, template, samples) for k, v in fn["Environment"]["Variables"].items()}
+    with_login = Settings.from_env(env)
+    assert with_login.cognito_domain == "https://login.example.com"
+    assert with_login.oauth_client_id == "abc123def456" and with_login.oauth_secret_id == "resolved-OAuthSecret"
+    assert with_login.allowed_origins == ("https://www.example.com",)
+
+
+def test_oauth_secret_is_generated_never_written_in_the_template(template):
+    secret = template["Resources"]["OAuthSecret"]
+    assert secret["Condition"] == "UseHostedUi"
+    generated = secret["Properties"]["GenerateSecretString"]
+    assert generated["GenerateStringKey"] == "cookie_key" and generated["PasswordLength"] >= 32
+    assert "SecretString" not in secret["Properties"]
 
 
 def test_every_variable_the_code_reads_is_documented_in_readme():
@@ -108,8 +123,9 @@ def test_iam_is_least_privilege(template):
     by_sid = {s["Sid"]: s for s in statements}
     assert set(by_sid) == {"ReadStripeKey", "CustomerMapping"}
     assert by_sid["ReadStripeKey"]["Action"] == "secretsmanager:GetSecretValue"
-    assert by_sid["ReadStripeKey"]["Resource"] == {
-        "Fn::If": ["CreateStripeSecret", {"Ref": "StripeApiKeySecret"}, {"Ref": "ExistingStripeSecretArn"}]}
+    assert by_sid["ReadStripeKey"]["Resource"] == [
+        {"Fn::If": ["CreateStripeSecret", {"Ref": "StripeApiKeySecret"}, {"Ref": "ExistingStripeSecretArn"}]},
+        {"Fn::If": ["UseHostedUi", {"Ref": "OAuthSecret"}, {"Ref": "AWS::NoValue"}]}]
     assert sorted(by_sid["CustomerMapping"]["Action"]) == ["dynamodb:GetItem", "dynamodb:PutItem"]
     assert by_sid["CustomerMapping"]["Resource"] == {"Fn::GetAtt": ["CustomersTable", "Arn"]}
     for statement in statements:
@@ -144,7 +160,8 @@ def test_parameters_are_described_and_constrained(template):
 def test_routes_and_outputs(template):
     events = template["Resources"]["PortalFunction"]["Properties"]["Events"]
     routes = {(e["Properties"]["Method"], e["Properties"]["Path"]) for e in events.values()}
-    assert routes == {("GET", "/portal"), ("POST", "/portal"), ("GET", "/health")}
+    assert routes == {("GET", "/portal"), ("POST", "/portal"), ("OPTIONS", "/portal"), ("GET", "/portal/callback"),
+                      ("GET", "/health")}
     assert all(e["Type"] == "HttpApi" for e in events.values())
     assert "/portal" in template["Outputs"]["PortalUrl"]["Value"]["Fn::Sub"]
     access_log = template["Resources"]["HttpApi"]["Properties"]["AccessLogSettings"]["Format"]
