@@ -1,53 +1,61 @@
-"""`make run`: the whole service on loopback with no AWS account, no Stripe account and no network.
+"""`make run`: the whole thing on loopback with no AWS account, no Stripe account and no network.
 
-Starts moto (Cognito, Secrets Manager, DynamoDB) provisioned like the stack, the Stripe stand-in, the API
-(the real lambda_handler behind an HTTP API v2 adapter) and a small demo site to sign in and click.
+  moto server          Cognito pool, app client and demo users; the Stripe-key and OAuth secrets; the customers
+                       table exactly as template.yaml declares it
+  Stripe stand-in      the Stripe API plus a plain portal page at each session URL
+  Hosted UI stand-in   /oauth2/authorize (login form), /oauth2/token, issuing moto's tokens
+  API                  the real lambda_handler behind an HTTP API v2 adapter
+  demo site            examples/static-site: plain link, form post, fetch()
+
+With real credentials in the environment the same command uses the real service instead of a stand-in:
+  STRIPE_API_KEY=sk_test_...          real Stripe (test mode only) instead of the Stripe stand-in
+  COGNITO_USER_POOL_ID, COGNITO_CLIENT_IDS, COGNITO_DOMAIN (+ AWS credentials or AWS_PROFILE)
+                                      a real user pool and its Hosted UI instead of moto's pool and the
+                                      Hosted UI stand-in (register the printed callback and site URLs on
+                                      the app client); the secrets and the table stay in moto.
 """
 
 from __future__ import annotations
 
-import html
 import json
+import mimetypes
 import os
 import signal
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs
+from pathlib import Path
 
-from devstack.aws_standin import MotoServer, provision
+from devstack.aws_standin import MotoServer, add_oauth_secret, provision
 from devstack.http_api import load_handler_module, serve
 from devstack.stripe_standin import StripeStandin, fake_key
 
-HOST = os.environ.get("DEVSTACK_HOST", "127.0.0.1")
-API_PORT = int(os.environ.get("DEVSTACK_API_PORT", "3000"))
-SITE_PORT = int(os.environ.get("DEVSTACK_SITE_PORT", "8000"))
-STRIPE_PORT = int(os.environ.get("DEVSTACK_STRIPE_PORT", "12111"))
-MOTO_PORT = int(os.environ.get("DEVSTACK_MOTO_PORT", "5055"))
+SITE_ROOT = Path(__file__).resolve().parent.parent / "examples" / "static-site"
 DEMO_USERS = [("ada@example.com", "Ada Lovelace"), ("grace@example.com", "Grace Hopper")]
 DEMO_PASSWORD = "Demo-Password-1"
 
 
-def site_handler(environment, api_url: str):
+def _port(name: str, default: int) -> int:
+    return int(os.environ.get(f"DEVSTACK_{name}_PORT", default))
+
+
+def site_server(host: str, port: int, config: dict) -> ThreadingHTTPServer:
+    """Serves examples/static-site, with config.js generated for this local stack."""
+    config_js = f"window.PORTAL_CONFIG = {json.dumps(config, indent=2)};\n".encode()
+
     class Site(BaseHTTPRequestHandler):
         def do_GET(self):
-            self._page(sign_in_page(api_url))
+            path = self.path.split("?", 1)[0]
+            if path == "/config.js":
+                return self._send(200, config_js, "text/javascript")
+            target = (SITE_ROOT / (path.lstrip("/") or "index.html")).resolve()
+            if SITE_ROOT not in target.parents or not target.is_file():
+                return self._send(404, b"not found", "text/plain")
+            self._send(200, target.read_bytes(), mimetypes.guess_type(target.name)[0] or "application/octet-stream")
 
-        def do_POST(self):
-            length = min(int(self.headers.get("Content-Length") or 0), 4096)
-            form = parse_qs(self.rfile.read(length).decode("utf-8", "replace"))
-            username = (form.get("username") or [""])[0]
-            try:
-                tokens = environment.sign_in(username, DEMO_PASSWORD)
-            except Exception:  # noqa: BLE001 - any sign-in failure just shows the form again
-                self._page(sign_in_page(api_url, "Unknown demo user."), status=401)
-                return
-            self._page(signed_in_page(api_url, username, tokens["IdToken"]))
-
-        def _page(self, page: str, status: int = 200):
-            body = page.encode()
+        def _send(self, status: int, body: bytes, content_type: str):
             self.send_response(status)
-            self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.send_header("Content-Type", content_type)
             self.send_header("Cache-Control", "no-store")
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
@@ -56,80 +64,106 @@ def site_handler(environment, api_url: str):
         def log_message(self, *args):
             pass
 
-    return Site
+    return ThreadingHTTPServer((host, port), Site)
 
 
-def sign_in_page(api_url: str, error: str = "") -> str:
-    options = "".join(f'<option value="{html.escape(u)}">{html.escape(n)} ({html.escape(u)})</option>'
-                      for u, n in DEMO_USERS)
-    return (
-        "<!doctype html><meta charset=utf-8><title>Demo site</title>"
-        "<h1>Demo static site</h1><p>Local development only: users live in moto, billing in the Stripe stand-in.</p>"
-        f"<p style='color:#b00'>{html.escape(error)}</p>"
-        f"<form method=post><label>Sign in as <select name=username>{options}</select></label> "
-        "<button id=sign-in>Sign in</button></form>"
-        f"<p><a href=\"{html.escape(api_url)}/portal\">Manage billing (without signing in: shows the 401 page)</a></p>"
-    )
+class LocalStack:
+    def __init__(self, host: str = "127.0.0.1"):
+        self.host = host
+        self.api_url = f"http://{host}:{_port('API', 3000)}"
+        self.site_url = f"http://{host}:{_port('SITE', 8000)}/"
+        self.callback_url = f"{self.api_url}/portal/callback"
+        self._servers: list = []
+        self._closers: list = []
+        self.notes: list[str] = []
 
+    def start(self) -> "LocalStack":
+        moto = MotoServer(self.host, _port("MOTO", 5055))
+        self._closers.append(moto.stop)
+        real_stripe_key = os.environ.get("STRIPE_API_KEY", "").strip()
+        if real_stripe_key:
+            if "_live_" in real_stripe_key:
+                raise SystemExit("STRIPE_API_KEY must be a test-mode key for the local stack")
+            stripe_key, stripe_base = real_stripe_key, None
+            self.notes.append("Stripe: REAL Stripe API, test mode (STRIPE_API_KEY)")
+        else:
+            stripe = StripeStandin(self.host, _port("STRIPE", 12111)).start()
+            self._closers.append(stripe.close)
+            stripe_key, stripe_base = stripe.add_key(fake_key("sk", "test")), stripe.base_url
+            stripe.create_default_portal_configuration("test")
+            self.notes.append(f"Stripe stand-in (NOT Stripe):   {stripe.base_url}")
+        env = provision(moto, stripe_key=stripe_key, callback_urls=(self.callback_url, self.site_url))
+        self.environment = env
+        service_env = env.service_env(
+            stripe_api_base=stripe_base or "", return_url=self.site_url,
+            ALLOWED_RETURN_URLS=self.site_url.rstrip("/"), ALLOWED_ORIGINS=self.site_url.rstrip("/"),
+            CALLBACK_URL=self.callback_url, OAUTH_SECRET_ID=add_oauth_secret(env))
 
-def signed_in_page(api_url: str, username: str, id_token: str) -> str:
-    # The token stays in the page (a hidden field and a JS variable), never in a URL.
-    return (
-        "<!doctype html><meta charset=utf-8><title>Demo site</title>"
-        f"<h1>Signed in as {html.escape(username)}</h1>"
-        f"<form method=post action=\"{html.escape(api_url)}/portal\">"
-        f"<input type=hidden name=id_token value=\"{html.escape(id_token)}\">"
-        "<button id=form-portal>Manage billing (form post)</button></form>"
-        "<p><button id=fetch-portal>Manage billing (fetch + JSON)</button></p>"
-        "<script>"
-        f"const idToken = {json.dumps(id_token)};"
-        "document.getElementById('fetch-portal').onclick = async () => {"
-        f"  const r = await fetch({json.dumps(api_url + '/portal')}, "
-        "{headers: {Authorization: 'Bearer ' + idToken, Accept: 'application/json'}});"
-        "  const data = await r.json(); if (data.url) location.href = data.url; else alert(data.message);"
-        "};</script><p><a href=\"/\">Sign out</a></p>"
-    )
+        if os.environ.get("COGNITO_USER_POOL_ID") and os.environ.get("COGNITO_DOMAIN"):
+            # A real pool: its JWKS and Hosted UI are real; Cognito calls must not go to moto.
+            for name in ("COGNITO_USER_POOL_ID", "COGNITO_CLIENT_IDS", "COGNITO_DOMAIN"):
+                service_env[name] = os.environ[name]
+            service_env.pop("COGNITO_JWKS_URL")
+            for name in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+                service_env.pop(name, None)
+            service_env["AWS_ENDPOINT_URL_SECRETS_MANAGER"] = moto.endpoint
+            service_env["AWS_ENDPOINT_URL_DYNAMODB"] = moto.endpoint
+            hosted_ui_url = service_env["COGNITO_DOMAIN"]
+            client_id = service_env["COGNITO_CLIENT_IDS"].split(",")[0]
+            self.notes.append(f"Cognito: REAL user pool {service_env['COGNITO_USER_POOL_ID']} and its Hosted UI")
+            self.notes.append(f"  register on the app client: {self.callback_url} and {self.site_url}")
+        else:
+            from devstack.hosted_ui_standin import HostedUiStandin
+
+            for username, name in DEMO_USERS:
+                env.add_user(username, DEMO_PASSWORD, email=username, name=name)
+            hosted_ui = HostedUiStandin(env, self.host, _port("HOSTED_UI", 9229)).start()
+            hosted_ui.register_client(env.client_id, [self.callback_url, self.site_url],
+                                      allowed_origins=(self.site_url.rstrip("/"),))
+            self._closers.append(hosted_ui.close)
+            hosted_ui_url, client_id = hosted_ui.base_url, env.client_id
+            service_env["COGNITO_DOMAIN"] = hosted_ui_url
+            self.notes.append(f"Hosted UI stand-in (NOT Cognito): {hosted_ui_url}")
+            self.notes.append(f"Demo users: {', '.join(u for u, _ in DEMO_USERS)}  password: {DEMO_PASSWORD}")
+        if not stripe_base:
+            service_env.pop("STRIPE_API_BASE")
+        os.environ.update(service_env)
+        os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "INFO")
+
+        module = load_handler_module()
+        api = serve(module.lambda_handler, self.host, int(self.api_url.rsplit(":", 1)[1]))
+        site = site_server(self.host, int(self.site_url.rstrip("/").rsplit(":", 1)[1]), {
+            "apiUrl": self.api_url, "hostedUiUrl": hosted_ui_url, "clientId": client_id, "siteUrl": self.site_url})
+        for server in (api, site):
+            threading.Thread(target=server.serve_forever, daemon=True).start()
+            self._servers.append(server)
+        self.notes.insert(0, f"AWS stand-in (moto server):      {moto.endpoint}")
+        return self
+
+    def stop(self) -> None:
+        for server in self._servers:
+            server.shutdown()
+        for close in reversed(self._closers):
+            close()
+
+    def banner(self) -> str:
+        lines = [f"  Demo site (sign in, click Manage billing): {self.site_url}",
+                 f"  API (the Lambda handler):  {self.api_url}/portal   health: {self.api_url}/health"]
+        lines += [f"  {note}" for note in self.notes]
+        return "\n" + "\n".join(lines) + "\n  Press Ctrl+C to stop.\n"
 
 
 def main() -> int:
     print("Starting the local stack (stand-ins, no network needed)...", flush=True)
-    moto = MotoServer(HOST, MOTO_PORT)
-    stripe_standin = StripeStandin(HOST, STRIPE_PORT).start()
-    key = stripe_standin.add_key(fake_key("sk", "test"))
-    stripe_standin.create_default_portal_configuration("test")
-    environment = provision(moto, stripe_key=key)
-    for username, name in DEMO_USERS:
-        environment.add_user(username, DEMO_PASSWORD, email=username, name=name)
-
-    api_url = f"http://{HOST}:{API_PORT}"
-    site_url = f"http://{HOST}:{SITE_PORT}"
-    os.environ.update(environment.service_env(stripe_api_base=stripe_standin.base_url, return_url=site_url + "/",
-                                              ALLOWED_RETURN_URLS=site_url))
-    os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "INFO")
-    module = load_handler_module()
-    api = serve(module.lambda_handler, HOST, API_PORT)
-    site = ThreadingHTTPServer((HOST, SITE_PORT), site_handler(environment, api_url))
-    for server in (api, site):
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-
-    print(f"""
-  Demo site (sign in, click Manage billing): {site_url}/
-  API (the Lambda handler):                  {api_url}/portal   health: {api_url}/health
-  Stripe stand-in (NOT Stripe):              {stripe_standin.base_url}
-  AWS stand-in (moto server):                {moto.endpoint}
-  Demo users: {', '.join(u for u, _ in DEMO_USERS)}
-  Press Ctrl+C to stop.
-""", flush=True)
+    stack = LocalStack(os.environ.get("DEVSTACK_HOST", "127.0.0.1")).start()
+    print(stack.banner(), flush=True)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
         stop.wait()
     except KeyboardInterrupt:
         pass
-    for server in (api, site):
-        server.shutdown()
-    stripe_standin.close()
-    moto.stop()
+    stack.stop()
     return 0
 
 

@@ -100,8 +100,18 @@ class Environment:
         self.moto.client("secretsmanager").put_secret_value(SecretId=self.secret_id, SecretString=value)
 
 
+def table_definition() -> dict:
+    """The customers table exactly as template.yaml declares it (key schema, billing mode, encryption)."""
+    from devstack.cfn import load_template
+
+    props = load_template()["Resources"]["CustomersTable"]["Properties"]
+    definition = {key: props[key] for key in ("AttributeDefinitions", "KeySchema", "BillingMode")}
+    definition["SSESpecification"] = {"Enabled": props["SSESpecification"]["SSEEnabled"]}  # CFN vs API spelling
+    return definition
+
+
 def provision(moto: MotoServer, *, stripe_key: str | None, pool_name: str = "portal-users",
-              table_name: str = "stripe-portal-customers") -> Environment:
+              table_name: str = "stripe-portal-customers", callback_urls: tuple[str, ...] = ()) -> Environment:
     env = Environment(moto=moto, table_name=table_name)
     cognito = moto.client("cognito-idp")
     pool = cognito.create_user_pool(
@@ -114,15 +124,21 @@ def provision(moto: MotoServer, *, stripe_key: str | None, pool_name: str = "por
         UserPoolId=env.user_pool_id, ClientName="static-site", GenerateSecret=False,
         ExplicitAuthFlows=["ALLOW_USER_PASSWORD_AUTH", "ALLOW_REFRESH_TOKEN_AUTH"],
         ReadAttributes=["email", "email_verified", "name"],
+        AllowedOAuthFlows=["code"], AllowedOAuthScopes=["openid", "email"], AllowedOAuthFlowsUserPoolClient=True,
+        CallbackURLs=list(callback_urls) or ["https://localhost/portal/callback"],
     )["UserPoolClient"]["ClientId"]
     secrets = moto.client("secretsmanager")
     created = secrets.create_secret(Name=f"{pool_name}/stripe-api-key",
                                     **({"SecretString": json.dumps({"api_key": stripe_key})} if stripe_key else {}))
     env.secret_id = created["ARN"]
-    moto.client("dynamodb").create_table(
-        TableName=table_name,
-        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
-        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
-        BillingMode="PAY_PER_REQUEST",
-    )
+    moto.client("dynamodb").create_table(TableName=table_name, **table_definition())
     return env
+
+
+def add_oauth_secret(env: Environment, *, client_secret: str = "") -> str:
+    """The sign-in cookie key, generated as the stack's GenerateSecretString would."""
+    import secrets
+
+    value = {"cookie_key": secrets.token_urlsafe(48), "client_secret": client_secret}
+    return env.moto.client("secretsmanager").create_secret(
+        Name=f"portal-{secrets.token_hex(4)}/oauth", SecretString=json.dumps(value))["ARN"]

@@ -4,56 +4,20 @@ from __future__ import annotations
 
 import json
 import re
-import secrets
-import urllib.error
 import urllib.parse
-import urllib.request
-from html.parser import HTMLParser
 
 import pytest
 
+from devstack.aws_standin import add_oauth_secret
 from devstack.hosted_ui_standin import HostedUiStandin
 from tests.functional.conftest import PASSWORD
+from tests.support import hosted_ui_client
 
 CALLBACK = "https://api.example.com/portal/callback"
 
 
-class NoRedirect(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, *args, **kwargs):
-        return None
-
-
-class Inputs(HTMLParser):
-    def __init__(self):
-        super().__init__()
-        self.values = {}
-
-    def handle_starttag(self, tag, attrs):
-        attrs = dict(attrs)
-        if tag == "input" and attrs.get("type") == "hidden":
-            self.values[attrs["name"]] = attrs["value"]
-
-
-def follow(url: str, data: dict | None = None) -> tuple[int, str, str]:
-    """(status, Location or "", body) without following redirects."""
-    encoded = urllib.parse.urlencode(data).encode() if data is not None else None
-    try:
-        response = urllib.request.build_opener(NoRedirect).open(url, data=encoded)
-        return response.status, "", response.read().decode()
-    except urllib.error.HTTPError as answer:
-        return answer.code, answer.headers.get("Location", ""), answer.read().decode()
-
-
 def sign_in(authorize_url: str, username: str, password: str = PASSWORD) -> dict:
-    """What the browser does on the Hosted UI: open the form, submit it, land on the callback URL."""
-    status, _, page = follow(authorize_url)
-    assert status == 200, page
-    form = Inputs()
-    form.feed(page)
-    login_url = urllib.parse.urljoin(authorize_url, "/login")
-    status, location, _ = follow(login_url, {**form.values, "username": username, "password": password})
-    assert status == 302 and location.startswith(CALLBACK + "?"), (status, location)
-    return dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(location).query))
+    return hosted_ui_client.sign_in(authorize_url, username, password, callback=CALLBACK)
 
 
 @pytest.fixture
@@ -66,11 +30,10 @@ def hosted_ui(stack):
 
 @pytest.fixture
 def oauth_gateway(gateway, stack, hosted_ui):
-    secret = stack.moto.client("secretsmanager").create_secret(
-        Name="portal/oauth", SecretString=json.dumps({"cookie_key": secrets.token_urlsafe(48), "client_secret": ""}))
+    secret_arn = add_oauth_secret(stack)
 
     def start(**overrides):
-        env = {"COGNITO_DOMAIN": hosted_ui.base_url, "CALLBACK_URL": CALLBACK, "OAUTH_SECRET_ID": secret["ARN"]}
+        env = {"COGNITO_DOMAIN": hosted_ui.base_url, "CALLBACK_URL": CALLBACK, "OAUTH_SECRET_ID": secret_arn}
         return gateway(**{**env, **overrides})
 
     return start
@@ -185,9 +148,7 @@ def test_broken_callbacks_show_error_page_and_create_nothing(oauth_gateway, user
 def test_code_exchange_uses_pkce_and_client_secret(oauth_gateway, user, hosted_ui, stack, stripe_standin):
     user()
     hosted_ui.register_client(stack.client_id, [CALLBACK], client_secret="s3cr3t-client")
-    oauth_secret = stack.moto.client("secretsmanager").create_secret(
-        Name="portal/oauth-with-client-secret",
-        SecretString=json.dumps({"cookie_key": "k" * 48, "client_secret": "s3cr3t-client"}))["ARN"]
+    oauth_secret = add_oauth_secret(stack, client_secret="s3cr3t-client")
     gw = oauth_gateway(OAUTH_SECRET_ID=oauth_secret)
     start = start_login(gw)
     assert callback(gw, sign_in(start.location, "ada"), cookie_header(start)).status == 302

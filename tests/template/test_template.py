@@ -8,37 +8,17 @@ import re
 from pathlib import Path
 
 import pytest
-import yaml
 
+from devstack.cfn import load_template
 from devstack.http_api import build_event
 from portal_gateway.config import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-class CfnLoader(yaml.SafeLoader):
-    pass
-
-
-def _tag(loader, suffix, node):
-    name = "Ref" if suffix == "Ref" else f"Fn::{suffix}"
-    if isinstance(node, yaml.ScalarNode):
-        value = loader.construct_scalar(node)
-        if suffix == "GetAtt":
-            value = value.split(".", 1)
-    elif isinstance(node, yaml.SequenceNode):
-        value = loader.construct_sequence(node, deep=True)
-    else:
-        value = loader.construct_mapping(node, deep=True)
-    return {name: value}
-
-
-CfnLoader.add_multi_constructor("!", _tag)
-
-
 @pytest.fixture(scope="module")
 def template():
-    return yaml.load((ROOT / "template.yaml").read_text(), Loader=CfnLoader)
+    return load_template(ROOT / "template.yaml")
 
 
 def resources_of(template, kind):

@@ -1,0 +1,74 @@
+// The three ways a static site can offer "Manage billing". No framework, no build step.
+// The site signs users in with the Hosted UI (authorization code + PKCE) and keeps the ID token in
+// sessionStorage; the token goes in a form field or an Authorization header, never in a URL.
+"use strict";
+const cfg = window.PORTAL_CONFIG;
+const $ = (id) => document.getElementById(id);
+
+function b64url(bytes) {
+  return btoa(String.fromCharCode(...bytes)).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+}
+
+async function signIn() {
+  const verifier = b64url(crypto.getRandomValues(new Uint8Array(32)));
+  const state = b64url(crypto.getRandomValues(new Uint8Array(16)));
+  const digest = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(verifier));
+  sessionStorage.setItem("pkce", JSON.stringify({ verifier, state }));
+  const query = new URLSearchParams({
+    response_type: "code", client_id: cfg.clientId, redirect_uri: cfg.siteUrl, scope: "openid email",
+    state, code_challenge: b64url(new Uint8Array(digest)), code_challenge_method: "S256",
+  });
+  location.assign(`${cfg.hostedUiUrl}/oauth2/authorize?${query}`);
+}
+
+async function finishSignIn() {
+  const query = new URLSearchParams(location.search);
+  if (!query.has("code") && !query.has("error")) return;
+  history.replaceState(null, "", location.pathname);  // the code must not linger in the address bar
+  const saved = JSON.parse(sessionStorage.getItem("pkce") || "{}");
+  sessionStorage.removeItem("pkce");
+  if (!query.get("code") || query.get("state") !== saved.state) return;
+  const response = await fetch(`${cfg.hostedUiUrl}/oauth2/token`, {
+    method: "POST",
+    headers: { "Content-Type": "application/x-www-form-urlencoded" },
+    body: new URLSearchParams({ grant_type: "authorization_code", client_id: cfg.clientId,
+      code: query.get("code"), redirect_uri: cfg.siteUrl, code_verifier: saved.verifier }),
+  });
+  const tokens = await response.json();
+  if (tokens.id_token) sessionStorage.setItem("id_token", tokens.id_token);
+}
+
+function claims(token) {
+  try {
+    return JSON.parse(atob(token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/")));
+  } catch (e) { return {}; }
+}
+
+async function openWithFetch() {
+  $("fetch-error").textContent = "";
+  const response = await fetch(`${cfg.apiUrl}/portal`, {
+    headers: { Authorization: `Bearer ${sessionStorage.getItem("id_token")}`, Accept: "application/json" },
+  });
+  const answer = await response.json();
+  if (answer.url) location.assign(answer.url);
+  else $("fetch-error").textContent = answer.message || "Billing is not available.";
+}
+
+function render() {
+  const token = sessionStorage.getItem("id_token");
+  const back = cfg.siteUrl;
+  $("plain-link").href = `${cfg.apiUrl}/portal`;
+  $("plain-link-card").href = `${cfg.apiUrl}/portal?` + new URLSearchParams({ flow: "payment_method_update", return_to: back });
+  $("portal-form").action = `${cfg.apiUrl}/portal`;
+  $("form-return").value = back;
+  $("form-token").value = token || "";
+  $("form-button").disabled = $("fetch-button").disabled = !token;
+  $("sign-in").hidden = !!token;
+  $("sign-out").hidden = !token;
+  $("who").textContent = token ? `Signed in as ${claims(token).email || "a user"}.` : "Not signed in.";
+}
+
+$("sign-in").addEventListener("click", signIn);
+$("sign-out").addEventListener("click", () => { sessionStorage.clear(); render(); });
+$("fetch-button").addEventListener("click", openWithFetch);
+finishSignIn().then(render);

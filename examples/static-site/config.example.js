@@ -1,0 +1,7 @@
+// Copy to config.js and fill in from your stack outputs and user pool.
+window.PORTAL_CONFIG = {
+  apiUrl: "https://abc123.execute-api.eu-west-1.amazonaws.com",   // PortalUrl without /portal
+  hostedUiUrl: "https://your-prefix.auth.eu-west-1.amazoncognito.com", // the user pool's domain
+  clientId: "your-app-client-id",                                   // a public app client (no secret)
+  siteUrl: "https://www.example.com/",                              // this page; a callback URL of the client
+};
