@@ -24,7 +24,7 @@ from .errors import (
 from .stripe_key import SecretUnreadable
 
 # Short timeouts and the standard retry mode: a slow dependency must not eat the whole Lambda timeout.
-BOTO_SETTINGS = {"connect_timeout": 2, "read_timeout": 3, "retries": {"mode": "standard", "max_attempts": 3}}
+BOTO_SETTINGS = {"connect_timeout": 2, "read_timeout": 3, "retries": {"mode": "standard", "total_max_attempts": 3}}
 
 
 class _LazyClient:
