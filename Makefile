@@ -5,12 +5,13 @@ PYTHON313 ?= $(shell for p in python3.13 $(HOME)/.pyenv/versions/3.13.0/bin/pyth
 VENV := .venv
 SAM_VENV := .venv-sam
 SAM := $(SAM_VENV)/bin/sam
+SCAN_VENV := .venv-scan
 export SAM_CLI_TELEMETRY := 0
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test unit functional e2e template lint-template build chromium clean
+.PHONY: run test unit functional e2e template lint-template build scan chromium clean
 
 $(VENV)/.installed: requirements-dev.txt layers/core/requirements.txt pyproject.toml
 	@test -n "$(PYTHON313)" || { echo "Python 3.13 not found (set PYTHON313=/path/to/python3.13)"; exit 1; }
@@ -26,12 +27,21 @@ $(SAM_VENV)/.installed: requirements-sam.txt
 	$(SAM_VENV)/bin/pip install -q -r requirements-sam.txt
 	touch $@
 
+$(SCAN_VENV)/.installed: requirements-scan.txt
+	@test -n "$(PYTHON313)" || { echo "Python 3.13 not found (set PYTHON313=/path/to/python3.13)"; exit 1; }
+	test -x $(SCAN_VENV)/bin/python || $(PYTHON313) -m venv $(SCAN_VENV)
+	$(SCAN_VENV)/bin/pip install -q -r requirements-scan.txt
+	touch $@
+
 run: $(VENV)/.installed
 	$(VENV)/bin/python -m devstack
 
-test: $(VENV)/.installed $(SAM_VENV)/.installed chromium
+test: $(VENV)/.installed $(SAM_VENV)/.installed $(SCAN_VENV)/.installed chromium
 	$(VENV)/bin/python -m pytest
-	$(MAKE) lint-template build
+	$(MAKE) lint-template build scan
+
+scan: $(SCAN_VENV)/.installed
+	SCAN_VENV=$(SCAN_VENV) scripts/security-scan.sh
 
 # The browser tests drive Debian's Chromium (Playwright cannot download browsers here).
 chromium:
@@ -55,4 +65,4 @@ build: $(SAM_VENV)/.installed
 	$(VENV)/bin/python -m pytest -q tests/build
 
 clean:
-	rm -rf .aws-sam $(VENV) $(SAM_VENV)
+	rm -rf .aws-sam $(VENV) $(SAM_VENV) $(SCAN_VENV)

@@ -32,7 +32,9 @@ class MotoServer:
     def reset(self) -> None:
         import urllib.request
 
-        urllib.request.urlopen(urllib.request.Request(f"{self.endpoint}/moto-api/reset", method="POST"), timeout=5)
+        # bandit B310: the URL is this process's own loopback moto server.
+        reset = urllib.request.Request(f"{self.endpoint}/moto-api/reset", method="POST")
+        urllib.request.urlopen(reset, timeout=5)  # nosec B310
 
     def stop(self) -> None:
         self._server.stop()
