@@ -11,7 +11,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test unit functional e2e template lint-template build scan chromium clean
+.PHONY: run test unit functional e2e template lint-template build scan bench chromium clean
 
 $(VENV)/.installed: requirements-dev.txt layers/core/requirements.txt pyproject.toml
 	@test -n "$(PYTHON313)" || { echo "Python 3.13 not found (set PYTHON313=/path/to/python3.13)"; exit 1; }
@@ -40,6 +40,10 @@ test: $(VENV)/.installed $(SAM_VENV)/.installed $(SCAN_VENV)/.installed chromium
 	$(VENV)/bin/python -m pytest
 	$(MAKE) lint-template build scan
 
+# Benchmark against the naive baseline; prints a markdown table (not part of `make test`).
+bench: $(VENV)/.installed
+	$(VENV)/bin/python bench/run.py
+
 scan: $(SCAN_VENV)/.installed
 	SCAN_VENV=$(SCAN_VENV) scripts/security-scan.sh
 
@@ -60,8 +64,10 @@ functional: $(VENV)/.installed
 lint-template: $(SAM_VENV)/.installed
 	$(SAM) validate --lint --template template.yaml
 
-build: $(SAM_VENV)/.installed
+build: $(SAM_VENV)/.installed $(VENV)/.installed
 	$(SAM) build --template template.yaml
+	# Ship compiled bytecode: /opt is read-only in Lambda, so without it every cold start compiles again.
+	$(VENV)/bin/python -m compileall -q -j 0 .aws-sam/build/CoreLayer/python .aws-sam/build/PortalFunction .aws-sam/build/RotationFunction
 	$(VENV)/bin/python -m pytest -q tests/build
 
 clean:

@@ -97,6 +97,7 @@ class StripeStandin:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # headers and body go out in separate writes
             server_version = "stripe-standin"
 
             def do_GET(self):

@@ -34,3 +34,8 @@ def test_rotation_function_artifact():
     function = BUILD / "RotationFunction"
     assert (function / "app.py").is_file()
     assert not (function / "portal_gateway").exists()
+
+
+def test_layer_ships_compiled_bytecode_for_python_313():
+    cached = list((BUILD / "CoreLayer" / "python" / "portal_gateway" / "__pycache__").glob("*.cpython-313.pyc"))
+    assert len(cached) >= 10

@@ -1,0 +1,260 @@
+"""Benchmark: the service beside a naive baseline, measured in one run on this machine. Prints a markdown table.
+
+    make bench        (or: .venv/bin/python bench/run.py [--runs 7] [--requests 1000])
+
+Both handlers are imported from artifacts laid out as `sam build` lays them out (layer under python/,
+compiled bytecode, the function's own folder), built here for this machine's architecture. The Stripe
+stand-in answers at zero added latency; AWS is moto. Every figure comes from a fresh child process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import compileall
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BUILD = ROOT / "bench" / ".build"
+LAYER = BUILD / "layer" / "python"
+FUNCTIONS = {"ours": BUILD / "portal", "baseline": BUILD / "baseline"}
+
+
+# --- artifacts ----------------------------------------------------------------------------------------------
+def build_artifacts() -> None:
+    """pip-install the pinned layer requirements for this machine, add our package, compile bytecode."""
+    stamp = BUILD / ".requirements"
+    requirements = (ROOT / "layers/core/requirements.txt").read_text()
+    if not stamp.exists() or stamp.read_text() != requirements:
+        shutil.rmtree(BUILD, ignore_errors=True)
+        LAYER.mkdir(parents=True)
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(LAYER),
+                        "-r", str(ROOT / "layers/core/requirements.txt")], check=True)
+        stamp.write_text(requirements)
+    shutil.rmtree(LAYER / "portal_gateway", ignore_errors=True)
+    shutil.copytree(ROOT / "layers/core/portal_gateway", LAYER / "portal_gateway",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    for name, source in (("ours", ROOT / "functions/portal"), ("baseline", ROOT / "bench/baseline")):
+        shutil.rmtree(FUNCTIONS[name], ignore_errors=True)
+        shutil.copytree(source, FUNCTIONS[name], ignore=shutil.ignore_patterns("__pycache__"))
+    for folder in (LAYER, *FUNCTIONS.values()):
+        compileall.compile_dir(str(folder), quiet=1, workers=0)
+
+
+def directory_size(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def zipped_size(path: Path) -> int:
+    with tempfile.TemporaryDirectory() as tmp:
+        return Path(shutil.make_archive(f"{tmp}/artifact", "zip", path)).stat().st_size
+
+
+# --- the child: one fresh "execution environment" -------------------------------------------------------------
+CHILD = r'''
+import json, os, resource, sys, time
+started = time.perf_counter()
+impl, layer, function, plan_path = sys.argv[1:5]
+sys.path[:0] = [function, layer]
+plan = json.load(open(plan_path))
+
+# Count and time outbound calls at the HTTP layer both stacks share: urllib3 (stripe's requests, botocore)
+# and http.client (urllib, used for the JWKS). Installed after the timer started, before any import.
+import http.client
+outbound = {"stripe": 0, "aws": 0, "jwks": 0, "seconds": 0.0}
+def kind_of(port, url):
+    return "stripe" if port == plan["stripe_port"] else ("jwks" if "jwks" in url else "aws")
+original_request = http.client.HTTPConnection.request
+def counted_request(self, method, url, *args, **kwargs):  # plain http.client users only (urllib)
+    outbound[kind_of(self.port, url)] += 1
+    return original_request(self, method, url, *args, **kwargs)
+original_getresponse = http.client.HTTPConnection.getresponse
+def timed_getresponse(self, *args, **kwargs):
+    t = time.perf_counter()
+    try:
+        return original_getresponse(self, *args, **kwargs)
+    finally:
+        outbound["seconds"] += time.perf_counter() - t
+http.client.HTTPConnection.request = counted_request
+http.client.HTTPConnection.getresponse = timed_getresponse
+import urllib3.connection
+original_u3_request = urllib3.connection.HTTPConnection.request
+def counted_u3_request(self, method, url, *args, **kwargs):
+    outbound[kind_of(self.port, url)] += 1
+    return original_u3_request(self, method, url, *args, **kwargs)
+urllib3.connection.HTTPConnection.request = counted_u3_request
+
+import importlib.util, uuid
+spec = importlib.util.spec_from_file_location("app", os.path.join(function, "app.py"))
+app = importlib.util.module_from_spec(spec); spec.loader.exec_module(app)
+imported = time.perf_counter()
+
+class Context:
+    function_name = "bench"; memory_limit_in_mb = 256; aws_request_id = "bench"
+    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:bench"
+    def get_remaining_time_in_millis(self): return 15000
+
+def event(token):
+    return {"version": "2.0", "routeKey": "GET /portal", "rawPath": "/portal", "rawQueryString": "",
+            "headers": {"authorization": "Bearer " + token, "accept": "text/html"},
+            "requestContext": {"http": {"method": "GET", "path": "/portal", "sourceIp": "127.0.0.1"},
+                               "requestId": str(uuid.uuid4()), "stage": "$default"}, "isBase64Encoded": False}
+
+def call(token):
+    before = dict(outbound)
+    t = time.perf_counter()
+    result = app.lambda_handler(event(token), Context())
+    total = time.perf_counter() - t
+    assert result["statusCode"] == 302, result
+    return total, {k: outbound[k] - before[k] for k in outbound}
+
+if os.environ.get("BENCH_PROFILE"):
+    import cProfile, pstats
+    profiler = cProfile.Profile(); profiler.enable()
+first_total, _ = call(plan["returning_token"])
+if os.environ.get("BENCH_PROFILE"):
+    profiler.disable()
+    pstats.Stats(profiler, stream=sys.stderr).sort_stats("cumulative").print_stats(30)
+report = {"import_s": imported - started, "first_request_s": first_total, "cold_s": time.perf_counter() - started}
+if plan["mode"] == "warm":
+    totals, overheads = [], []
+    for _ in range(plan["requests"]):
+        total, delta = call(plan["returning_token"])
+        totals.append(total); overheads.append(total - delta["seconds"])
+    _, returning = call(plan["returning_token"])
+    _, new = call(plan["new_token"])
+    report.update(totals=totals, overheads=overheads, returning_calls=returning, new_calls=new)
+report["max_rss_kb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps(report))
+'''
+
+
+def _write_plan(plan: dict) -> str:
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
+        json.dump(plan, handle)
+    return handle.name
+
+
+def run_child(impl: str, plan: dict, env: dict) -> dict:
+    plan_path = _write_plan(plan)
+    started = time.perf_counter()
+    out = subprocess.run([sys.executable, "-c", CHILD, impl, str(LAYER), str(FUNCTIONS[impl]), plan_path],
+                         env=env, capture_output=True, text=True, check=False)
+    wall = time.perf_counter() - started
+    os.unlink(plan_path)
+    lines = [line for line in out.stdout.splitlines() if line.startswith('{"import_s"')]
+    if out.returncode or not lines:
+        raise SystemExit(f"{impl} child failed:\n{out.stdout[-2000:]}\n{out.stderr[-3000:]}")
+    return {**json.loads(lines[-1]), "wall_s": wall}
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
+
+
+# --- the run -------------------------------------------------------------------------------------------------
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=7, help="cold starts per handler (median reported)")
+    parser.add_argument("--requests", type=int, default=1000, help="warm requests per handler")
+    parser.add_argument("--profile", action="store_true", help="print where our first request spends its time")
+    args = parser.parse_args()
+    sys.path[:0] = [str(ROOT), str(ROOT / "layers" / "core")]
+    from devstack.aws_standin import MotoServer, provision
+    from devstack.stripe_standin import StripeStandin, fake_key
+
+    print("building artifacts ...", file=sys.stderr)
+    build_artifacts()
+    moto = MotoServer()
+    stripe = StripeStandin().start()
+    key = stripe.add_key(fake_key())
+    stripe.create_default_portal_configuration()
+    stack = provision(moto, stripe_key=key)
+    env = {**os.environ, **stack.service_env(stripe_api_base=stripe.base_url, return_url="https://shop.example.com/"),
+           "POWERTOOLS_LOG_LEVEL": "WARNING", "POWERTOOLS_METRICS_DISABLED": "true", "PYTHONDONTWRITEBYTECODE": "1"}
+    env.pop("PYTHONPATH", None)
+    stripe_port = int(stripe.base_url.rsplit(":", 1)[1])
+
+    def token(name: str) -> str:
+        stack.add_user(name, "Bench-Password-1", email=f"{name}@example.com")
+        return stack.sign_in(name, "Bench-Password-1")["IdToken"]
+
+    if args.profile:
+        plan = {"mode": "cold", "returning_token": token("profile"), "stripe_port": stripe_port, "requests": 1}
+        run_child("ours", {**plan, "mode": "warm", "new_token": token("profile-new")}, env)
+        out = subprocess.run([sys.executable, "-c", CHILD, "ours", str(LAYER), str(FUNCTIONS["ours"]),
+                              _write_plan(plan)], env={**env, "BENCH_PROFILE": "1"}, capture_output=True, text=True)
+        print(out.stderr[-6000:])
+        return 0
+
+    results: dict[str, dict] = {}
+    for impl in ("ours", "baseline"):
+        returning = token(f"{impl}-returning")
+        plan = {"mode": "cold", "returning_token": returning, "stripe_port": stripe_port,
+                "requests": args.requests}
+        run_child(impl, {**plan, "mode": "warm", "requests": 1, "new_token": token(f"{impl}-warmup")}, env)
+        print(f"cold starts ({impl}) ...", file=sys.stderr)
+        colds = [run_child(impl, plan, env) for _ in range(args.runs)]
+        print(f"warm requests ({impl}) ...", file=sys.stderr)
+        warm = run_child(impl, {**plan, "mode": "warm", "new_token": token(f"{impl}-new")}, env)
+        results[impl] = {"colds": colds, "warm": warm}
+
+    def ms(seconds: float) -> str:
+        return f"{seconds * 1000:.1f} ms"
+
+    ours, base = results["ours"], results["baseline"]
+    cold_ours = statistics.median(c["cold_s"] for c in ours["colds"])
+    cold_base = statistics.median(c["cold_s"] for c in base["colds"])
+    wall_ours = statistics.median(c["wall_s"] for c in ours["colds"])
+    wall_base = statistics.median(c["wall_s"] for c in base["colds"])
+
+    def calls(impl: str, which: str) -> str:
+        counted = results[impl]["warm"][f"{which}_calls"]
+        return f"{counted['stripe']} Stripe, {counted['aws']} AWS, {counted['jwks']} JWKS"
+
+    rows = [
+        ("Cold start: import + first request (median of %d)" % args.runs, ms(cold_ours), ms(cold_base),
+         f"{cold_ours / cold_base:.2f}x"),
+        ("Cold start: whole process incl. interpreter", ms(wall_ours), ms(wall_base), f"{wall_ours / wall_base:.2f}x"),
+        ("  of which importing the handler", ms(statistics.median(c["import_s"] for c in ours["colds"])),
+         ms(statistics.median(c["import_s"] for c in base["colds"])), ""),
+        ("Warm request, total p50", ms(statistics.median(ours["warm"]["totals"])),
+         ms(statistics.median(base["warm"]["totals"])), ""),
+        ("Warm request, total p99", ms(percentile(ours["warm"]["totals"], 99)),
+         ms(percentile(base["warm"]["totals"], 99)), ""),
+        ("Warm in-process overhead p50 (excl. outbound I/O)", ms(statistics.median(ours["warm"]["overheads"])),
+         ms(statistics.median(base["warm"]["overheads"])), ""),
+        ("Warm in-process overhead p99", ms(percentile(ours["warm"]["overheads"], 99)),
+         ms(percentile(base["warm"]["overheads"], 99)), ""),
+        ("Outbound calls, returning user (warm)", calls("ours", "returning"), calls("baseline", "returning"), ""),
+        ("Outbound calls, new user (warm)", calls("ours", "new"), calls("baseline", "new"), ""),
+        ("Peak RSS after %d warm requests" % args.requests, f"{ours['warm']['max_rss_kb'] / 1024:.0f} MB",
+         f"{base['warm']['max_rss_kb'] / 1024:.0f} MB", ""),
+    ]
+    sam_layer = ROOT / ".aws-sam/build/CoreLayer"
+    sam_function = ROOT / ".aws-sam/build/PortalFunction"
+    if sam_layer.is_dir():
+        rows.append(("Built layer (sam build, arm64): unzipped / zipped",
+                     f"{directory_size(sam_layer) / 2**20:.1f} MB / {zipped_size(sam_layer) / 2**20:.1f} MB", "", ""))
+        rows.append(("Built function (sam build)", f"{directory_size(sam_function) / 1024:.0f} KB unzipped", "", ""))
+    print(f"\nMeasured {time.strftime('%Y-%m-%d')} on {os.uname().machine}, Python {sys.version.split()[0]}, "
+          f"{args.requests} warm requests, Stripe stand-in at zero latency, moto for AWS.\n")
+    print("| Measure | Ours | Naive baseline | Ours / baseline |")
+    print("|---|---|---|---|")
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+    stripe.close()
+    moto.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
