@@ -98,7 +98,7 @@ def serve(handler, host: str = "127.0.0.1", port: int = 0, *, max_body: int = 10
 
     class Adapter(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
-            disable_nagle_algorithm = True  # headers and body go out in separate writes
+        disable_nagle_algorithm = True  # headers and body go out in separate writes
 
         def _any(self):
             url = urlsplit(self.path)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from .auth import CognitoJwtVerifier, Identity, JwksCache
 from .aws import CognitoProfileReader, CustomerMappingStore, Profile, SecretsManagerReader, profile_from_identity
@@ -12,9 +12,11 @@ from .billing import StripeBilling
 from .config import Settings
 from .customers import CustomerResolver
 from .errors import CustomerMissing, StripeUnavailable
-from .oauth import HostedUiLogin, OAuthSecretUnavailable
 from .portal import SUBSCRIPTION_FLOWS, ReturnUrlPolicy, choose_flow, choose_locale, flow_data
 from .stripe_key import StripeKeyProvider
+
+if TYPE_CHECKING:
+    from .oauth import HostedUiLogin
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +40,7 @@ class PortalService:
         read_profile: Callable[[str], Profile],
         count: Callable[[str], None] = lambda name: None,
         on_identity: Callable[[Identity], None] = lambda identity: None,
-        login: HostedUiLogin | None = None,
+        login: "HostedUiLogin | None" = None,
     ):
         self.settings = settings
         self.login = login  # None unless COGNITO_DOMAIN is configured
@@ -138,6 +140,8 @@ def build_service(
     )
     login = None
     if settings.cognito_domain:
+        from .oauth import HostedUiLogin, OAuthSecretUnavailable  # only when plain-link sign-in is configured
+
         oauth_secret = SecretsManagerReader(unavailable=OAuthSecretUnavailable, label="the OAuth secret",
                                             variable="OAUTH_SECRET_ID")
         login = HostedUiLogin(domain=settings.cognito_domain, client_id=settings.oauth_client_id,
