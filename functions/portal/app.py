@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import threading
 import warnings
 from urllib.parse import parse_qs
 
@@ -30,9 +31,9 @@ from portal_gateway.errors import (
 
 # /health and refused requests publish no metric; that is expected, not worth a warning per request.
 warnings.filterwarnings("ignore", message="No application metrics to publish")
-logger = Logger(service="stripe-portal-gateway")  # POWERTOOLS_SERVICE_NAME in the template says the same
+SERVICE = "stripe-portal-gateway"  # POWERTOOLS_SERVICE_NAME in the template says the same
 METRICS_NAMESPACE = "StripePortalGateway"
-SERVICE = "stripe-portal-gateway"
+logger = Logger(service=SERVICE)
 metrics = Metrics(namespace=METRICS_NAMESPACE, service=SERVICE)
 copy_config_to_registered_loggers(source_logger=logger, include={"portal_gateway"})
 
@@ -58,19 +59,21 @@ MAX_FORM_BYTES = 16 * 1024
 OPTION_NAMES = ("return_to", "locale", "flow")
 TOKEN_QUERY_NAMES = frozenset({"id_token", "access_token", "token", "jwt", "authorization", "code_verifier"})
 _service = None
+_service_lock = threading.Lock()  # Lambda is one request at a time; the local HTTP adapter is not
 
 
 def portal_service():
     global _service
-    if _service is None:
-        from portal_gateway.service import build_service  # deferred: keeps stripe/boto3 off the /health path
+    with _service_lock:
+        if _service is None:
+            from portal_gateway.service import build_service  # deferred: keeps stripe/boto3 off /health
 
-        _service = build_service(
-            SETTINGS,
-            count=count,
-            on_identity=lambda identity: logger.append_keys(cognito_sub=identity.sub),
-        )
-    return _service
+            _service = build_service(
+                SETTINGS,
+                count=count,
+                on_identity=lambda identity: logger.append_keys(cognito_sub=identity.sub),
+            )
+        return _service
 
 
 @app.get("/health")
