@@ -71,7 +71,8 @@ def portal_service():
             _service = build_service(
                 SETTINGS,
                 count=count,
-                on_identity=lambda identity: logger.append_keys(cognito_sub=identity.sub),
+                # Thread-local: the local HTTP adapter serves requests in parallel threads.
+                on_identity=lambda identity: logger.thread_safe_append_keys(cognito_sub=identity.sub),
             )
         return _service
 
@@ -247,4 +248,5 @@ def _error_response(code: str, message: str):
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP, clear_state=True)
 @metrics.log_metrics
 def lambda_handler(event, context):
+    logger.thread_safe_clear_keys()  # no cognito_sub left over from the previous request
     return app.resolve(event, context)

@@ -55,6 +55,7 @@ def test_email_match_is_counted(gateway, user, stripe_standin, capsys):
 def test_auth_rejections_by_reason(gateway, user, capsys):
     _, tokens = user()
     gw = gateway()
+    gw.portal(tokens["IdToken"])  # a signed-in request first: its sub must not leak into the next log lines
     gw.portal("garbage")
     gw.portal(tokens["IdToken"][:-4] + "AAAA")
     metrics, logs = emitted(capsys)
@@ -63,6 +64,7 @@ def test_auth_rejections_by_reason(gateway, user, capsys):
     assert counted(metrics, "AuthRejectedByReason", reason="bad_signature") == 1
     refused = [r for r in logs if r["message"] == "Request refused"]
     assert [r["detail"] for r in refused] == ["malformed", "bad_signature"]
+    assert all("cognito_sub" not in r for r in refused)
 
 
 def test_stripe_errors_by_type_and_key_refreshes(gateway, user, stack, stripe_standin, capsys):
