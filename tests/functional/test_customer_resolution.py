@@ -136,3 +136,25 @@ def test_concurrent_first_requests_create_exactly_one_customer(gateway, user, st
     assert {session_customer(stripe_standin, r) for r in replies} == {stripe_standin.customers()[0]["id"]}
     creates = stripe_standin.calls("POST", "/v1/customers")
     assert len(creates) >= 2  # the race really happened: several creates, all but one replayed or refused
+
+
+def test_customer_claimed_by_another_user_at_the_same_time_is_not_shared(gateway, user, stripe_standin, stack):
+    """Two Cognito users with the same verified email (two pools, or a recreated user) race for one unowned
+    customer: the DynamoDB claim lets exactly one of them have it."""
+    legacy = stripe_standin.add_customer(email="ada@example.com")
+    stack.moto.client("dynamodb").put_item(TableName=stack.table_name, Item={
+        "pk": {"S": f"test#claim#{legacy}"}, "owner": {"S": f"test#{stack.user_pool_id}#someone-else"}})
+    sub, tokens = user(email="ada@example.com")
+    chosen = session_customer(stripe_standin, gateway().portal(tokens["IdToken"]))
+    assert chosen != legacy
+    assert stripe_standin.account.customers[legacy]["metadata"] == {}  # not stamped either
+    assert stripe_standin.account.customers[chosen]["metadata"]["cognito_sub"] == sub
+
+
+def test_claim_is_recorded_and_reentrant(gateway, user, stripe_standin, stack):
+    legacy = stripe_standin.add_customer(email="ada@example.com")
+    sub, tokens = user(email="ada@example.com")
+    assert session_customer(stripe_standin, gateway().portal(tokens["IdToken"])) == legacy
+    claim = stack.moto.client("dynamodb").get_item(TableName=stack.table_name,
+                                                   Key={"pk": {"S": f"test#claim#{legacy}"}})["Item"]
+    assert claim["owner"]["S"] == f"test#{stack.user_pool_id}#{sub}"

@@ -120,6 +120,25 @@ class CustomerMappingStore:
             {":old": {"S": old_customer_id}},
         )
 
+    def claim(self, identity: Identity, customer_id: str) -> bool:
+        """Claim an existing (email-matched) customer for this user, exclusively: of two users racing for one
+        customer, exactly one wins. True if this user holds the claim (now or from before)."""
+        owner = self.key_for(identity)
+        item = {"pk": {"S": f"{self.mode}#claim#{customer_id}"}, "owner": {"S": owner},
+                "updated_at": {"N": str(int(time.time()))}}
+        try:
+            self._client.get().put_item(TableName=self.table, Item=item,
+                                        ConditionExpression="attribute_not_exists(pk) OR #owner = :owner",
+                                        ExpressionAttributeNames={"#owner": "owner"},
+                                        ExpressionAttributeValues={":owner": {"S": owner}})
+            return True
+        except ClientError as exc:
+            if _error_code(exc) == "ConditionalCheckFailedException":
+                return False
+            raise MappingStoreUnavailable(log_detail=f"DynamoDB PutItem (claim) failed: {_error_code(exc)}") from None
+        except BotoCoreError as exc:
+            raise MappingStoreUnavailable(log_detail=f"DynamoDB PutItem (claim) failed: {type(exc).__name__}") from None
+
     def _conditional_put(self, key: str, customer_id: str, condition: str, values: dict) -> str:
         mode, pool, sub = key.split("#", 2)
         item = {

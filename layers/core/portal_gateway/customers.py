@@ -29,6 +29,7 @@ class MappingStore(Protocol):
     def get(self, key: str) -> str | None: ...
     def put_if_absent(self, key: str, customer_id: str) -> str: ...
     def replace(self, key: str, old_customer_id: str, new_customer_id: str) -> str: ...
+    def claim(self, identity: Identity, customer_id: str) -> bool: ...
 
 
 class Billing(Protocol):
@@ -160,6 +161,11 @@ class CustomerResolver:
                             extra={"matches": len(seen), "skipped": skipped})
             return None
         chosen = pick_customer(candidates)
+        if not self.store.claim(identity, chosen.id):
+            # Another user with the same verified email claimed it first (e.g. at the same instant).
+            logger.warning("Matched customer is already claimed by another user; not reusing it",
+                           extra={"customer_id": chosen.id})
+            return None
         logger.info("Matched an existing Stripe customer by verified email",
                     extra={"matches": len(seen), "eligible": len(candidates), "customer_id": chosen.id})
         if chosen.metadata.get(OWNER_SUB) != identity.sub:
