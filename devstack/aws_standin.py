@@ -138,9 +138,17 @@ def provision(moto: MotoServer, *, stripe_key: str | None, pool_name: str = "por
 
 
 def add_oauth_secret(env: Environment, *, client_secret: str = "") -> str:
-    """The sign-in cookie key, generated as the stack's GenerateSecretString would."""
+    """The OAuth secret as template.yaml's OAuthSecret generates it (its template, key name and length)."""
     import secrets
+    import string
 
-    value = {"cookie_key": secrets.token_urlsafe(48), "client_secret": client_secret}
+    from devstack.cfn import load_template
+
+    spec = load_template()["Resources"]["OAuthSecret"]["Properties"]["GenerateSecretString"]
+    alphabet = string.ascii_letters + string.digits  # ExcludePunctuation: true
+    value = json.loads(spec["SecretStringTemplate"])
+    value[spec["GenerateStringKey"]] = "".join(secrets.choice(alphabet) for _ in range(spec["PasswordLength"]))
+    if client_secret:
+        value["client_secret"] = client_secret
     return env.moto.client("secretsmanager").create_secret(
         Name=f"portal-{secrets.token_hex(4)}/oauth", SecretString=json.dumps(value))["ARN"]

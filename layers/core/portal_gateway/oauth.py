@@ -32,6 +32,7 @@ from .errors import AuthUnavailable, GatewayError
 
 COOKIE_NAME = "__Host-portal_login"
 COOKIE_TTL_SECONDS = 600
+SECRET_TTL_SECONDS = 300
 SCOPE = "openid email"
 _AAD = b"stripe-portal-gateway login cookie v1"
 _CODE = re.compile(r"^[A-Za-z0-9._~-]{1,512}$")
@@ -113,9 +114,11 @@ class HostedUiLogin:
         self._open = opener
         self._sealer: CookieSealer | None = None
         self._client_secret: str | None = None
+        self._loaded_at = 0.0
 
     def _secrets(self) -> tuple[CookieSealer, str | None]:
-        if self._sealer is None:
+        # Re-read now and then, like the Stripe key, so a changed client secret or cookie key is picked up.
+        if self._sealer is None or self._clock() - self._loaded_at > SECRET_TTL_SECONDS:
             raw = self._read_secret()
             try:
                 value = json.loads(raw)
@@ -126,6 +129,7 @@ class HostedUiLogin:
                 raise OAuthSecretUnavailable(log_detail="the OAuth secret's cookie_key must be 32+ characters")
             self._client_secret = value.get("client_secret") or None
             self._sealer = CookieSealer(cookie_key)
+            self._loaded_at = self._clock()
         return self._sealer, self._client_secret
 
     def start(self, *, return_to: str | None, flow: str | None, locale: str | None) -> tuple[str, str]:
