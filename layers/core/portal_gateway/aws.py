@@ -53,10 +53,14 @@ class SecretsManagerReader:
     names it in log lines (the Stripe key secret, or the OAuth secret)."""
 
     def __init__(self, client: Any | None = None, region: str | None = None, *,
-                 unavailable: type[GatewayError] = StripeKeyUnavailable, label: str = "the Stripe secret",
-                 variable: str = "STRIPE_SECRET_ID"):
+                 unavailable: type[GatewayError] = StripeKeyUnavailable,
+                 transient: type[GatewayError] = SecretUnreadable,
+                 label: str = "the Stripe secret", variable: str = "STRIPE_SECRET_ID"):
+        # `transient` is raised when Secrets Manager cannot be reached: for the Stripe key, SecretUnreadable
+        # lets the key provider keep serving its last good key.
         self._client = _LazyClient("secretsmanager", client, region)
-        self._unavailable, self._label, self._variable = unavailable, label, variable
+        self._unavailable, self._transient = unavailable, transient
+        self._label, self._variable = label, variable
 
     def __call__(self, secret_id: str) -> str:
         try:
@@ -70,18 +74,13 @@ class SecretsManagerReader:
                 ) from None
             if code in ("AccessDeniedException", "AccessDenied"):
                 raise self._unavailable(log_detail=f"not allowed to read {self._label} (IAM policy)") from None
-            raise self._transient(f"Secrets Manager error {code}") from None
+            raise self._transient(log_detail=f"Secrets Manager error {code}") from None
         except BotoCoreError as exc:
-            raise self._transient(f"Secrets Manager unreachable: {type(exc).__name__}") from None
+            raise self._transient(log_detail=f"Secrets Manager unreachable: {type(exc).__name__}") from None
         if "SecretString" not in response:
             raise self._unavailable(log_detail=f"{self._label} is binary; store it as a string")
         return response["SecretString"]
 
-    def _transient(self, detail: str) -> GatewayError:
-        # For the Stripe key, SecretUnreadable lets the key provider keep serving its last good key.
-        if self._unavailable is StripeKeyUnavailable:
-            return SecretUnreadable(log_detail=detail)
-        return self._unavailable(log_detail=detail)
 
 
 class CustomerMappingStore:
@@ -126,18 +125,20 @@ class CustomerMappingStore:
         owner = self.key_for(identity)
         item = {"pk": {"S": f"{self.mode}#claim#{customer_id}"}, "owner": {"S": owner},
                 "updated_at": {"N": str(int(time.time()))}}
+        return self._put_if("PutItem (claim)", Item=item,
+                            ConditionExpression="attribute_not_exists(pk) OR #owner = :owner",
+                            ExpressionAttributeNames={"#owner": "owner"},
+                            ExpressionAttributeValues={":owner": {"S": owner}})
+
+    def _put_if(self, what: str, **kwargs: Any) -> bool:
+        """A conditional PutItem: True if written, False if the condition failed; any other failure is 503."""
         try:
-            self._client.get().put_item(TableName=self.table, Item=item,
-                                        ConditionExpression="attribute_not_exists(pk) OR #owner = :owner",
-                                        ExpressionAttributeNames={"#owner": "owner"},
-                                        ExpressionAttributeValues={":owner": {"S": owner}})
+            self._client.get().put_item(TableName=self.table, **kwargs)
             return True
-        except ClientError as exc:
+        except (ClientError, BotoCoreError) as exc:
             if _error_code(exc) == "ConditionalCheckFailedException":
                 return False
-            raise MappingStoreUnavailable(log_detail=f"DynamoDB PutItem (claim) failed: {_error_code(exc)}") from None
-        except BotoCoreError as exc:
-            raise MappingStoreUnavailable(log_detail=f"DynamoDB PutItem (claim) failed: {type(exc).__name__}") from None
+            raise MappingStoreUnavailable(log_detail=f"DynamoDB {what} failed: {_error_code(exc)}") from None
 
     def _conditional_put(self, key: str, customer_id: str, condition: str, values: dict) -> str:
         mode, pool, sub = key.split("#", 2)
@@ -149,17 +150,9 @@ class CustomerMappingStore:
             "sub": {"S": sub},
             "updated_at": {"N": str(int(time.time()))},
         }
-        kwargs = {"TableName": self.table, "Item": item, "ConditionExpression": condition}
-        if values:
-            kwargs["ExpressionAttributeValues"] = values
-        try:
-            self._client.get().put_item(**kwargs)
+        extra = {"ExpressionAttributeValues": values} if values else {}
+        if self._put_if("PutItem", Item=item, ConditionExpression=condition, **extra):
             return customer_id
-        except ClientError as exc:
-            if _error_code(exc) != "ConditionalCheckFailedException":
-                raise MappingStoreUnavailable(log_detail=f"DynamoDB PutItem failed: {_error_code(exc)}") from None
-        except BotoCoreError as exc:
-            raise MappingStoreUnavailable(log_detail=f"DynamoDB PutItem failed: {type(exc).__name__}") from None
         winner = self.get(key)
         if winner is None:  # the competing item vanished again; extremely unlikely, refuse rather than guess
             raise MappingStoreUnavailable(log_detail="conditional write lost to an item that is now gone")

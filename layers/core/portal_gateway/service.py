@@ -142,8 +142,8 @@ def build_service(
     if settings.cognito_domain:
         from .oauth import HostedUiLogin, OAuthSecretUnavailable  # only when plain-link sign-in is configured
 
-        oauth_secret = SecretsManagerReader(unavailable=OAuthSecretUnavailable, label="the OAuth secret",
-                                            variable="OAUTH_SECRET_ID")
+        oauth_secret = SecretsManagerReader(unavailable=OAuthSecretUnavailable, transient=OAuthSecretUnavailable,
+                                            label="the OAuth secret", variable="OAUTH_SECRET_ID")
         login = HostedUiLogin(domain=settings.cognito_domain, client_id=settings.oauth_client_id,
                               callback_url=settings.callback_url,
                               read_secret=lambda: oauth_secret(settings.oauth_secret_id))
