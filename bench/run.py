@@ -121,7 +121,7 @@ if os.environ.get("BENCH_PROFILE"):
 first_total, _ = call(plan["returning_token"])
 if os.environ.get("BENCH_PROFILE"):
     profiler.disable()
-    pstats.Stats(profiler, stream=sys.stderr).sort_stats("cumulative").print_stats(30)
+    pstats.Stats(profiler, stream=sys.stderr).sort_stats("cumulative").print_stats(int(os.environ.get("BENCH_PROFILE_LINES", "30")))
 report = {"import_s": imported - started, "first_request_s": first_total, "cold_s": time.perf_counter() - started}
 if plan["mode"] == "warm":
     totals, overheads = [], []

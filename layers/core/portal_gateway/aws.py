@@ -1,8 +1,7 @@
 """AWS adapters: Secrets Manager (the Stripe key), DynamoDB (sub -> customer mapping), Cognito (GetUser).
 
-Each adapter turns AWS failures into the service's own errors and never lets a raw botocore message out.
-boto3 honours AWS_ENDPOINT_URL (and AWS_ENDPOINT_URL_<SERVICE>), which is how tests and the local stack
-point it at moto.
+Each adapter turns AWS failures into the service's own errors and never lets a raw AWS message out. They
+speak to AWS through aws_json.AwsJsonClient (not boto3: see there why), created on first use.
 """
 
 from __future__ import annotations
@@ -11,9 +10,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from botocore.exceptions import BotoCoreError, ClientError
-
 from .auth import Identity, is_verified_flag
+from .aws_json import COGNITO_USER_POOLS, DYNAMODB, SECRETS_MANAGER, AwsError, AwsJsonClient, AwsUnreachable
 from .errors import (
     GatewayError,
     IdentityUnavailable,
@@ -23,50 +21,28 @@ from .errors import (
 )
 from .stripe_key import SecretUnreadable
 
-# Short timeouts and the standard retry mode: a slow dependency must not eat the whole Lambda timeout.
-BOTO_SETTINGS = {"connect_timeout": 2, "read_timeout": 3, "retries": {"mode": "standard", "total_max_attempts": 3}}
-
-
-class _LazyClient:
-    """Creates the boto3 client on first use: a returning user's warm path never needs most of them."""
-
-    def __init__(self, service: str, client: Any | None, region: str | None):
-        self._service, self._client, self._region = service, client, region
-
-    def get(self) -> Any:
-        if self._client is None:
-            import boto3  # deferred: costly to import, and not every request needs AWS
-            from botocore.config import Config
-
-            self._client = boto3.client(self._service, region_name=self._region, config=Config(**BOTO_SETTINGS))
-        return self._client
-
-
-def _error_code(exc: Exception) -> str:
-    if isinstance(exc, ClientError):
-        return exc.response.get("Error", {}).get("Code", "ClientError")
-    return type(exc).__name__
-
 
 class SecretsManagerReader:
     """Reads one secret's string. `unavailable` is the error raised for a missing or unusable secret, `label`
     names it in log lines (the Stripe key secret, or the OAuth secret)."""
 
-    def __init__(self, client: Any | None = None, region: str | None = None, *,
+    def __init__(self, client: AwsJsonClient | None = None, *,
                  unavailable: type[GatewayError] = StripeKeyUnavailable,
                  transient: type[GatewayError] = SecretUnreadable,
                  label: str = "the Stripe secret", variable: str = "STRIPE_SECRET_ID"):
         # `transient` is raised when Secrets Manager cannot be reached: for the Stripe key, SecretUnreadable
         # lets the key provider keep serving its last good key.
-        self._client = _LazyClient("secretsmanager", client, region)
+        self._client = client or AwsJsonClient(SECRETS_MANAGER)  # the function's own region
         self._unavailable, self._transient = unavailable, transient
         self._label, self._variable = label, variable
 
     def __call__(self, secret_id: str) -> str:
         try:
-            response = self._client.get().get_secret_value(SecretId=secret_id)
-        except ClientError as exc:
-            code = _error_code(exc)
+            response = self._client.call("GetSecretValue", {"SecretId": secret_id})
+        except AwsUnreachable as exc:
+            raise self._transient(log_detail=f"Secrets Manager unreachable: {exc.code}") from None
+        except AwsError as exc:
+            code = exc.code
             if code == "ResourceNotFoundException":
                 # Also what a stack-created secret with no value yet answers.
                 raise self._unavailable(
@@ -75,8 +51,6 @@ class SecretsManagerReader:
             if code in ("AccessDeniedException", "AccessDenied"):
                 raise self._unavailable(log_detail=f"not allowed to read {self._label} (IAM policy)") from None
             raise self._transient(log_detail=f"Secrets Manager error {code}") from None
-        except BotoCoreError as exc:
-            raise self._transient(log_detail=f"Secrets Manager unreachable: {type(exc).__name__}") from None
         if "SecretString" not in response:
             raise self._unavailable(log_detail=f"{self._label} is binary; store it as a string")
         return response["SecretString"]
@@ -89,21 +63,22 @@ class CustomerMappingStore:
     Writes are conditional, so concurrent first requests agree on one mapping whoever writes first.
     """
 
-    def __init__(self, table_name: str, *, stripe_mode: str, client: Any | None = None, region: str | None = None):
+    def __init__(self, table_name: str, *, stripe_mode: str, client: AwsJsonClient | None = None):
         self.table = table_name
         self.mode = stripe_mode
-        self._client = _LazyClient("dynamodb", client, region)
+        self._client = client or AwsJsonClient(DYNAMODB)  # the function's own region
 
     def key_for(self, identity: Identity) -> str:
         return f"{self.mode}#{identity.user_pool_id}#{identity.sub}"
 
     def get(self, key: str) -> str | None:
         try:
-            item = self._client.get().get_item(
-                TableName=self.table, Key={"pk": {"S": key}}, ConsistentRead=True, ProjectionExpression="customer_id"
-            ).get("Item")
-        except (ClientError, BotoCoreError) as exc:
-            raise MappingStoreUnavailable(log_detail=f"DynamoDB GetItem failed: {_error_code(exc)}") from None
+            item = self._client.call("GetItem", {
+                "TableName": self.table, "Key": {"pk": {"S": key}}, "ConsistentRead": True,
+                "ProjectionExpression": "customer_id",
+            }).get("Item")
+        except AwsError as exc:
+            raise MappingStoreUnavailable(log_detail=f"DynamoDB GetItem failed: {exc.code}") from None
         return item["customer_id"]["S"] if item else None
 
     def put_if_absent(self, key: str, customer_id: str) -> str:
@@ -130,15 +105,15 @@ class CustomerMappingStore:
                             ExpressionAttributeNames={"#owner": "owner"},
                             ExpressionAttributeValues={":owner": {"S": owner}})
 
-    def _put_if(self, what: str, **kwargs: Any) -> bool:
+    def _put_if(self, what: str, **request: Any) -> bool:
         """A conditional PutItem: True if written, False if the condition failed; any other failure is 503."""
         try:
-            self._client.get().put_item(TableName=self.table, **kwargs)
+            self._client.call("PutItem", {"TableName": self.table, **request})
             return True
-        except (ClientError, BotoCoreError) as exc:
-            if _error_code(exc) == "ConditionalCheckFailedException":
+        except AwsError as exc:
+            if exc.code == "ConditionalCheckFailedException":
                 return False
-            raise MappingStoreUnavailable(log_detail=f"DynamoDB {what} failed: {_error_code(exc)}") from None
+            raise MappingStoreUnavailable(log_detail=f"DynamoDB {what} failed: {exc.code}") from None
 
     def _conditional_put(self, key: str, customer_id: str, condition: str, values: dict) -> str:
         mode, pool, sub = key.split("#", 2)
@@ -173,18 +148,19 @@ def profile_from_identity(identity: Identity) -> Profile:
 class CognitoProfileReader:
     """Reads email and name for an access token (which carries neither) with Cognito GetUser."""
 
-    def __init__(self, client: Any | None = None, region: str | None = None):
-        self._client = _LazyClient("cognito-idp", client, region)
+    def __init__(self, region: str, client: AwsJsonClient | None = None):
+        self._client = client or AwsJsonClient(COGNITO_USER_POOLS, region)  # the pool's region
 
     def __call__(self, access_token: str) -> Profile:
         try:
-            response = self._client.get().get_user(AccessToken=access_token)
-        except ClientError as exc:
-            if _error_code(exc) in ("NotAuthorizedException", "UserNotFoundException"):
+            # Authorised by the access token itself, so unsigned (as the AWS SDKs send it).
+            response = self._client.call("GetUser", {"AccessToken": access_token}, signed=False)
+        except AwsUnreachable as exc:
+            raise IdentityUnavailable(log_detail=f"Cognito GetUser failed: {exc.code}") from None
+        except AwsError as exc:
+            if exc.code in ("NotAuthorizedException", "UserNotFoundException"):
                 raise InvalidToken("revoked") from None
-            raise IdentityUnavailable(log_detail=f"Cognito GetUser failed: {_error_code(exc)}") from None
-        except BotoCoreError as exc:
-            raise IdentityUnavailable(log_detail=f"Cognito GetUser failed: {type(exc).__name__}") from None
+            raise IdentityUnavailable(log_detail=f"Cognito GetUser failed: {exc.code}") from None
         attributes = {a["Name"]: a.get("Value") for a in response.get("UserAttributes", [])}
         return Profile(
             email=attributes.get("email") or None,

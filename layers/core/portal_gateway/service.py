@@ -113,7 +113,7 @@ def build_service(
         settings.stripe_secret_id,
         expected_mode=settings.stripe_mode,
         ttl_seconds=settings.stripe_key_ttl_seconds,
-        read_secret=SecretsManagerReader(),  # the function's own region
+        read_secret=SecretsManagerReader(),
     )
     billing = StripeBilling(
         keys,
@@ -153,7 +153,7 @@ def build_service(
         verifier=verifier,
         resolver=resolver,
         billing=billing,
-        read_profile=CognitoProfileReader(region=settings.region),  # the pool's region
+        read_profile=CognitoProfileReader(settings.region),  # the pool's region
         count=count,
         on_identity=on_identity,
     )
