@@ -20,6 +20,7 @@ import hmac
 import json
 import os
 import random
+import re
 import threading
 import time
 import zlib
@@ -224,15 +225,19 @@ class AwsJsonClient:
                        response.status)
 
 
+_XML_CODE = re.compile(rb"<Code>([A-Za-z0-9.]{1,100})</Code>")
+
+
 def _error_code(header: str | None, data: bytes, status: int) -> str:
     # "__type" may be "com.amazonaws.dynamodb.v20120810#ConditionalCheckFailedException"; the header may
-    # carry ":<doc url>" after the code.
+    # carry ":<doc url>" after the code. Some front ends (and moto's IAM checks) answer in XML instead.
     code = (header or "").split(":", 1)[0]
     if not code:
         try:
             code = str(json.loads(data).get("__type", ""))
         except (ValueError, AttributeError):
-            code = ""
+            found = _XML_CODE.search(data)
+            code = found.group(1).decode() if found else ""
     return code.rsplit("#", 1)[-1] or f"Http{status}"
 
 
