@@ -70,6 +70,7 @@ def test_secrets_manager_outage_on_a_cold_start_is_503(gateway, user, proxy):
     proxy.down = True
     reply = gateway(AWS_ENDPOINT_URL_SECRETS_MANAGER=proxy.url).portal(tokens["IdToken"], accept="application/json")
     assert reply.status == 503 and reply.json["error"] == "stripe_key_unavailable"
+    assert proxy.count("GetSecretValue") == 3  # read once (in the background, 3 attempts), not again after
 
 
 # --- DynamoDB -----------------------------------------------------------------------------------------------------

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
 from portal_gateway.errors import StripeKeyUnavailable, StripeModeMismatch
@@ -111,3 +113,64 @@ def test_no_key_at_all_and_secrets_manager_down_is_unavailable():
     secret.down = True
     with pytest.raises(SecretUnreadable):
         provider(secret, Clock()).current()
+
+
+class SlowSecret(Secret):
+    """A secret whose read blocks until released, and says which thread read it."""
+
+    def __init__(self, value):
+        super().__init__(value)
+        self.release = threading.Event()
+        self.readers: list[str] = []
+
+    def __call__(self, secret_id):
+        self.readers.append(threading.current_thread().name)
+        assert self.release.wait(5)
+        return super().__call__(secret_id)
+
+
+def test_prefetch_reads_in_the_background_and_the_request_uses_that_read():
+    secret, clock = SlowSecret(KEY_A), Clock()
+    keys = provider(secret, clock)
+    keys.prefetch()
+    keys.prefetch()  # already in flight: no second read
+    threading.Timer(0.05, secret.release.set).start()
+    assert keys.current() == KEY_A
+    assert secret.reads == 1 and secret.readers == ["stripe-key-prefetch"]
+    keys.prefetch()  # a key is in memory: nothing to do
+    assert keys.current() == KEY_A and secret.reads == 1
+
+
+def test_a_failed_prefetch_is_reported_by_the_request_without_reading_twice():
+    secret, clock = Secret(KEY_A), Clock()
+    secret.down = True
+    keys = provider(secret, clock)
+    keys.prefetch()
+    with pytest.raises(SecretUnreadable):
+        keys.current()
+    assert secret.reads == 1
+    secret.down = False  # the next request reads again
+    keys.prefetch()
+    assert keys.current() == KEY_A and secret.reads == 2
+
+
+def test_an_old_prefetch_failure_is_not_reused():
+    # A prefetch whose own request was refused (say, a bad token) and failed minutes ago must not fail a
+    # later request that reads the key directly.
+    secret, clock = Secret(KEY_A), Clock()
+    secret.down = True
+    keys = provider(secret, clock)
+    keys.prefetch()
+    keys._prefetch.join()
+    secret.down = False
+    clock.now = 120
+    assert keys.current() == KEY_A and secret.reads == 2
+
+
+def test_a_bad_secret_value_found_by_the_prefetch_is_the_requests_error():
+    secret = Secret("sk_live_" + "c" * 24)
+    keys = provider(secret, Clock())
+    keys.prefetch()
+    with pytest.raises(StripeModeMismatch):
+        keys.current()
+    assert secret.reads == 1

@@ -59,6 +59,7 @@ class PortalService:
         choose_flow(options.flow)
 
     def open_portal(self, token: str, options: PortalOptions, *, nonce: str | None = None) -> str:
+        self.billing.prefetch_key()  # cold start: overlap the Secrets Manager read with the checks below
         identity = self.verifier.verify(token, nonce=nonce)
         self._on_identity(identity)
         return_url = self.return_policy.choose(options.return_to)

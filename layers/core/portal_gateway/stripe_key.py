@@ -3,6 +3,7 @@
 The secret holds either the bare key or JSON {"api_key": "..."}. The key's mode must match STRIPE_MODE.
 A forced refresh (after Stripe rejects the key) picks up a rotated key at once. If Secrets Manager is down
 when the TTL runs out, the last good key keeps serving (stale-if-error) rather than failing every request.
+On a cold start the read can begin in the background (prefetch) while the token and the mapping are checked.
 """
 
 from __future__ import annotations
@@ -72,12 +73,42 @@ class StripeKeyProvider:
         self._key: str | None = None
         self._loaded_at = 0.0
         self._lock = threading.Lock()
+        self._prefetch: threading.Thread | None = None
+        self._prefetch_error: Exception | None = None
+        self._prefetch_ended_at = 0.0
         self.reads = 0
+
+    def prefetch(self) -> None:
+        """With no key in memory yet (a cold start), start reading it in the background, so the Secrets
+        Manager round trip overlaps the JWKS download and the mapping lookup instead of following them."""
+        if self._key is not None or (self._prefetch is not None and self._prefetch.is_alive()):
+            return
+        self._prefetch = threading.Thread(target=self._run_prefetch, name="stripe-key-prefetch", daemon=True)
+        self._prefetch.start()
+
+    def _run_prefetch(self) -> None:
+        self._prefetch_error = None
+        try:
+            with self._lock:
+                if self._key is None:
+                    self._load()
+        except Exception as exc:  # noqa: BLE001 - handed to the request that waits for it, raised there
+            self._prefetch_error = exc
+        self._prefetch_ended_at = self._clock()
 
     def current(self) -> str:
         key = self._key
         if key is not None and self._clock() - self._loaded_at < self.ttl:
             return key
+        in_flight = self._prefetch
+        if in_flight is not None:
+            # A read this request started (or overlapped): use its outcome rather than reading twice. A
+            # failure from longer ago (e.g. a prefetch whose request was refused) is not reused.
+            in_flight.join()
+            self._prefetch = None
+            error, self._prefetch_error = self._prefetch_error, None
+            if self._key is None and error is not None and self._clock() - self._prefetch_ended_at < 5:
+                raise error
         with self._lock:
             if self._key is not None and self._clock() - self._loaded_at < self.ttl:
                 return self._key
