@@ -167,10 +167,13 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=1000, help="warm requests per handler")
     parser.add_argument("--profile", action="store_true", help="print where our first request spends its time")
     parser.add_argument("--stripe-latency-ms", type=float, default=150,
-                        help="Stripe latency for the extra cold-start row (typical API latency; 0 to skip)")
+                        help="Stripe latency for the extra cold-start rows (typical API latency; 0 to skip)")
+    parser.add_argument("--aws-latency-ms", type=float, default=20,
+                        help="AWS and JWKS latency per call for the last cold-start row (0 to skip)")
     args = parser.parse_args()
     sys.path[:0] = [str(ROOT), str(ROOT / "layers" / "core")]
     from devstack.aws_standin import MotoServer, provision
+    from devstack.fault_proxy import FaultProxy
     from devstack.stripe_standin import StripeStandin, fake_key
 
     print("building artifacts ...", file=sys.stderr)
@@ -183,6 +186,8 @@ def main() -> int:
     env = {**os.environ, **stack.service_env(stripe_api_base=stripe.base_url, return_url="https://shop.example.com/"),
            "POWERTOOLS_LOG_LEVEL": "WARNING", "POWERTOOLS_METRICS_DISABLED": "true", "PYTHONDONTWRITEBYTECODE": "1"}
     env.pop("PYTHONPATH", None)
+    aws_proxy = FaultProxy(moto.endpoint)
+    env_via_proxy = {name: value.replace(moto.endpoint, aws_proxy.url) for name, value in env.items()}
     stripe_port = int(stripe.base_url.rsplit(":", 1)[1])
 
     def token(name: str) -> str:
@@ -211,6 +216,12 @@ def main() -> int:
         if args.stripe_latency_ms:
             stripe.latency = args.stripe_latency_ms / 1000
             results[impl]["slow_colds"] = [run_child(impl, plan, env) for _ in range(max(3, args.runs // 2))]
+            if args.aws_latency_ms:
+                # Every AWS and JWKS request through a proxy that adds a round trip's worth of latency.
+                aws_proxy.latency = args.aws_latency_ms / 1000
+                results[impl]["slow_aws_colds"] = [run_child(impl, plan, env_via_proxy)
+                                                   for _ in range(max(3, args.runs // 2))]
+                aws_proxy.latency = 0.0
             stripe.latency = 0.0
 
     def ms(seconds: float) -> str:
@@ -238,6 +249,11 @@ def main() -> int:
         slow_base = statistics.median(c["cold_s"] for c in base["slow_colds"])
         rows.append((f"Cold start, Stripe answering in {args.stripe_latency_ms:.0f} ms (returning user)",
                      ms(slow_ours), ms(slow_base), f"{slow_ours / slow_base:.2f}x"))
+        if args.aws_latency_ms:
+            slow_ours = statistics.median(c["cold_s"] for c in ours["slow_aws_colds"])
+            slow_base = statistics.median(c["cold_s"] for c in base["slow_aws_colds"])
+            rows.append((f"Cold start, Stripe {args.stripe_latency_ms:.0f} ms and AWS/JWKS {args.aws_latency_ms:.0f} ms"
+                         " per call (returning user)", ms(slow_ours), ms(slow_base), f"{slow_ours / slow_base:.2f}x"))
     rows += [
         ("Warm request, total p50", ms(statistics.median(ours["warm"]["totals"])),
          ms(statistics.median(base["warm"]["totals"])), ""),
@@ -265,6 +281,7 @@ def main() -> int:
     for row in rows:
         print("| " + " | ".join(row) + " |")
     stripe.close()
+    aws_proxy.close()
     moto.stop()
     return 0
 

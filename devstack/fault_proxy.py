@@ -36,6 +36,7 @@ class FaultProxy:
         self.faults: list[AwsFault] = []
         self.seen: list[str] = []  # X-Amz-Target or path of every request
         self.down = False  # refuse everything (an outage)
+        self.latency = 0.0  # seconds added to every request (a network round trip, for benchmarks)
         self.lock = threading.Lock()
         owner = self
 
@@ -85,6 +86,8 @@ class FaultProxy:
         length = int(handler.headers.get("Content-Length") or 0)
         body = handler.rfile.read(length) if length else b""
         label = handler.headers.get("X-Amz-Target") or handler.path
+        if self.latency:
+            time.sleep(self.latency)
         fault = self._take(label)
         if fault:
             if fault.delay:
