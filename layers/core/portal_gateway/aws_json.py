@@ -194,7 +194,7 @@ class AwsJsonClient:
                 if attempt == self._max_attempts or not _retryable(error):
                     raise
             # Jittered exponential backoff, kept short: the caller is a person waiting for a redirect.
-            self._sleep(random.uniform(0, min(0.5, 0.05 * 2 ** attempt)))  # noqa: S311 - jitter, not crypto
+            self._sleep(random.uniform(0, min(0.5, 0.05 * 2 ** attempt)))  # nosec B311 - backoff jitter, not crypto
         raise AssertionError("unreachable")
 
     def _attempt(self, operation: str, url: str, region: str, body: bytes, signed: bool) -> dict[str, Any]:
