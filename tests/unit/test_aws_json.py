@@ -80,6 +80,7 @@ def clean_env(monkeypatch):
                  "AWS_USE_FIPS_ENDPOINT", "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "AWS_ACCESS_KEY_ID",
                  "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE"):
         monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(aws_json, "_botocore_chain", None)  # each test resolves the chain afresh
     return monkeypatch
 
 
@@ -251,6 +252,8 @@ def test_credentials_fall_back_to_the_shared_credentials_file(clean_env, tmp_pat
     clean_env.setenv("AWS_SHARED_CREDENTIALS_FILE", str(credentials_file))
     clean_env.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
     clean_env.setenv("AWS_PROFILE", "dev")
+    assert default_credentials() == Credentials("AKIAPROFILE", "profile-secret", None)
+    credentials_file.unlink()  # resolved once per process, not re-read on every call
     assert default_credentials() == Credentials("AKIAPROFILE", "profile-secret", None)
     clean_env.setenv("AWS_ACCESS_KEY_ID", "AKIAENV")
     clean_env.setenv("AWS_SECRET_ACCESS_KEY", "env-secret")

@@ -1,7 +1,7 @@
 """AWS adapters: Secrets Manager (the Stripe key), DynamoDB (sub -> customer mapping), Cognito (GetUser).
 
 Each adapter turns AWS failures into the service's own errors and never lets a raw AWS message out. They
-speak to AWS through aws_json.AwsJsonClient (not boto3: see there why), created on first use.
+speak to AWS through aws_json.AwsJsonClient (not boto3: see there why); nothing connects until first use.
 """
 
 from __future__ import annotations

@@ -84,16 +84,21 @@ def credentials_from_environment() -> Credentials | None:
     return Credentials(access_key, secret_key, os.environ.get("AWS_SESSION_TOKEN") or None)
 
 
+_botocore_chain: Any = None  # botocore's (refreshing) credentials, resolved once per process when needed
+
+
 def default_credentials() -> Credentials:
     """The environment's credentials (Lambda sets them), else botocore's chain (profiles, SSO, IMDS)."""
+    global _botocore_chain
     found = credentials_from_environment()
     if found:
         return found
     try:
-        import botocore.session  # deferred: only outside Lambda, e.g. `make run` against a real account
+        if _botocore_chain is None:  # resolving the chain reads config files: once, not per call
+            import botocore.session  # deferred: only outside Lambda, e.g. `make run` against a real account
 
-        chain = botocore.session.get_session().get_credentials()
-        frozen = chain.get_frozen_credentials() if chain else None
+            _botocore_chain = botocore.session.get_session().get_credentials()
+        frozen = _botocore_chain.get_frozen_credentials() if _botocore_chain else None
     except Exception as exc:  # noqa: BLE001 - any failure here means "no credentials"
         raise AwsUnreachable(f"no AWS credentials ({type(exc).__name__})") from None
     if frozen is None:
