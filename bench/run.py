@@ -121,7 +121,8 @@ if os.environ.get("BENCH_PROFILE"):
 first_total, _ = call(plan["returning_token"])
 if os.environ.get("BENCH_PROFILE"):
     profiler.disable()
-    pstats.Stats(profiler, stream=sys.stderr).sort_stats("cumulative").print_stats(int(os.environ.get("BENCH_PROFILE_LINES", "30")))
+    lines = int(os.environ.get("BENCH_PROFILE_LINES", "30"))
+    pstats.Stats(profiler, stream=sys.stderr).sort_stats("cumulative").print_stats(lines)
 report = {"import_s": imported - started, "first_request_s": first_total, "cold_s": time.perf_counter() - started}
 if plan["mode"] == "warm":
     totals, overheads = [], []
@@ -252,8 +253,9 @@ def main() -> int:
         if args.aws_latency_ms:
             slow_ours = statistics.median(c["cold_s"] for c in ours["slow_aws_colds"])
             slow_base = statistics.median(c["cold_s"] for c in base["slow_aws_colds"])
-            rows.append((f"Cold start, Stripe {args.stripe_latency_ms:.0f} ms and AWS/JWKS {args.aws_latency_ms:.0f} ms"
-                         " per call (returning user)", ms(slow_ours), ms(slow_base), f"{slow_ours / slow_base:.2f}x"))
+            rows.append((f"Cold start, Stripe {args.stripe_latency_ms:.0f} ms and AWS/JWKS "
+                         f"{args.aws_latency_ms:.0f} ms per call (returning user)",
+                         ms(slow_ours), ms(slow_base), f"{slow_ours / slow_base:.2f}x"))
     rows += [
         ("Warm request, total p50", ms(statistics.median(ours["warm"]["totals"])),
          ms(statistics.median(base["warm"]["totals"])), ""),

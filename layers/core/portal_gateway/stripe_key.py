@@ -17,6 +17,8 @@ from typing import Callable
 from .errors import StripeKeyUnavailable, StripeModeMismatch
 
 PLACEHOLDER = "REPLACE_WITH_STRIPE_KEY"  # what template.yaml puts in a secret it creates
+# A prefetch failure this recent is the request's own answer; an older one (whose request was refused) is not.
+PREFETCH_FAILURE_REUSE_SECONDS = 5
 KEY_PATTERN = re.compile(r"^(?P<kind>sk|rk)_(?P<mode>test|live)_[0-9A-Za-z]{8,247}$")
 
 
@@ -87,7 +89,7 @@ class StripeKeyProvider:
         self._prefetch.start()
 
     def _run_prefetch(self) -> None:
-        self._prefetch_error = None
+        # A success sets the key (and an earlier error is then ignored); a failure replaces any earlier one.
         try:
             with self._lock:
                 if self._key is None:
@@ -107,7 +109,8 @@ class StripeKeyProvider:
             in_flight.join()
             self._prefetch = None
             error, self._prefetch_error = self._prefetch_error, None
-            if self._key is None and error is not None and self._clock() - self._prefetch_ended_at < 5:
+            if (self._key is None and error is not None
+                    and self._clock() - self._prefetch_ended_at < PREFETCH_FAILURE_REUSE_SECONDS):
                 raise error
         with self._lock:
             if self._key is not None and self._clock() - self._loaded_at < self.ttl:
