@@ -20,9 +20,15 @@ from urllib.parse import parse_qsl, urlsplit
 
 # Restricted-key permissions per resource, as in the Dashboard: "<resource>_read" or "<resource>_write",
 # where write includes read. A secret key (sk_) has them all.
-ALL_PERMISSIONS = frozenset({"customers_write", "portal_write", "subscriptions_read"})
-FLOW_TYPES = frozenset({"payment_method_update", "subscription_cancel", "subscription_update",
-                        "subscription_update_confirm"})
+ALL_PERMISSIONS = frozenset({"customers_write", "portal_write", "subscriptions_read", "account_read"})
+# Portal flows (API 2026-10-28) and the configuration feature each one needs enabled.
+FLOW_FEATURES = {"customer_update": "customer_update", "payment_method_update": "payment_method_update",
+                 "subscription_cancel": "subscription_cancel", "subscription_pause": "subscription_pause",
+                 "subscription_update": "subscription_update", "subscription_update_confirm": "subscription_update"}
+SUBSCRIPTION_FLOW_TYPES = frozenset({"subscription_cancel", "subscription_pause", "subscription_update",
+                                     "subscription_update_confirm"})
+# Stripe's string limits for the customer fields the service sends (OpenAPI spec: maxLength).
+FIELD_LIMITS = {"name": 256, "email": 512}
 PORTAL_LOCALES = frozenset(
     """auto bg cs da de el en en-AU en-CA en-GB en-IE en-IN en-NZ en-SG es es-419 et fi fil fr fr-CA hr hu id
     it ja ko lt lv ms mt nb nl pl pt pt-BR ro ru sk sl sv th tr vi zh zh-HK zh-TW""".split()
@@ -77,6 +83,10 @@ class Fault:
 
 @dataclass
 class Account:
+    """One Stripe account: its keys, customers, sessions and portal configurations. Another account's
+    customer does not exist for this account's keys (Stripe answers 404 resource_missing)."""
+
+    id: str = field(default_factory=lambda: new_id("acct_"))
     keys: dict[str, frozenset] = field(default_factory=dict)  # api key -> permissions
     customers: dict[str, dict] = field(default_factory=dict)
     sessions: dict[str, dict] = field(default_factory=dict)
@@ -86,13 +96,14 @@ class Account:
 
 class StripeStandin:
     def __init__(self, host: str = "127.0.0.1", port: int = 0):
-        self.account = Account()
+        self.account = Account()  # the default account; add_account() makes others
+        self.accounts: dict[str, Account] = {self.account.id: self.account}
         self.lock = threading.RLock()
         self.faults: list[Fault] = []
         self.latency = 0.0
-        self.requests: list[dict] = []  # method, path, mode, replayed
+        self.requests: list[dict] = []  # method, path, mode, replayed, params, status, body
         self._idempotency: dict[tuple[str, str], dict] = {}
-        self._clock_seq = 0
+        self._sequence = 0
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -127,24 +138,41 @@ class StripeStandin:
         self.httpd.shutdown()
         self.httpd.server_close()
 
-    def add_key(self, key: str, permissions: frozenset = ALL_PERMISSIONS) -> str:
+    def add_account(self) -> Account:
+        """Another Stripe account, with nothing in it yet."""
         with self.lock:
-            self.account.keys[key] = frozenset(permissions)
+            account = Account()
+            self.accounts[account.id] = account
+            return account
+
+    def add_key(self, key: str, permissions: frozenset = ALL_PERMISSIONS, *, account: Account | None = None) -> str:
+        with self.lock:
+            (account or self.account).keys[key] = frozenset(permissions)
         return key
 
     def revoke_key(self, key: str) -> None:
         with self.lock:
-            self.account.keys.pop(key, None)
+            for account in self.accounts.values():
+                account.keys.pop(key, None)
 
-    def create_default_portal_configuration(self, mode: str = "test", *, is_default: bool = True) -> str:
+    def create_default_portal_configuration(self, mode: str = "test", *, is_default: bool = True,
+                                            account: Account | None = None, disabled: tuple[str, ...] = ()) -> str:
+        account = account or self.account
         with self.lock:
-            config_id = new_id("bpc_")
-            self.account.configurations[config_id] = {"id": config_id, "object": "billing_portal.configuration",
-                                                      "is_default": is_default, "livemode": mode == "live",
-                                                      "active": True}
+            configuration = _configuration(new_id("bpc_"), mode, is_default)
+            for feature in disabled:
+                configuration["features"][feature]["enabled"] = False
+            account.configurations[configuration["id"]] = configuration
             if is_default:
-                self.account.default_configuration[mode] = config_id
-            return config_id
+                account.default_configuration[mode] = configuration["id"]
+            return configuration["id"]
+
+    def set_portal_feature(self, feature: str, enabled: bool, *, mode: str = "test",
+                           account: Account | None = None) -> None:
+        """Switch a feature of the default configuration, as in the Dashboard's portal settings."""
+        account = account or self.account
+        with self.lock:
+            account.configurations[account.default_configuration[mode]]["features"][feature]["enabled"] = enabled
 
     def remove_default_portal_configuration(self, mode: str = "test") -> None:
         """As if the account never saved its customer portal settings in this mode."""
@@ -159,33 +187,42 @@ class StripeStandin:
             self.faults.append(fault)
 
     def add_customer(self, *, email: str | None = None, name: str | None = None, metadata: dict | None = None,
-                     mode: str = "test", subscription_status: str | None = None) -> str:
+                     mode: str = "test", subscription_status: str | None = None, created: int | None = None,
+                     customer_id: str | None = None, account: Account | None = None) -> str:
         with self.lock:
-            customer = self._new_customer(mode, {"email": email, "name": name, "metadata": metadata or {}})
+            customer = self._new_customer(account or self.account, mode,
+                                          {"email": email, "name": name, "metadata": metadata or {}},
+                                          created=created, customer_id=customer_id)
             if subscription_status:
-                customer["_subscriptions"].append({"id": new_id("sub_"), "object": "subscription",
-                                                   "status": subscription_status, "customer": customer["id"]})
+                customer["_subscriptions"].append(_subscription(customer, subscription_status))
             return customer["id"]
 
     def add_subscription(self, customer_id: str, status: str = "active") -> str:
         with self.lock:
-            subscription = {"id": new_id("sub_"), "object": "subscription", "status": status, "customer": customer_id}
-            self.account.customers[customer_id]["_subscriptions"].append(subscription)
+            customer = self._find_customer(customer_id)
+            subscription = _subscription(customer, status)
+            customer["_subscriptions"].append(subscription)
             return subscription["id"]
 
     def delete_customer(self, customer_id: str) -> None:
         with self.lock:
-            self.account.customers[customer_id]["deleted"] = True
+            self._find_customer(customer_id)["deleted"] = True
 
-    def customers(self, mode: str = "test", include_deleted: bool = False) -> list[dict]:
+    def customers(self, mode: str = "test", include_deleted: bool = False, account: Account | None = None) -> list[dict]:
         with self.lock:
-            return [dict(c) for c in self.account.customers.values()
+            return [dict(c) for c in (account or self.account).customers.values()
                     if c["livemode"] == (mode == "live") and (include_deleted or not c.get("deleted"))]
 
     def calls(self, method: str | None = None, path_prefix: str = "/v1/") -> list[dict]:
         with self.lock:
             return [r for r in self.requests if r["path"].startswith(path_prefix)
                     and (method is None or r["method"] == method)]
+
+    def _find_customer(self, customer_id: str) -> dict:
+        for account in self.accounts.values():
+            if customer_id in account.customers:
+                return account.customers[customer_id]
+        raise KeyError(customer_id)
 
     # --- HTTP plumbing ------------------------------------------------------------------------------------
     def _handle(self, handler: BaseHTTPRequestHandler, method: str) -> None:
@@ -196,11 +233,14 @@ class StripeStandin:
             return self._portal_page(handler, url.path.rsplit("/", 1)[-1])
         if self.latency:
             time.sleep(self.latency)
+        params = decode_stripe_form(parse_qsl(url.query if method != "POST" else body, keep_blank_values=True))
+        record = {"method": method, "path": url.path, "mode": None, "replayed": False, "fault": None,
+                  "params": params, "status": None, "body": None}
         fault = self._take_fault(method, url.path)
         if fault:
+            record["fault"] = fault.status
             with self.lock:
-                self.requests.append({"method": method, "path": url.path, "mode": None, "replayed": False,
-                                      "fault": fault.status})
+                self.requests.append(record)
             if fault.delay:
                 time.sleep(fault.delay)
             if fault.drop_connection:
@@ -210,23 +250,27 @@ class StripeStandin:
             headers = {}
             if fault.should_retry is not None:
                 headers["Stripe-Should-Retry"] = "true" if fault.should_retry else "false"
-            error_type = fault.error_type or ("rate_limit_error" if fault.status == 429 else "api_error")
-            message = "Too many requests." if fault.status == 429 else "Something went wrong on Stripe's end."
-            return self._send(handler, fault.status, {"error": {"type": error_type, "message": message}}, headers)
+            if fault.status == 429:
+                # Stripe's rate-limit answer: an invalid_request_error with code rate_limit (no own error type).
+                payload = _error(fault.error_type or "invalid_request_error",
+                                 "Request rate limit exceeded. Learn more about rate limits here "
+                                 "https://docs.stripe.com/rate-limits.", code="rate_limit")
+            else:
+                payload = _error(fault.error_type or "api_error", "Something went wrong on Stripe's end.")
+            return self._send(handler, record, fault.status, payload, headers)
 
         key = (handler.headers.get("Authorization") or "").removeprefix("Bearer ").strip()
         with self.lock:
-            permissions = self.account.keys.get(key)
+            self.requests.append(record)
+            account = next((a for a in self.accounts.values() if key in a.keys), None)
+            permissions = account.keys[key] if account else None
         if permissions is None:
             masked = key[:8] + "*" * 4 + key[-4:] if len(key) > 12 else "****"
-            return self._send(handler, 401, {"error": {"type": "invalid_request_error",
-                                                       "message": f"Invalid API Key provided: {masked}"}})
+            return self._send(handler, record, 401, _error("invalid_request_error",
+                                                           f"Invalid API Key provided: {masked}"))
         mode = "live" if "_live_" in key else "test"
-        params = decode_stripe_form(parse_qsl(url.query if method != "POST" else body, keep_blank_values=True))
+        record["mode"] = mode
         idem_key = handler.headers.get("Idempotency-Key")
-        record = {"method": method, "path": url.path, "mode": mode, "replayed": False, "fault": None}
-        with self.lock:
-            self.requests.append(record)
 
         if method == "POST" and idem_key:
             fingerprint = json.dumps([url.path, params], sort_keys=True)
@@ -237,26 +281,29 @@ class StripeStandin:
                     self._idempotency[slot] = {"fingerprint": fingerprint, "done": False}
             if previous is not None:
                 if previous["fingerprint"] != fingerprint:
-                    return self._send(handler, 400, {"error": {
-                        "type": "idempotency_error",
-                        "message": "Keys for idempotent requests can only be used with the same parameters "
-                                   "they were first used with."}})
+                    return self._send(handler, record, 400, _error(
+                        "idempotency_error",
+                        "Keys for idempotent requests can only be used with the same parameters they were first "
+                        f"used with. Try using a key other than '{idem_key}' if you meant to execute a different "
+                        "request."))
                 if not previous["done"]:
-                    return self._send(handler, 409, {"error": {
-                        "type": "invalid_request_error", "code": "idempotency_key_in_use",
-                        "message": "There is currently another in-progress request using this Idempotent Key. "
-                                   "Please try again later."}})
+                    return self._send(handler, record, 409, _error(
+                        "invalid_request_error",
+                        "There is currently another in-progress request using this Idempotent Key (that probably "
+                        "means you submitted twice, and the other request is still going through). Please try "
+                        "again later.", code="idempotency_key_in_use"))
                 record["replayed"] = True
-                return self._send(handler, previous["status"], previous["body"], {"Idempotent-Replayed": "true"})
-            status, payload = self._route(method, url.path, params, mode, permissions)
+                return self._send(handler, record, previous["status"], previous["body"],
+                                  {"Idempotent-Replayed": "true"})
+            status, payload = self._route(account, method, url.path, params, mode, permissions)
             with self.lock:
                 if status >= 500:
                     del self._idempotency[slot]
                 else:
                     self._idempotency[slot].update(done=True, status=status, body=payload)
-            return self._send(handler, status, payload)
-        status, payload = self._route(method, url.path, params, mode, permissions)
-        return self._send(handler, status, payload)
+            return self._send(handler, record, status, payload)
+        status, payload = self._route(account, method, url.path, params, mode, permissions)
+        return self._send(handler, record, status, payload)
 
     def _take_fault(self, method: str, path: str) -> Fault | None:
         with self.lock:
@@ -268,7 +315,8 @@ class StripeStandin:
                     return fault
         return None
 
-    def _send(self, handler, status: int, payload: dict, headers: dict | None = None) -> None:
+    def _send(self, handler, record: dict, status: int, payload: dict, headers: dict | None = None) -> None:
+        record["status"], record["body"] = status, payload
         body = json.dumps(payload).encode()
         handler.send_response(status)
         handler.send_header("Content-Type", "application/json")
@@ -280,9 +328,10 @@ class StripeStandin:
         handler.wfile.write(body)
 
     # --- the API --------------------------------------------------------------------------------------------
-    def _route(self, method: str, path: str, params: dict, mode: str, permissions: frozenset):
+    def _route(self, account: Account, method: str, path: str, params: dict, mode: str, permissions: frozenset):
         parts = path.strip("/").split("/")
         needs = {
+            ("GET", "account"): "account_read",
             ("GET", "customers"): "customers_read",
             ("POST", "customers"): "customers_write",
             ("DELETE", "customers"): "customers_write",
@@ -300,16 +349,18 @@ class StripeStandin:
                                f"The provided key does not have the required permissions for this endpoint. "
                                f"Having the '{needs}' permission would allow this request to continue.")
         with self.lock:
+            if parts[1] == "account" and len(parts) == 2:
+                return 200, _account(account)
             if parts[1] == "customers":
-                return self._customers(method, parts[2:], params, mode)
+                return self._customers(account, method, parts[2:], params, mode)
             if parts[1] == "subscriptions" and len(parts) == 2:
-                customer = self.account.customers.get(params.get("customer", ""))
+                customer = account.customers.get(params.get("customer", ""))
                 subs = [s for s in (customer["_subscriptions"] if customer else []) if s["status"] != "canceled"]
                 return 200, _list(subs[: int(params.get("limit", 10))], "/v1/subscriptions")
             if parts[1:3] == ["billing_portal", "sessions"] and method == "POST":
-                return self._create_session(params, mode)
+                return self._create_session(account, params, mode)
             if parts[1:3] == ["billing_portal", "configurations"] and method == "GET":
-                configs = [c for c in self.account.configurations.values() if c["livemode"] == (mode == "live")]
+                configs = [c for c in account.configurations.values() if c["livemode"] == (mode == "live")]
                 if len(parts) > 3:
                     found = [c for c in configs if c["id"] == parts[3]]
                     if not found:
@@ -325,28 +376,48 @@ class StripeStandin:
     def _granted(needs: str, permissions: frozenset) -> bool:
         return needs in permissions or needs.replace("_read", "_write") in permissions
 
-    def _new_customer(self, mode: str, params: dict) -> dict:
-        self._clock_seq += 1
+    def _new_customer(self, account: Account, mode: str, params: dict, *, created: int | None = None,
+                      customer_id: str | None = None) -> dict:
+        self._sequence += 1
         customer = {
-            "id": new_id("cus_"), "object": "customer", "created": int(time.time()) * 1000 + self._clock_seq,
-            "email": params.get("email") or None, "name": params.get("name") or None,
-            "metadata": dict(params.get("metadata") or {}), "livemode": mode == "live", "_subscriptions": [],
+            "id": customer_id or new_id("cus_"), "object": "customer", "address": None, "balance": 0,
+            "created": int(time.time()) if created is None else created,  # whole Unix seconds, as Stripe
+            "currency": None, "default_source": None, "delinquent": False, "description": None, "discount": None,
+            "email": params.get("email") or None, "invoice_prefix": new_id("")[:8].upper(),
+            "invoice_settings": {"custom_fields": None, "default_payment_method": None, "footer": None,
+                                 "rendering_options": None},
+            "livemode": mode == "live", "metadata": dict(params.get("metadata") or {}),
+            "name": params.get("name") or None, "next_invoice_sequence": 1, "phone": None,
+            "preferred_locales": [], "shipping": None, "tax_exempt": "none", "test_clock": None,
+            "_subscriptions": [], "_sequence": self._sequence,
         }
-        self.account.customers[customer["id"]] = customer
+        account.customers[customer["id"]] = customer
         return customer
 
-    def _customers(self, method: str, rest: list[str], params: dict, mode: str):
+    @staticmethod
+    def _too_long(params: dict) -> tuple[int, dict] | None:
+        for name, limit in FIELD_LIMITS.items():
+            value = params.get(name)
+            if isinstance(value, str) and len(value) > limit:
+                return 400, _error("invalid_request_error",
+                                   f"Invalid string: {value[:20]}...; must be at most {limit} characters",
+                                   code="parameter_invalid_string", param=name)
+        return None
+
+    def _customers(self, account: Account, method: str, rest: list[str], params: dict, mode: str):
         if not rest:
             if method == "POST":
-                return 200, _public(self._new_customer(mode, params), expand=False)
+                return self._too_long(params) or (
+                    200, _public(self._new_customer(account, mode, params), expand=False))
             limit = int(params.get("limit", 10))
             expand = "data.subscriptions" in (params.get("expand") or [])
-            found = [c for c in self.account.customers.values()
+            found = [c for c in account.customers.values()
                      if c["livemode"] == (mode == "live") and not c.get("deleted")
                      and ("email" not in params or c["email"] == params["email"])]
-            found.sort(key=lambda c: c["created"], reverse=True)
+            # Newest first, as Stripe lists; customers created in the same second come in no promised order.
+            found.sort(key=lambda c: (c["created"], c["_sequence"]), reverse=True)
             return 200, _list([_public(c, expand) for c in found[:limit]], "/v1/customers")
-        customer = self.account.customers.get(rest[0])
+        customer = account.customers.get(rest[0])
         if customer is None or customer["livemode"] != (mode == "live"):
             return 404, _error("invalid_request_error", f"No such customer: '{rest[0]}'",
                                code="resource_missing", param="id")
@@ -359,6 +430,9 @@ class StripeStandin:
             customer["deleted"] = True
             return 200, {"id": customer["id"], "object": "customer", "deleted": True}
         if method == "POST":
+            refused = self._too_long(params)
+            if refused:
+                return refused
             for name in ("email", "name"):
                 if name in params:
                     customer[name] = params[name] or None
@@ -369,48 +443,53 @@ class StripeStandin:
                     customer["metadata"][meta_key] = value
         return 200, _public(customer, expand=False)
 
-    def _create_session(self, params: dict, mode: str):
-        customer = self.account.customers.get(params.get("customer", ""))
+    def _create_session(self, account: Account, params: dict, mode: str):
+        customer = account.customers.get(params.get("customer", ""))
         if customer is None or customer.get("deleted") or customer["livemode"] != (mode == "live"):
             return 400, _error("invalid_request_error", f"No such customer: '{params.get('customer')}'",
                                code="resource_missing", param="customer")
         if params.get("locale") and params["locale"] not in PORTAL_LOCALES:
             return 400, _error("invalid_request_error", "Invalid locale", code="parameter_invalid_string",
                                param="locale")
-        flow = params.get("flow_data")
-        if flow:
-            problem = self._flow_problem(flow, customer)
-            if problem:
-                return 400, _error("invalid_request_error", problem, param="flow_data")
         config_id = params.get("configuration")
         if config_id:
-            if config_id not in self.account.configurations:
+            if config_id not in account.configurations:
                 return 400, _error("invalid_request_error", f"No such configuration: '{config_id}'",
                                    code="resource_missing", param="configuration")
         else:
-            config_id = self.account.default_configuration[mode]
+            config_id = account.default_configuration[mode]
             if config_id is None:
                 return 400, _error(
                     "invalid_request_error",
                     f"No configuration provided and your {mode} mode default configuration has not been created. "
                     f"Provide a configuration or create your default by saving your customer portal settings in "
                     f"{mode} mode at https://dashboard.stripe.com/{mode}/settings/billing/portal.")
+        flow = params.get("flow_data")
+        if flow:
+            problem = self._flow_problem(flow, customer, account.configurations[config_id])
+            if problem:
+                return 400, _error("invalid_request_error", problem, param="flow_data")
         session_id = new_id("bps_")
         session = {
             "id": session_id, "object": "billing_portal.session", "customer": customer["id"],
             "configuration": config_id, "livemode": mode == "live", "locale": params.get("locale"),
             "return_url": params.get("return_url"), "flow": params.get("flow_data"),
+            "after_expiration": params.get("after_expiration"),
             "created": int(time.time()), "url": f"{self.base_url}/p/session/{session_id}",
         }
-        self.account.sessions[session_id] = session
-        return 200, session
+        account.sessions[session_id] = session
+        return 200, _public_session(session)
 
     @staticmethod
-    def _flow_problem(flow: dict, customer: dict) -> str | None:
-        if flow.get("type") not in FLOW_TYPES:
-            return f"Invalid flow_data[type]: {flow.get('type')}"
-        if flow["type"] in ("subscription_cancel", "subscription_update"):
-            subscription = (flow.get(flow["type"]) or {}).get("subscription")
+    def _flow_problem(flow: dict, customer: dict, configuration: dict) -> str | None:
+        flow_type = flow.get("type")
+        if flow_type not in FLOW_FEATURES:
+            return f"Invalid flow_data[type]: {flow_type}"
+        if not configuration["features"][FLOW_FEATURES[flow_type]]["enabled"]:
+            return (f"You cannot create a `{flow_type}` portal session because the "
+                    f"`features[{FLOW_FEATURES[flow_type]}][enabled]` setting of the configuration is false.")
+        if flow_type in SUBSCRIPTION_FLOW_TYPES:
+            subscription = (flow.get(flow_type) or {}).get("subscription")
             owned = {s["id"] for s in customer["_subscriptions"] if s["status"] != "canceled"}
             if subscription not in owned:
                 return f"No such subscription for this customer: '{subscription}'"
@@ -421,8 +500,8 @@ class StripeStandin:
 
     def _portal_page(self, handler, session_id: str) -> None:
         with self.lock:
-            session = self.account.sessions.get(session_id)
-            customer = self.account.customers.get(session["customer"]) if session else None
+            session = next((a.sessions[session_id] for a in self.accounts.values() if session_id in a.sessions), None)
+            customer = self._find_customer(session["customer"]) if session else None
         if session is None:
             status, page = 404, "<h1>Stripe stand-in: no such portal session</h1>"
         else:
@@ -450,6 +529,86 @@ def _public(customer: dict, expand: bool) -> dict:
         subs = [s for s in customer["_subscriptions"] if s["status"] != "canceled"]
         public["subscriptions"] = _list(subs, f"/v1/customers/{customer['id']}/subscriptions")
     return public
+
+
+def _public_session(session: dict) -> dict:
+    public = dict(session)
+    flow = session["flow"]
+    if flow:
+        after = flow.get("after_completion") or {"type": "portal_homepage"}
+        public["flow"] = {
+            "type": flow["type"],
+            "after_completion": {"type": after["type"], "hosted_confirmation": after.get("hosted_confirmation"),
+                                 "redirect": after.get("redirect")},
+            **{name: flow.get(name) for name in ("subscription_cancel", "subscription_pause", "subscription_update",
+                                                 "subscription_update_confirm")},
+        }
+        for name in ("subscription_cancel", "subscription_update"):
+            if public["flow"][name]:
+                public["flow"][name] = {"retention": None, **public["flow"][name]}
+        if flow["type"] == "customer_update":
+            public["flow"]["customer_update"] = {"allowed_updates": ["address", "email", "name", "phone",
+                                                                      "shipping", "tax_id"]}
+    expiration = session.get("after_expiration")
+    if expiration:
+        login = expiration.get("customer_login") or {}
+        expires_at = login.get("expires_at")
+        public["after_expiration"] = {"type": expiration.get("type"), "customer_login": {
+            "expires_at": int(expires_at) if expires_at else None}}
+    public.update(customer_account=None, on_behalf_of=None)
+    return public
+
+
+def _subscription(customer: dict, status: str) -> dict:
+    now = int(time.time())
+    subscription_id = new_id("sub_")
+    return {
+        "id": subscription_id, "object": "subscription", "application": None, "application_fee_percent": None,
+        "automatic_tax": {"disabled_reason": None, "enabled": False, "liability": None},
+        "billing_cycle_anchor": now, "billing_cycle_anchor_config": None,
+        "billing_mode": {"type": "flexible", "flexible": None, "updated_at": None}, "billing_schedules": [],
+        "billing_thresholds": None, "cancel_at": None, "cancel_at_period_end": False,
+        "canceled_at": now if status == "canceled" else None, "cancellation_details": None,
+        "collection_method": "charge_automatically", "created": now, "currency": "usd", "customer": customer["id"],
+        "customer_account": None, "days_until_due": None, "default_payment_method": None, "default_source": None,
+        "default_tax_rates": [], "description": None, "discounts": [], "ended_at": None,
+        "invoice_settings": {"account_tax_ids": None, "issuer": {"type": "self", "account": None}},
+        "items": _list([], f"/v1/subscription_items?subscription={subscription_id}"),
+        "latest_invoice": None, "livemode": customer["livemode"], "metadata": {},
+        "next_pending_invoice_item_invoice": None, "on_behalf_of": None, "pause_collection": None,
+        "payment_settings": None, "pending_invoice_item_interval": None, "pending_setup_intent": None,
+        "pending_update": None, "schedule": None, "start_date": now, "status": status, "test_clock": None,
+        "transfer_data": None, "trial_end": None, "trial_start": None,
+    }
+
+
+def _configuration(config_id: str, mode: str, is_default: bool) -> dict:
+    now = int(time.time())
+    return {
+        "id": config_id, "object": "billing_portal.configuration", "active": True, "application": None,
+        "business_profile": {"headline": None, "privacy_policy_url": None, "terms_of_service_url": None},
+        "created": now, "default_return_url": None, "is_default": is_default, "livemode": mode == "live",
+        "login_page": {"enabled": False, "url": None}, "metadata": {}, "name": None, "updated": now,
+        "features": {
+            "customer_update": {"allowed_updates": ["email", "address", "tax_id"], "enabled": True},
+            "invoice_history": {"enabled": True},
+            "payment_method_update": {"enabled": True, "payment_method_configuration": None},
+            "subscription_cancel": {
+                "cancellation_reason": {"enabled": False, "options": []}, "enabled": True, "mode": "at_period_end",
+                "proration_behavior": "none"},
+            "subscription_pause": {"duration": {"interval_options": [], "type": "indefinite"}, "enabled": True},
+            "subscription_update": {
+                "billing_cycle_anchor": None, "default_allowed_updates": [], "enabled": True, "products": [],
+                "proration_behavior": "none", "schedule_at_period_end": {"conditions": []},
+                "trial_update_behavior": "end_trial"},
+        },
+    }
+
+
+def _account(account: Account) -> dict:
+    return {"id": account.id, "object": "account", "business_profile": None, "charges_enabled": True,
+            "country": "US", "default_currency": "usd", "details_submitted": True, "email": None,
+            "payouts_enabled": True, "type": "standard"}
 
 
 def _list(data: list, url: str) -> dict:

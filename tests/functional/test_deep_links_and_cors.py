@@ -56,12 +56,6 @@ def test_subscription_flow_without_exactly_one_opens_portal_home(gateway, user, 
     assert "Deep link needs exactly one active subscription" in capsys.readouterr().out
 
 
-def test_customer_update_preset_opens_portal_home(gateway, user, stripe_standin):
-    gw, tokens, _ = first_visit(gateway, user, stripe_standin)
-    reply = gw.portal(tokens["IdToken"], query={"flow": "customer_update"})
-    assert reply.status == 302 and session_of(stripe_standin, reply)["flow"] is None
-
-
 @pytest.mark.parametrize("flow", ["subscription_update_confirm", "delete_everything", '{"type":"x"}', "x" * 5000])
 def test_unknown_or_raw_flow_is_400(gateway, user, stripe_standin, flow):
     _, tokens = user()

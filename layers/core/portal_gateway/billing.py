@@ -24,6 +24,29 @@ from .stripe_lib import stripe
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 ACTIVE_SUBSCRIPTION_STATUSES = frozenset({"active", "trialing", "past_due", "unpaid"})
+# Stripe's limits for customer fields (OpenAPI spec, POST /v1/customers: name maxLength 256, email 512).
+CUSTOMER_NAME_MAX = 256
+CUSTOMER_EMAIL_MAX = 512
+
+
+class StripeRequestRefused(StripeUnavailable):
+    """Stripe refused the request's parameters (400), as opposed to failing (5xx, timeouts)."""
+
+
+def fit_customer_name(name: str | None) -> str | None:
+    """The name cut to Stripe's limit. Counted in UTF-16 code units (the strictest way Stripe could count), cut
+    between code points, so a character outside the BMP is dropped whole, never split into half a pair."""
+    if not name:
+        return None
+    name = name.strip()
+    while len(name.encode("utf-16-le")) // 2 > CUSTOMER_NAME_MAX:
+        name = name[:-1]
+    return name.strip() or None
+
+
+def fit_customer_email(email: str | None) -> str | None:
+    """An address longer than Stripe accepts is not sent at all: a cut address would be someone else's."""
+    return email if email and len(email) <= CUSTOMER_EMAIL_MAX else None
 
 
 @dataclass(frozen=True)
@@ -76,8 +99,8 @@ class StripeBilling:
             )
         return records
 
-    def create_customer(self, *, email: str | None, name: str | None, metadata: dict[str, str],
-                        idempotency_key: str) -> str:
+    def create_customer(self, *, metadata: dict[str, str], idempotency_key: str, email: str | None = None,
+                        name: str | None = None) -> str:
         params: dict[str, Any] = {"metadata": metadata}
         if email:
             params["email"] = email
@@ -86,6 +109,12 @@ class StripeBilling:
         return self._call(
             lambda c: c.v1.customers.create(params=params, options={"idempotency_key": idempotency_key})
         ).id
+
+    def customer_deleted(self, customer_id: str) -> bool:
+        """True if Stripe reports the customer deleted; raises CustomerMissing if it does not exist at all for
+        this key (another account's customer, or an id that never existed)."""
+        customer = self._call(lambda c: c.v1.customers.retrieve(customer_id))
+        return bool(getattr(customer, "deleted", False))
 
     def active_subscriptions(self, customer_id: str) -> list[str]:
         page = self._call(lambda c: c.v1.subscriptions.list(params={"customer": customer_id, "limit": 10}))
@@ -101,7 +130,14 @@ class StripeBilling:
         if configuration:
             params["configuration"] = configuration
         if flow_data:
-            params["flow_data"] = flow_data
+            try:
+                return self._call(lambda c: c.v1.billing_portal.sessions.create(
+                    params={**params, "flow_data": flow_data})).url
+            except StripeRequestRefused as exc:
+                # The deep link is refused (its feature is off in the portal configuration, or the subscription
+                # cannot take that flow): the portal home is the next best place, not an error page.
+                logger.warning("Stripe refused the deep link; opening the portal home",
+                               extra={"flow": flow_data.get("type"), "detail": exc.log_detail})
         return self._call(lambda c: c.v1.billing_portal.sessions.create(params=params)).url
 
     # --- plumbing -----------------------------------------------------------------------------------------
@@ -158,7 +194,7 @@ def _invalid_request(exc: stripe.InvalidRequestError) -> Exception:
         return PortalNotConfigured(log_detail="no default customer portal configuration in Stripe")
     if exc.code == "resource_missing" and exc.param in ("customer", "id", None):
         return CustomerMissing(log_detail=f"Stripe says the customer is missing: {_describe(exc)}")
-    return StripeUnavailable(log_detail=f"Stripe refused the request: {_describe(exc)}")
+    return StripeRequestRefused(log_detail=f"Stripe refused the request: {_describe(exc)}")
 
 
 def _describe(exc: stripe.StripeError) -> str:

@@ -7,6 +7,7 @@ create -> conditional mapping write. Users are keyed on (Stripe mode, pool id, s
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import threading
 from collections import OrderedDict
@@ -15,7 +16,7 @@ from typing import Callable, Protocol
 
 from .auth import Identity
 from .aws import Profile
-from .billing import CustomerRecord
+from .billing import CustomerRecord, fit_customer_email, fit_customer_name
 from .errors import NoBillingAccount
 
 logger = logging.getLogger(__name__)
@@ -34,8 +35,8 @@ class MappingStore(Protocol):
 
 class Billing(Protocol):
     def customers_with_email(self, email: str) -> list[CustomerRecord]: ...
-    def create_customer(self, *, email: str | None, name: str | None, metadata: dict[str, str],
-                        idempotency_key: str) -> str: ...
+    def create_customer(self, *, metadata: dict[str, str], idempotency_key: str, email: str | None = None,
+                        name: str | None = None) -> str: ...
     def claim_customer(self, customer_id: str, metadata: dict[str, str]) -> None: ...
 
 
@@ -84,16 +85,40 @@ def owned_by_someone_else(record: CustomerRecord, identity: Identity) -> bool:
     return bool(pool) and pool != identity.user_pool_id
 
 
-def creation_idempotency_key(identity: Identity, mode: str, replacing: str | None) -> str:
+def customer_fields(identity: Identity, profile: Profile) -> dict[str, object]:
+    """What a new Stripe customer is created with: the owner stamp, the name cut to Stripe's limit, and the
+    email only when it is verified (an unverified address must not get Stripe's receipts) and fits."""
+    fields: dict[str, object] = {"metadata": owner_metadata(identity)}
+    email = fit_customer_email(profile.email) if profile.email_verified else None
+    name = fit_customer_name(profile.name)
+    if email:
+        fields["email"] = email
+    if name:
+        fields["name"] = name
+    return fields
+
+
+def creation_idempotency_key(identity: Identity, mode: str, replacing: str | None, fields: dict[str, object]) -> str:
     # Derived, not random: every concurrent first request for one user sends the same key, so Stripe creates
-    # one customer and replays it to the others. A replacement (the old customer was deleted) gets its own key.
-    material = f"stripe-portal-gateway:v1:{mode}:{identity.user_pool_id}:{identity.sub}:{replacing or 'first'}"
+    # one customer and replays it to the others. The key covers the parameters too: Stripe refuses a key
+    # reused with other parameters for 24 h, so a profile changed after a failed mapping write would
+    # otherwise be refused until then. A replacement (the old customer was deleted) gets its own key.
+    parameters = json.dumps(fields, sort_keys=True, ensure_ascii=True)
+    material = f"stripe-portal-gateway:v2:{mode}:{identity.user_pool_id}:{identity.sub}:{replacing or 'first'}:{parameters}"
     return "spg-" + hashlib.sha256(material.encode()).hexdigest()[:48]
 
 
-def pick_customer(records: list[CustomerRecord]) -> CustomerRecord:
-    """Deterministic choice: one with an active subscription first, then the newest, then by id."""
-    return max(records, key=lambda r: (r.has_active_subscription, r.created, r.id))
+def pick_customer(records: list[CustomerRecord], identity: Identity) -> CustomerRecord:
+    """Deterministic choice among customers with the user's verified email:
+    1. one with an active (or trialing, past-due, unpaid) subscription;
+    2. then the newest `created` (whole seconds, so customers made in the same second tie);
+    3. then one already stamped as this user's (a customer this user was given before);
+    4. then the smallest customer id, so every retry and every execution environment picks the same one."""
+    def rank(record: CustomerRecord):
+        return (not record.has_active_subscription, -record.created, record.metadata.get(OWNER_SUB) != identity.sub,
+                record.id)
+
+    return min(records, key=rank)
 
 
 class CustomerResolver:
@@ -122,8 +147,6 @@ class CustomerResolver:
                 return Resolution(mapped, "mapping")
         else:
             self.cache.discard(key)
-            logger.warning("Mapped Stripe customer no longer exists; resolving again",
-                           extra={"customer_id": stale_customer_id})
 
         profile = load_profile()
         resolution = self._match_by_email(identity, profile, exclude=stale_customer_id)
@@ -160,7 +183,7 @@ class CustomerResolver:
                 logger.info("Customers with this email belong to other users; not matching",
                             extra={"matches": len(seen), "skipped": skipped})
             return None
-        chosen = pick_customer(candidates)
+        chosen = pick_customer(candidates, identity)
         if not self.store.claim(identity, chosen.id):
             # Another user with the same verified email claimed it first (e.g. at the same instant).
             logger.warning("Matched customer is already claimed by another user; not reusing it",
@@ -177,12 +200,9 @@ class CustomerResolver:
         if not self.allow_creation:
             logger.info("No Stripe customer for this user and creation is disabled")
             raise NoBillingAccount()
+        fields = customer_fields(identity, profile)
         customer_id = self.billing.create_customer(
-            email=profile.email,
-            name=profile.name,
-            metadata=owner_metadata(identity),
-            idempotency_key=creation_idempotency_key(identity, self.mode, replacing),
-        )
+            **fields, idempotency_key=creation_idempotency_key(identity, self.mode, replacing, fields))
         logger.info("Created a Stripe customer for this user", extra={"customer_id": customer_id})
         self._count("CustomerCreated")
         return Resolution(customer_id, "created")

@@ -113,6 +113,13 @@ class StripeKeyPermissions(StripeKeyUnavailable):
     code = "stripe_key_missing_permission"
 
 
+class StripeAccountMismatch(StripeKeyUnavailable):
+    """A mapped customer does not exist for the current key (Stripe: resource_missing, not deleted): the key
+    is most likely another Stripe account's. The mapping is left as it is; the operator must fix the key."""
+
+    code = "stripe_account_mismatch"
+
+
 class CustomerMissing(GatewayError):
     """Stripe says the mapped customer is gone (deleted or never existed): re-resolve, never a 500."""
 

@@ -105,10 +105,11 @@ def _accept_language_tags(header: str) -> list[str]:
     return [tag for _, _, tag in sorted(weighted)]
 
 
-# Deep links, chosen by name only: the client never sends raw flow_data. Stripe has no "customer_update"
-# flow, so that preset opens the portal home, where name, email, address and tax ids are edited.
-FLOWS = ("payment_method_update", "subscription_cancel", "subscription_update", "customer_update")
-SUBSCRIPTION_FLOWS = ("subscription_cancel", "subscription_update")
+# Deep links, chosen by name only: the client never sends raw flow_data. The subscription flows pick the
+# subscription server-side among the customer's own (exactly one active, or the portal home).
+FLOWS = ("payment_method_update", "customer_update", "subscription_cancel", "subscription_update",
+         "subscription_pause")
+SUBSCRIPTION_FLOWS = ("subscription_cancel", "subscription_update", "subscription_pause")
 
 
 def choose_flow(requested: str | None) -> str | None:
@@ -121,7 +122,7 @@ def choose_flow(requested: str | None) -> str | None:
 
 def flow_data(flow: str | None, *, return_url: str, subscription_id: str | None) -> dict | None:
     """Stripe flow_data for a preset, or None for the portal home."""
-    if flow is None or flow == "customer_update":
+    if flow is None:
         return None
     if flow in SUBSCRIPTION_FLOWS and subscription_id is None:
         return None

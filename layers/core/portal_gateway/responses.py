@@ -31,6 +31,7 @@ STATUS_BY_CODE: dict[str, int] = {
     "stripe_mode_mismatch": 503,
     "stripe_key_rejected": 503,
     "stripe_key_missing_permission": 503,
+    "stripe_account_mismatch": 503,
     "portal_not_configured": 503,
     "login_unavailable": 503,
 }

@@ -11,7 +11,7 @@ from .aws import CognitoProfileReader, CustomerMappingStore, Profile, SecretsMan
 from .billing import StripeBilling
 from .config import Settings
 from .customers import CustomerResolver
-from .errors import CustomerMissing, StripeUnavailable
+from .errors import CustomerMissing, StripeAccountMismatch, StripeKeyPermissions, StripeUnavailable
 from .portal import SUBSCRIPTION_FLOWS, ReturnUrlPolicy, choose_flow, choose_locale, flow_data
 from .stripe_key import StripeKeyProvider
 
@@ -74,6 +74,7 @@ class PortalService:
         try:
             url = self._session(resolution.customer_id, return_url, locale, flow)
         except CustomerMissing:
+            self._confirm_deleted(resolution.customer_id)
             resolution = self.resolver.resolve(identity, load_profile, stale_customer_id=resolution.customer_id)
             try:
                 url = self._session(resolution.customer_id, return_url, locale, flow)
@@ -84,11 +85,34 @@ class PortalService:
         self._count("PortalSessionCreated")
         return url
 
+    def _confirm_deleted(self, customer_id: str) -> None:
+        """Stripe refused the mapped customer. Only a customer Stripe reports *deleted* is replaced. One that
+        does not exist at all for this key belongs to another Stripe account (a wrong key in the secret):
+        replacing it would create customers in that account and lose the mapping to the paid ones, so the
+        request fails (503), the mapping stays, and the operator is alerted."""
+        try:
+            deleted = self.billing.customer_deleted(customer_id)
+        except CustomerMissing:
+            self._count("StripeAccountMismatch")
+            raise StripeAccountMismatch(
+                log_detail="the mapped Stripe customer does not exist for the current key: the secret most likely "
+                           "holds another Stripe account's key; the mapping is left unchanged",
+            ) from None
+        if not deleted:
+            raise StripeUnavailable(log_detail="Stripe refused a session for a customer that exists") from None
+        logger.warning("Mapped Stripe customer was deleted in Stripe; resolving again",
+                       extra={"customer_id": customer_id})
+
     def _session(self, customer_id: str, return_url: str, locale: str, flow: str | None) -> str:
         subscription_id = None
         if flow in SUBSCRIPTION_FLOWS:
             # Chosen server-side among THIS customer's subscriptions; never taken from the request.
-            subscriptions = self.billing.active_subscriptions(customer_id)
+            try:
+                subscriptions = self.billing.active_subscriptions(customer_id)
+            except StripeKeyPermissions:
+                logger.warning("The Stripe key may not read subscriptions; opening the portal home",
+                               extra={"flow": flow})
+                subscriptions = []
             if len(subscriptions) == 1:
                 subscription_id = subscriptions[0]
             else:
