@@ -8,7 +8,7 @@ import boto3
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
 
-from portal_gateway.key_check import check_stripe_key
+from portal_gateway.key_check import AccountPins, check_account_pin, check_stripe_key
 from portal_gateway.rotation import RotationError, rotate
 
 logger = Logger(service="stripe-portal-gateway-rotation")
@@ -17,11 +17,14 @@ STRIPE_MODE = os.environ["STRIPE_MODE"]
 PORTAL_CONFIGURATION_ID = os.environ.get("PORTAL_CONFIGURATION_ID") or None
 STRIPE_API_BASE = os.environ.get("STRIPE_API_BASE") or None
 secrets = boto3.client("secretsmanager")
+# The Stripe account this deployment's customers live in, pinned in the customers table by the first good key.
+account_pins = AccountPins(os.environ["CUSTOMERS_TABLE"], boto3.client("dynamodb"))
 
 
 def validate(value: str):
-    return check_stripe_key(value, expected_mode=STRIPE_MODE, api_base=STRIPE_API_BASE,
-                            portal_configuration_id=PORTAL_CONFIGURATION_ID)
+    checks = check_stripe_key(value, expected_mode=STRIPE_MODE, api_base=STRIPE_API_BASE,
+                              portal_configuration_id=PORTAL_CONFIGURATION_ID)
+    return checks + [check_account_pin(checks, account_pins, STRIPE_MODE)]
 
 
 @logger.inject_lambda_context(clear_state=True)

@@ -52,7 +52,7 @@ def current_version(stack) -> str:
 
 # --- rotation -------------------------------------------------------------------------------------------------
 def test_valid_staged_key_goes_live(rotation, stack, stripe_standin):
-    new_key = stripe_standin.add_key(fake_key("rk", "test"), frozenset({"customers_write", "portal_write"}))
+    new_key = stripe_standin.add_key(fake_key("rk", "test"), frozenset({"customers_write", "portal_write", "account_read"}))
     old_version = current_version(stack)
     token = stage(stack, new_key)
     rotation(token)
@@ -67,8 +67,8 @@ def test_valid_staged_key_goes_live(rotation, stack, stripe_standin):
 @pytest.mark.parametrize("make_key, reason", [
     (lambda s: s.add_key(fake_key("sk", "live")), "live-mode key"),
     (lambda s: fake_key("sk", "test"), "rejected the key"),  # unknown to Stripe: revoked or mistyped
-    (lambda s: s.add_key(fake_key("rk", "test"), frozenset({"customers_write"})), "Customer portal write"),
-    (lambda s: s.add_key(fake_key("rk", "test"), frozenset({"customers_read", "portal_write"})), "Customers write"),
+    (lambda s: s.add_key(fake_key("rk", "test"), frozenset({"customers_write", "account_read"})), "Customer portal write"),
+    (lambda s: s.add_key(fake_key("rk", "test"), frozenset({"customers_read", "portal_write", "account_read"})), "Customers write"),
     (lambda s: "pk_test_" + "x" * 24, "publishable"),
 ])
 def test_refused_key_never_goes_live(rotation, stack, stripe_standin, make_key, reason, capsys):
@@ -157,7 +157,8 @@ def test_check_reports_each_failure_with_its_fix(stack, stripe_standin, admin_en
     assert "FAIL  portal configuration" in out and "Customer portal" in out
     assert "FAIL  app client nosuchclient1" in out and f"PASS  app client {stack.client_id}" in out
     assert "FAIL  customers table" in out and "FAIL  JWKS reachable" in out
-    assert out.count("fix:") == 4
+    assert "FAIL  same Stripe account as before" in out  # its pin lives in the missing table
+    assert out.count("fix:") == 5
     assert "Some checks failed." in out
 
 
@@ -230,3 +231,57 @@ def test_rotate_key_needs_a_key(stack, admin_env):
 def test_the_key_is_never_accepted_on_the_command_line():
     with pytest.raises(SystemExit):
         admin.parser().parse_args(["rotate-key", "--secret-id", "x", "--key", "sk_test_abc"])
+
+
+# --- the Stripe account is pinned ---------------------------------------------------------------------------------
+def other_account_key(stripe_standin) -> tuple[str, str]:
+    other = stripe_standin.add_account()
+    stripe_standin.create_default_portal_configuration("test", account=other)  # fully set up, just not ours
+    return stripe_standin.add_key(fake_key("sk", "test"), account=other), other.id
+
+
+def pinned(stack) -> str | None:
+    item = stack.moto.client("dynamodb").get_item(
+        TableName=stack.table_name, Key={"pk": {"S": "test#stripe-account"}}).get("Item")
+    return item["account_id"]["S"] if item else None
+
+
+def test_first_good_key_pins_its_account_and_another_accounts_key_never_goes_live(rotation, stack, stripe_standin):
+    assert pinned(stack) is None
+    same_account_key = stripe_standin.add_key(fake_key("sk", "test"))
+    rotation(stage(stack, same_account_key))  # set-up: the first good key pins the account
+    assert pinned(stack) == stripe_standin.account.id
+
+    foreign, foreign_id = other_account_key(stripe_standin)
+    before = current_version(stack)
+    with pytest.raises(RotationError) as refused:
+        rotation(stage(stack, foreign))
+    message = str(refused.value)
+    assert f"acct_…{foreign_id[-4:]}" in message and f"acct_…{stripe_standin.account.id[-4:]}" in message
+    assert foreign_id not in message and stripe_standin.account.id not in message  # last 4 characters at most
+    assert foreign not in message
+    assert current_version(stack) == before
+    assert pinned(stack) == stripe_standin.account.id
+
+
+def test_rotate_key_refuses_another_accounts_key_before_staging(stack, stripe_standin, admin_env):
+    code, out = run_admin(stack, ["check", *explicit(stack)])  # pins the account of the key in use
+    assert code == 0, out
+    assert "PASS  same Stripe account as before" in out and "first key of this deployment" in out
+    foreign, foreign_id = other_account_key(stripe_standin)
+    before = stages(stack)
+    code, out = run_admin(stack, ["rotate-key", "--secret-id", stack.secret_id, "--mode", "test",
+                                  "--table", stack.table_name], stdin_text=foreign)
+    assert code == 1
+    assert "FAIL  same Stripe account as before" in out and f"acct_…{foreign_id[-4:]}" in out
+    assert foreign_id not in out and foreign not in out
+    assert "nothing was changed" in out and stages(stack) == before
+
+
+def test_check_fails_when_the_secret_holds_another_accounts_key(stack, stripe_standin, admin_env):
+    assert run_admin(stack, ["check", *explicit(stack)])[0] == 0
+    foreign, _ = other_account_key(stripe_standin)
+    stack.put_stripe_key(foreign)
+    code, out = run_admin(stack, ["check", *explicit(stack)])
+    assert code == 1 and "FAIL  same Stripe account as before" in out
+    assert "fix: Use a key of the account ending" in out

@@ -86,6 +86,12 @@ def _hints(cls) -> dict[str, typing.Any]:
             and k != "OBJECT_NAME"}
 
 
+def operation_name(method: str, path: str) -> str | None:
+    """The operation as "METHOD pattern", e.g. "GET /v1/customers/[^/]+"."""
+    return next((f"{m} {pattern}" for m, pattern, _, _ in OPERATIONS if m == method and re.fullmatch(pattern, path)),
+                None)
+
+
 def operation_for(method: str, path: str) -> tuple[type, typing.Any] | None:
     for op_method, pattern, params, resource in OPERATIONS:
         if op_method == method and re.fullmatch(pattern, path):
@@ -140,6 +146,8 @@ def _check_param_value(annotation, value, where: str) -> list[str]:
         return []
     if origin is typing.Union:
         options = [a for a in typing.get_args(annotation)]
+        if str in options and any(typing.get_origin(o) in (typing.Literal, typing_extensions.Literal) for o in options):
+            options.remove(str)  # an enum left open for future values: what we send must be a value it names today
         if value == "" and type(None) in options:
             return []  # "" unsets a nullable parameter
         results = [_check_param_value(option, value, where) for option in options if option is not type(None)]

@@ -20,7 +20,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Callable, TextIO
 
-from .key_check import Check, check_stripe_key, passed
+from .key_check import AccountPins, Check, check_account_pin, check_stripe_key, passed
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -105,8 +105,12 @@ def run_check(target: Target, client: Callable[[str], Any] = _boto) -> list[Chec
         try:
             value = client("secretsmanager").get_secret_value(SecretId=target.secret_id).get("SecretString")
             checks.append(Check("secret readable", True))
-            checks += check_stripe_key(value or "", expected_mode=target.mode, api_base=target.stripe_api_base,
-                                       portal_configuration_id=target.portal_configuration_id)
+            key_checks = check_stripe_key(value or "", expected_mode=target.mode, api_base=target.stripe_api_base,
+                                          portal_configuration_id=target.portal_configuration_id)
+            checks += key_checks
+            if target.table:
+                checks.append(check_account_pin(key_checks, AccountPins(target.table, client("dynamodb")),
+                                                target.mode))
         except (ClientError, BotoCoreError) as exc:
             checks.append(Check("secret readable", False, aws_error(exc),
                                 "Check the secret id and that your credentials may read it"))
@@ -168,7 +172,11 @@ def run_rotate(target: Target, new_key: str, *, stage_only: bool, wait_seconds: 
         return EXIT_USAGE
     checks = check_stripe_key(new_key, expected_mode=target.mode, api_base=target.stripe_api_base,
                               portal_configuration_id=target.portal_configuration_id)
+    if target.table:
+        checks.append(check_account_pin(checks, AccountPins(target.table, client("dynamodb")), target.mode))
     print_checks(checks, out)
+    if not target.table:
+        print("note  no --table (or --stack): the rotation function checks the Stripe account instead", file=out)
     if not passed(checks):
         print("The new key was refused; nothing was changed.", file=out)
         return EXIT_FAILED
@@ -220,6 +228,7 @@ def parser() -> argparse.ArgumentParser:
         sub.add_argument("--secret-id", help="Secrets Manager id or ARN of the Stripe key")
         sub.add_argument("--mode", choices=["test", "live"], help="STRIPE_MODE of the deployment")
         sub.add_argument("--portal-configuration-id", help="bpc_... if the deployment sets one")
+        sub.add_argument("--table", help="customers table name (holds the pinned Stripe account)")
         if name == "rotate-key":
             sub.add_argument("--rotation-function-arn", help="rotation function (stack output RotationFunctionArn)")
             sub.add_argument("--stage-only", action="store_true", help="validate and stage, do not start rotation")
@@ -227,7 +236,6 @@ def parser() -> argparse.ArgumentParser:
         else:
             sub.add_argument("--user-pool-id")
             sub.add_argument("--client-ids", help="comma-separated app client ids")
-            sub.add_argument("--table", help="customers table name")
             sub.add_argument("--jwks-url", help="JWKS URL override")
     return root
 

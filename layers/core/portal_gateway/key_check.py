@@ -17,12 +17,21 @@ PROBE_CUSTOMER = "cus_portalgatewayprobe0"
 PROBE_RETURN_URL = "https://example.com/"
 
 
+ACCOUNT_CHECK = "Stripe account"
+
+
 @dataclass(frozen=True)
 class Check:
     name: str
     ok: bool
     detail: str = ""
     fix: str = ""
+    value: str | None = None  # what the check found, for the next step (the account id); never printed whole
+
+
+def masked_account(account_id: str) -> str:
+    """An account id as shown to people: its last 4 characters only."""
+    return "acct_…" + account_id[-4:]
 
 
 def check_stripe_key(raw_secret_value: str, *, expected_mode: str, api_base: str | None = None,
@@ -63,6 +72,7 @@ def check_stripe_key(raw_secret_value: str, *, expected_mode: str, api_base: str
         return checks + [Check("Stripe reachable", False, f"{type(exc).__name__} (http {exc.http_status})",
                                "Check network access to api.stripe.com and Stripe's status page")]
 
+    checks.append(_account(client))
     checks.append(_probe("permission: Customers write", "Give the restricted key Customers: Write",
                          lambda: client.v1.customers.update(PROBE_CUSTOMER, params={"metadata": {"probe": ""}})))
     checks.append(_probe("permission: Customer portal write", "Give the restricted key Customer portal: Write",
@@ -70,6 +80,92 @@ def check_stripe_key(raw_secret_value: str, *, expected_mode: str, api_base: str
                              params={"customer": PROBE_CUSTOMER, "return_url": PROBE_RETURN_URL})))
     checks.append(_portal_configuration(client, mode, portal_configuration_id))
     return checks
+
+
+def _account(client: stripe.StripeClient) -> Check:
+    """Which Stripe account the key belongs to (GET /v1/account), so it can be held to the pinned one."""
+    try:
+        account_id = client.v1.accounts.retrieve_current().id
+    except stripe.PermissionError:
+        return Check(ACCOUNT_CHECK, False, "403 reading the key's own account",
+                     "Give the restricted key read access to the account (GET /v1/account)")
+    except stripe.StripeError as exc:
+        return Check(ACCOUNT_CHECK, False, f"{type(exc).__name__} (http {exc.http_status})",
+                     "Try again; check Stripe status")
+    return Check(ACCOUNT_CHECK, True, masked_account(account_id), value=account_id)
+
+
+def key_account(checks: list[Check]) -> str | None:
+    return next((c.value for c in checks if c.name == ACCOUNT_CHECK and c.ok), None)
+
+
+def check_account_pin(checks: list[Check], pins: "AccountPins", mode: str) -> Check:
+    """Hold the key's account to the one this deployment is pinned to. The first key that passes every other
+    check pins its account (set-up); after that a key of any other account is refused."""
+    name = "same Stripe account as before"
+    account_id = key_account(checks)
+    if account_id is None:
+        return Check(name, False, "the key's account is unknown (see above)", "Fix the check above first")
+    try:
+        pinned = pins.get(mode)
+        if pinned is None and passed(checks):
+            pinned = pins.pin(mode, account_id)
+            if pinned == account_id:
+                return Check(name, True, f"pinned to {masked_account(account_id)} (first key of this deployment)")
+    except PinStoreError as exc:
+        return Check(name, False, f"could not read the account pin: {exc}",
+                     "Check the customers table name and that your credentials may read it")
+    if pinned is None:
+        return Check(name, False, "not pinned yet, and this key has other failures", "Fix the checks above")
+    if pinned != account_id:
+        return Check(name, False,
+                     f"this key belongs to Stripe account {masked_account(account_id)}, but this deployment's "
+                     f"customers are in {masked_account(pinned)}",
+                     f"Use a key of the account ending {pinned[-4:]}; moving to another account needs its own "
+                     f"deployment (docs/runbook.md)")
+    return Check(name, True, masked_account(account_id))
+
+
+class PinStoreError(Exception):
+    """The account pin could not be read or written; the message is an AWS error code, never a secret."""
+
+
+class AccountPins:
+    """The pinned Stripe account per mode, one item in the customers table: pk "<mode>#stripe-account"."""
+
+    def __init__(self, table: str, client):
+        self.table = table
+        self._client = client  # a boto3 DynamoDB client
+
+    @staticmethod
+    def key(mode: str) -> str:
+        return f"{mode}#stripe-account"
+
+    def get(self, mode: str) -> str | None:
+        try:
+            item = self._client.get_item(TableName=self.table, Key={"pk": {"S": self.key(mode)}},
+                                         ConsistentRead=True).get("Item")
+        except Exception as exc:  # noqa: BLE001 - botocore errors, reported by code
+            raise PinStoreError(_aws_code(exc)) from None
+        return item["account_id"]["S"] if item else None
+
+    def pin(self, mode: str, account_id: str) -> str:
+        """Record the account unless one is recorded; return whichever is recorded."""
+        import time
+
+        try:
+            self._client.put_item(TableName=self.table, Item={
+                "pk": {"S": self.key(mode)}, "account_id": {"S": account_id},
+                "pinned_at": {"N": str(int(time.time()))}}, ConditionExpression="attribute_not_exists(pk)")
+            return account_id
+        except Exception as exc:  # noqa: BLE001
+            if _aws_code(exc) != "ConditionalCheckFailedException":
+                raise PinStoreError(_aws_code(exc)) from None
+        return self.get(mode) or account_id
+
+
+def _aws_code(exc: Exception) -> str:
+    return getattr(exc, "response", {}).get("Error", {}).get("Code") or type(exc).__name__
 
 
 def _probe(name: str, fix: str, call) -> Check:
