@@ -171,15 +171,25 @@ def test_sample_events_are_http_api_v2_events_for_real_routes(path, template):
 
 def test_rotation_function_may_only_rotate_the_one_secret(template):
     fn = template["Resources"]["RotationFunction"]["Properties"]
-    [statement] = [s for p in fn["Policies"] for s in p["Statement"]]
-    assert sorted(statement["Action"]) == ["secretsmanager:DescribeSecret", "secretsmanager:GetSecretValue",
-                                           "secretsmanager:PutSecretValue", "secretsmanager:UpdateSecretVersionStage"]
-    assert statement["Resource"] == {
-        "Fn::If": ["CreateStripeSecret", {"Ref": "StripeApiKeySecret"}, {"Ref": "ExistingStripeSecretArn"}]}
+    statements = {s["Sid"]: s for p in fn["Policies"] for s in p["Statement"]}
+    assert set(statements) == {"RotateStripeKey", "StripeAccountPin"}
+    rotate = statements["RotateStripeKey"]
+    # No PutSecretValue: Stripe keys cannot be minted, the function only checks and promotes the staged one.
+    assert sorted(rotate["Action"]) == ["secretsmanager:DescribeSecret", "secretsmanager:GetSecretValue",
+                                        "secretsmanager:UpdateSecretVersionStage"]
+    secret = {"Fn::If": ["CreateStripeSecret", {"Ref": "StripeApiKeySecret"}, {"Ref": "ExistingStripeSecretArn"}]}
+    assert rotate["Resource"] == secret
+    pin = statements["StripeAccountPin"]
+    assert sorted(pin["Action"]) == ["dynamodb:GetItem", "dynamodb:PutItem"]
+    assert pin["Resource"] == {"Fn::GetAtt": ["CustomersTable", "Arn"]}
+    assert pin["Condition"] == {"ForAllValues:StringEquals": {
+        "dynamodb:LeadingKeys": [{"Fn::Sub": "${StripeMode}#stripe-account"}]}}  # the pin item, no mapping
     assert fn["Environment"]["Variables"]["STRIPE_MODE"] == {"Ref": "StripeMode"}
+    assert fn["Environment"]["Variables"]["CUSTOMERS_TABLE"] == {"Ref": "CustomersTable"}
     permission = template["Resources"]["RotationFunctionPermission"]["Properties"]
     assert permission["Principal"] == "secretsmanager.amazonaws.com"
     assert permission["SourceAccount"] == {"Ref": "AWS::AccountId"}
+    assert permission["SourceArn"] == secret  # only this secret's rotation may invoke it
     assert "RotationFunctionArn" in template["Outputs"]
 
 
@@ -195,6 +205,7 @@ def test_alarms_cover_5xx_rate_stripe_errors_function_errors_and_throttles(templ
     alarms = resources_of(template, "AWS::CloudWatch::Alarm")
     watched = {(a["Properties"].get("Namespace"), a["Properties"].get("MetricName")) for a in alarms.values()}
     assert ("StripePortalGateway", "StripeErrors") in watched
+    assert ("StripePortalGateway", "StripeAccountMismatch") in watched
     assert ("AWS/Lambda", "Errors") in watched and ("AWS/Lambda", "Throttles") in watched
     rate = alarms["Api5xxRateAlarm"]["Properties"]["Metrics"]
     assert {m["MetricStat"]["Metric"]["MetricName"] for m in rate if "MetricStat" in m} == {"5xx", "Count"}
