@@ -249,4 +249,11 @@ def _error_response(code: str, message: str):
 @metrics.log_metrics
 def lambda_handler(event, context):
     logger.thread_safe_clear_keys()  # no cognito_sub left over from the previous request
-    return app.resolve(event, context)
+    result = app.resolve(event, context)
+    if SETTINGS.allowed_origins:
+        # The CORS headers depend on the request's Origin: a shared cache must not reuse one origin's answer
+        # (or a no-CORS answer) for another origin.
+        headers = result.setdefault("headers", {})
+        vary = [v.strip() for v in headers.get("Vary", "").split(",") if v.strip()]
+        headers["Vary"] = ", ".join(vary + ["Origin"]) if "Origin" not in vary else headers["Vary"]
+    return result

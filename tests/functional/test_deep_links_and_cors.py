@@ -90,6 +90,10 @@ def test_cors_only_for_allowed_origins(gateway, user):
     refused = gw.call("OPTIONS", "/portal", headers={"origin": "https://evil.example.net",
                                                       "access-control-request-method": "GET"})
     assert "Access-Control-Allow-Origin" not in refused.headers
+    # Every answer varies by Origin, also those without CORS headers, so no cache hands one origin's answer
+    # to another.
+    for reply in (ok, evil, preflight, refused, gw.call("GET", "/health", headers={"origin": "https://x.example"})):
+        assert "Origin" in [v.strip() for v in reply.headers.get("Vary", "").split(",")], reply.headers
 
 
 def test_no_cors_headers_without_allowed_origins(gateway, user):
