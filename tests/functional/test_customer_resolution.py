@@ -150,3 +150,15 @@ def test_claim_is_recorded_and_reentrant(gateway, user, stripe_standin, stack):
     claim = stack.moto.client("dynamodb").get_item(TableName=stack.table_name,
                                                    Key={"pk": {"S": f"test#claim#{legacy}"}})["Item"]
     assert claim["owner"]["S"] == f"test#{stack.user_pool_id}#{sub}"
+
+
+def test_unicode_case_folding_never_claims_another_address(gateway, user, stripe_standin, stack):
+    """KELVIN SIGN (U+212A) lower-cases to "k" in Python: a verified "\u212aarl@…" is not karl@…"""
+    karl = stripe_standin.add_customer(email="karl@example.com", subscription_status="active")
+    sub, tokens = user("mallory", email="\u212aarl@example.com", email_verified=True)
+    chosen = session_customer(stripe_standin, gateway().portal(tokens["IdToken"]))
+    assert chosen != karl
+    assert stripe_standin.account.customers[karl]["metadata"] == {}
+    claims = stack.moto.client("dynamodb").get_item(
+        TableName=stack.table_name, Key={"pk": {"S": f"test#claim#{karl}"}}).get("Item")
+    assert claims is None

@@ -48,9 +48,10 @@ def test_function_environment_is_a_valid_configuration(template):
     assert settings.allowed_return_urls == ("https://www.example.com", "https://www.example.com/help/")
     contract = {"STRIPE_SECRET_ID", "STRIPE_MODE", "COGNITO_USER_POOL_ID", "COGNITO_CLIENT_IDS", "COGNITO_JWKS_URL",
                 "CUSTOMERS_TABLE", "ALLOW_CUSTOMER_CREATION", "MATCH_EXISTING_BY_EMAIL", "RETURN_URL",
-                "ALLOWED_RETURN_URLS", "PORTAL_CONFIGURATION_ID"}
+                "ALLOWED_RETURN_URLS", "PORTAL_CONFIGURATION_ID", "ALLOW_CUSTOM_JWKS_URL"}
     assert contract <= set(env)
     assert "STRIPE_API_BASE" not in env  # local stand-ins only, never in a deployment
+    assert env["ALLOW_CUSTOM_JWKS_URL"] == "false"  # a foreign JWKS host is refused unless asked for
     samples.update(CognitoDomain="https://login.example.com", CallbackUrl="https://api.example.com/portal/callback",
                    AllowedOrigins="https://www.example.com")
     env = {k: resolve(v, template, samples) for k, v in fn["Environment"]["Variables"].items()}
@@ -133,7 +134,7 @@ def test_parameters_are_described_and_constrained(template):
     for name, parameter in template["Parameters"].items():
         assert parameter.get("Description"), name
     assert template["Parameters"]["StripeMode"]["AllowedValues"] == ["test", "live"]
-    for flag in ("AllowCustomerCreation", "MatchExistingByEmail"):
+    for flag in ("AllowCustomerCreation", "MatchExistingByEmail", "AllowCustomJwksUrl"):
         assert template["Parameters"][flag]["AllowedValues"] == ["true", "false"]
 
 

@@ -281,3 +281,24 @@ def test_slow_jwks_times_out_as_unavailable(key, clock):
         assert time.monotonic() - started < 1.5
     finally:
         server.close()
+
+
+# --- where the JWKS may come from ---------------------------------------------------------------------------------
+def _env(**extra):
+    return {"STRIPE_SECRET_ID": "s", "STRIPE_MODE": "test", "COGNITO_USER_POOL_ID": "eu-west-1_AbCdEf123",
+            "COGNITO_CLIENT_IDS": "abc123", "CUSTOMERS_TABLE": "t", "RETURN_URL": "https://shop.example.com/", **extra}
+
+
+def test_a_jwks_url_on_another_host_is_refused_unless_allowed_on_purpose():
+    import pytest
+
+    from portal_gateway.config import ConfigError, Settings
+
+    foreign = "https://keys.attacker.example/jwks.json"
+    with pytest.raises(ConfigError, match="ALLOW_CUSTOM_JWKS_URL"):
+        Settings.from_env(_env(COGNITO_JWKS_URL=foreign))
+    assert Settings.from_env(_env(COGNITO_JWKS_URL=foreign, ALLOW_CUSTOM_JWKS_URL="true")).jwks_url == foreign
+    own = "https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_AbCdEf123/.well-known/jwks.json"
+    assert Settings.from_env(_env(COGNITO_JWKS_URL=own)).jwks_url == own
+    local = "http://127.0.0.1:5000/eu-west-1_AbCdEf123/.well-known/jwks.json"
+    assert Settings.from_env(_env(COGNITO_JWKS_URL=local)).jwks_url == local  # the local stack's moto

@@ -55,6 +55,7 @@ class CustomerRecord:
     created: int
     metadata: dict[str, str] = field(default_factory=dict)
     has_active_subscription: bool = False
+    email: str | None = None
 
 
 class StripeBilling:
@@ -94,9 +95,8 @@ class StripeBilling:
         for customer in page.data:
             subscriptions = getattr(customer, "subscriptions", None)
             active = any(s.status in ACTIVE_SUBSCRIPTION_STATUSES for s in (subscriptions.data if subscriptions else []))
-            records.append(
-                CustomerRecord(customer.id, int(customer.created), _plain(customer.metadata), active)
-            )
+            records.append(CustomerRecord(customer.id, int(customer.created), _plain(customer.metadata), active,
+                                          getattr(customer, "email", None)))
         return records
 
     def create_customer(self, *, metadata: dict[str, str], idempotency_key: str, email: str | None = None,

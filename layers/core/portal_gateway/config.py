@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 STRIPE_MODES = ("test", "live")
 _POOL_ID = re.compile(r"^(?P<region>[a-z]{2}(?:-[a-z]+)+-\d)_[0-9A-Za-z]+$")
 _CLIENT_ID = re.compile(r"^[0-9A-Za-z]{1,128}$")
+_LOOPBACK = ("localhost", "127.0.0.1", "::1")
 _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off"}
 
@@ -67,8 +68,14 @@ class Settings:
         for client_id in client_ids:
             if not _CLIENT_ID.match(client_id):
                 raise ConfigError(f"COGNITO_CLIENT_IDS has an invalid app client id: {client_id[:40]!r}")
-        jwks_url = env.get("COGNITO_JWKS_URL", "").strip() or f"{issuer}/.well-known/jwks.json"
+        default_jwks_url = f"{issuer}/.well-known/jwks.json"
+        jwks_url = env.get("COGNITO_JWKS_URL", "").strip() or default_jwks_url
         _check_url("COGNITO_JWKS_URL", jwks_url, prefix_ok=False)
+        if (jwks_url != default_jwks_url and urlsplit(jwks_url).hostname not in _LOOPBACK
+                and not _bool(env, "ALLOW_CUSTOM_JWKS_URL", False)):
+            # Whoever serves the JWKS can sign tokens for any user: only the pool's own, or a local stand-in.
+            raise ConfigError("COGNITO_JWKS_URL may only point at the user pool's own JWKS or at loopback "
+                              "(a local stand-in); set ALLOW_CUSTOM_JWKS_URL=true to use another host on purpose")
         return_url = _required(env, "RETURN_URL")
         _check_url("RETURN_URL", return_url, prefix_ok=False)
         allowed = _csv(env, "ALLOWED_RETURN_URLS")
@@ -170,7 +177,7 @@ def _number(env, name, default, kind, low, high):
 
 def _check_url(name: str, url: str, *, prefix_ok: bool) -> None:
     parts = urlsplit(url)
-    local = parts.hostname in ("localhost", "127.0.0.1", "::1")
+    local = parts.hostname in _LOOPBACK
     if parts.scheme != "https" and not (parts.scheme == "http" and local):
         raise ConfigError(f"{name} must use https (http is accepted only for localhost): {url[:80]!r}")
     if not parts.hostname or parts.username or parts.password or "\\" in url:

@@ -73,6 +73,15 @@ class BoundedCache:
             self._items.pop(key, None)
 
 
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
+def ascii_lower(email: str) -> str:
+    """Lower-case ASCII letters only. str.lower() also folds other characters into ASCII (KELVIN SIGN U+212A
+    becomes "k"), which would let a verified "\u212aarl@…" address claim karl@…'s customer."""
+    return email.translate(_ASCII_LOWER)
+
+
 def owner_metadata(identity: Identity) -> dict[str, str]:
     return {OWNER_SUB: identity.sub, OWNER_POOL: identity.user_pool_id}
 
@@ -170,12 +179,14 @@ class CustomerResolver:
         if not profile.email_verified:
             logger.info("Email not verified; not matching existing Stripe customers by email")
             return None
-        # Stripe's list filter is case-sensitive: try the address as given and its lower-case form.
-        emails = dict.fromkeys([profile.email, profile.email.lower()])
+        # Stripe's list filter is case-sensitive: try the address as given and its lower-case form (ASCII
+        # letters only), and keep only customers whose address is the verified one but for ASCII case.
+        verified = ascii_lower(profile.email)
         seen: dict[str, CustomerRecord] = {}
-        for email in emails:
+        for email in dict.fromkeys([profile.email, verified]):
             for record in self.billing.customers_with_email(email):
-                seen.setdefault(record.id, record)
+                if record.email is not None and ascii_lower(record.email) == verified:
+                    seen.setdefault(record.id, record)
         candidates = [r for r in seen.values() if r.id != exclude and not owned_by_someone_else(r, identity)]
         skipped = len(seen) - len(candidates)
         if not candidates:
