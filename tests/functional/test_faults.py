@@ -140,3 +140,17 @@ def test_key_rejected_mid_flight_on_create_is_retried_with_new_key_without_dupli
     stripe_standin.revoke_key(stripe_standin.key)
     assert gw.portal(tokens["IdToken"]).status == 302
     assert len(stripe_standin.customers()) == 1
+
+
+def test_forged_tokens_on_a_cold_start_read_the_secret_once_per_ttl(gateway, user, proxy):
+    """Unauthenticated requests must not turn into Secrets Manager reads: 10 forged tokens while no key is
+    cached (the secret cannot be read) cost one background read per TTL, not ten."""
+    import time
+
+    proxy.inject(AwsFault(match="GetSecretValue", times=100, status=400, error_type="ResourceNotFoundException"))
+    gw = gateway(AWS_ENDPOINT_URL_SECRETS_MANAGER=proxy.url)
+    forged = SigningKey().sign(claims())
+    for _ in range(10):
+        assert gw.portal(forged, accept="application/json").status == 401
+        time.sleep(0.05)  # the background read of the previous request has ended
+    assert proxy.count("GetSecretValue") == 1

@@ -78,13 +78,20 @@ class StripeKeyProvider:
         self._prefetch: threading.Thread | None = None
         self._prefetch_error: Exception | None = None
         self._prefetch_ended_at = 0.0
+        self._prefetch_started_at: float | None = None
         self.reads = 0
 
     def prefetch(self) -> None:
         """With no key in memory yet (a cold start), start reading it in the background, so the Secrets
-        Manager round trip overlaps the JWKS download and the mapping lookup instead of following them."""
+        Manager round trip overlaps the JWKS download and the mapping lookup instead of following them.
+        At most one such read per TTL: it starts before the token is checked, so requests with forged
+        tokens must not turn into one Secrets Manager read each while the secret cannot be read."""
+        now = self._clock()
         if self._key is not None or (self._prefetch is not None and self._prefetch.is_alive()):
             return
+        if self._prefetch_started_at is not None and now - self._prefetch_started_at < max(self.ttl, 1):
+            return
+        self._prefetch_started_at = now
         self._prefetch = threading.Thread(target=self._run_prefetch, name="stripe-key-prefetch", daemon=True)
         self._prefetch.start()
 
