@@ -15,7 +15,8 @@ POLICY = ReturnUrlPolicy("https://www.example.com/account?tab=billing",
     "https://shop.example.com", "https://shop.example.com/", "https://shop.example.com/a/b?c=d#e",
     "https://SHOP.example.com/x", "https://shop.example.com:443/x", "https://www.example.com/help/faq",
     "https://www.example.com/help", "https://www.example.com/account", "https://www.example.com/account/invoices",
-    "http://localhost:8000/back",
+    "http://localhost:8000/back", "https://www.example.com/help/a/../faq", "https://www.example.com/help/./faq",
+    "https://www.example.com/help/a%2eb",
 ])
 def test_allowed(url):
     assert POLICY.choose(url) == url
@@ -37,6 +38,11 @@ def test_default_when_absent():
     "https://shop.example.com/\t", " https://shop.example.com/", "https://shop.example.com/" + "a" * 3000,
     "https://shop.example.com:99999/", "HTTPS://evil.com", "https:shop.example.com", "ftp://shop.example.com/",
     "http://localhost:8001/", "https://localhost:8000/",
+    # dot segments just before "?" or "#", or at the end: browsers resolve them out of the prefix
+    "https://www.example.com/help/..?next=/admin", "https://www.example.com/help/..#top",
+    "https://www.example.com/help/..", "https://www.example.com/help/%2e%2e?x=1", "https://www.example.com/help/.%2E#",
+    "https://www.example.com/help/%2E.", "https://www.example.com/help/faq/../../admin",
+    "https://www.example.com/account/..?x",
 ])
 def test_refused(url):
     with pytest.raises(ReturnUrlNotAllowed):

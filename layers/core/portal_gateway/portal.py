@@ -9,8 +9,10 @@ from .errors import BadRequest, ReturnUrlNotAllowed
 
 MAX_RETURN_URL_LENGTH = 2048
 _DEFAULT_PORTS = {"http": 80, "https": 443}
-# Anything that lets the same string mean different URLs to different parsers is refused outright.
-_AMBIGUOUS = re.compile(r"[\x00-\x20\x7f\\]|%(?:2e|2f|5c|00|09|0a|0d)|/\.\.?(?:/|$)", re.IGNORECASE)
+# Anything that lets the same string mean different URLs to different parsers is refused outright. Dot
+# segments are not refused here but resolved (below), as browsers resolve them, before the prefix check.
+_AMBIGUOUS = re.compile(r"[\x00-\x20\x7f\\]|%(?:2f|5c|00|09|0a|0d)", re.IGNORECASE)
+_ENCODED_DOT = re.compile(r"%2e", re.IGNORECASE)
 
 # Locales the Stripe customer portal accepts (billing_portal.sessions.create `locale`).
 STRIPE_PORTAL_LOCALES = frozenset(
@@ -64,10 +66,31 @@ class ReturnUrlPolicy:
         origin = _origin(parts)
         if origin in self._origins:
             return return_to
+        path = resolved_path(parts.path)
         for allowed_origin, prefix in self._prefixes:
-            if origin == allowed_origin and _path_under(parts.path or "/", prefix):
+            if origin == allowed_origin and _path_under(path, prefix):
                 return return_to
         raise ReturnUrlNotAllowed()
+
+
+def resolved_path(path: str) -> str:
+    """The path a browser goes to: RFC 3986 dot-segment removal, with "%2e" read as a dot as browsers do
+    (WHATWG URL: ".", "%2e", "..", ".%2e", "%2e." and "%2e%2e" are dot segments)."""
+    segments = (path or "/").split("/")[1:]
+    output: list[str] = []
+    for index, raw in enumerate(segments):
+        last = index == len(segments) - 1
+        segment = _ENCODED_DOT.sub(".", raw)
+        if segment not in (".", ".."):
+            output.append(raw)  # any other segment stays exactly as written, "%2e" included
+        elif segment == "..":
+            if output:
+                output.pop()
+            if last:
+                output.append("")  # "/a/.." resolves to "/", with its trailing slash
+        elif last:  # "."
+            output.append("")
+    return "/" + "/".join(output)
 
 
 def _path_under(path: str, prefix: str) -> bool:
