@@ -37,6 +37,9 @@ class FaultProxy:
         self.seen: list[str] = []  # X-Amz-Target or path of every request
         self.down = False  # refuse everything (an outage)
         self.latency = 0.0  # seconds added to every request (a network round trip, for benchmarks)
+        # Real Cognito answers GetUser only for access tokens with the aws.cognito.signin.user.admin scope;
+        # moto does not check. On, this proxy refuses such GetUser calls as Cognito does.
+        self.enforce_cognito_scopes = False
         self.lock = threading.Lock()
         owner = self
 
@@ -89,6 +92,8 @@ class FaultProxy:
         if self.latency:
             time.sleep(self.latency)
         fault = self._take(label)
+        if fault is None and self.enforce_cognito_scopes and label.endswith(".GetUser"):
+            fault = _scope_refusal(body)
         if fault:
             if fault.delay:
                 time.sleep(fault.delay)
@@ -117,3 +122,23 @@ class FaultProxy:
         handler.end_headers()
         handler.wfile.write(data)
         connection.close()
+
+
+ADMIN_SCOPE = "aws.cognito.signin.user.admin"
+
+
+def _scope_refusal(body: bytes) -> AwsFault | None:
+    """Cognito's answer to GetUser with an access token that lacks the admin scope (the signature is
+    Cognito's to check; only the scope is read here)."""
+    import base64
+
+    try:
+        token = json.loads(body)["AccessToken"]
+        payload = token.split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        scopes = str(claims.get("scope", "")).split()
+    except (ValueError, KeyError, IndexError, TypeError):
+        return AwsFault(match="", status=400, error_type="NotAuthorizedException")
+    if ADMIN_SCOPE in scopes:
+        return None
+    return AwsFault(match="", status=400, error_type="NotAuthorizedException")  # "Access Token does not have required scopes"

@@ -21,13 +21,13 @@ import pytest
 
 from devstack.cfn import load_template
 from portal_gateway.auth import Identity
-from portal_gateway.aws import CustomerMappingStore, SecretsManagerReader
-from portal_gateway.aws_json import DYNAMODB, SECRETS_MANAGER, AwsJsonClient, Credentials
+from portal_gateway.aws import CognitoUserDirectory, CustomerMappingStore, SecretsManagerReader
+from portal_gateway.aws_json import COGNITO_USER_POOLS, DYNAMODB, SECRETS_MANAGER, AwsJsonClient, Credentials
 from portal_gateway.errors import MappingStoreUnavailable
 from portal_gateway.stripe_key import SecretUnreadable
 
 REGION = "us-east-1"
-SETUP_ACTIONS = 7  # moto lets this many requests through unchecked: the setup below, then checks everything
+SETUP_ACTIONS = 9  # moto lets this many requests through unchecked: the setup below, then checks everything
 
 
 def free_port() -> int:
@@ -70,17 +70,24 @@ def checking_aws():
                                   AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
                                   BillingMode="PAY_PER_REQUEST")["TableDescription"]["TableArn"]
     stripe_secret = secrets.create_secret(Name="stripe", SecretString="sk_test_x")["ARN"]
+    cognito = boto3.client("cognito-idp", **setup)
+    pool = cognito.create_user_pool(PoolName="users")["UserPool"]["Id"]
+    user = cognito.admin_create_user(UserPoolId=pool, Username="ada", UserAttributes=[
+        {"Name": "email", "Value": "ada@example.com"}, {"Name": "email_verified", "Value": "true"}])["User"]
     oauth_secret = secrets.create_secret(Name="oauth", SecretString="{}")["ARN"]
     statements = load_template()["Resources"]["PortalFunction"]["Properties"]["Policies"][0]["Statement"]
     resolved = resolve(statements, {
-        "StripeApiKeySecret": stripe_secret, "OAuthSecret": oauth_secret, "CustomersTable.Arn": table})
+        "StripeApiKeySecret": stripe_secret, "OAuthSecret": oauth_secret, "CustomersTable.Arn": table,
+        "CognitoUserPoolId": pool})
     assert all(statement["Resource"] for statement in resolved)
     policy = {"Version": "2012-10-17", "Statement": [{**statement, "Resource": "*"} for statement in resolved]}
     iam.create_user(UserName="portal-function")
     iam.put_user_policy(UserName="portal-function", PolicyName="template", PolicyDocument=json.dumps(policy))
     key = iam.create_access_key(UserName="portal-function")["AccessKey"]
     iam.create_user(UserName="nobody")  # the 7th unchecked request; from here on moto checks everything
+    sub = next(a["Value"] for a in user["Attributes"] if a["Name"] == "sub")
     yield {"url": url, "table": "customers", "stripe_secret": stripe_secret, "oauth_secret": oauth_secret,
+           "pool": pool, "sub": sub,
            "credentials": Credentials(key["AccessKeyId"], key["SecretAccessKey"])}
     server.terminate()
     server.wait(timeout=10)
@@ -111,6 +118,10 @@ def test_the_function_reads_its_secrets_and_writes_its_table_with_the_templates_
     assert store.put_if_absent(key, "cus_B") == "cus_A"  # conditional write lost: the first mapping stands
     assert store.replace(key, "cus_A", "cus_C") == "cus_C"
     assert store.claim(IDENTITY, "cus_C") is True
+    users = CognitoUserDirectory(checking_aws["pool"], REGION, client=signed(COGNITO_USER_POOLS))
+    ada = users.lookup(Identity(sub=checking_aws["sub"], user_pool_id=checking_aws["pool"], token_use="access",
+                                client_id="c", username="ada"))
+    assert ada.enabled and ada.profile.email == "ada@example.com" and ada.profile.email_verified
 
 
 def test_a_wrong_signature_is_refused(checking_aws, signed):

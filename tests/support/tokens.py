@@ -109,3 +109,22 @@ def hs256_token(payload: dict, secret: bytes, *, kid: str) -> str:
     body = b64url(json.dumps(payload).encode())
     signature = hmac.new(secret, f"{header}.{body}".encode(), hashlib.sha256).digest()
     return f"{header}.{body}.{b64url(signature)}"
+
+
+def moto_signed(claims: dict) -> str:
+    """A token signed with moto's Cognito key (served at moto's JWKS URL): the shape is ours to choose, so
+    real-Cognito-shaped tokens (Hosted UI scopes, boolean email_verified) verify against the local pool."""
+    from moto.utilities.utils import load_resource
+
+    jwk = load_resource("cognitoidp/resources/jwks-private.json")
+    return jwt.encode(claims, jwt.PyJWK(jwk, algorithm="RS256").key, algorithm="RS256", headers={"kid": jwk["kid"]})
+
+
+def hosted_ui_access_token(*, issuer: str, client_id: str, sub: str, username: str,
+                           scope: str = "openid email", lifetime: int = 3600) -> str:
+    """An access token as the Hosted UI issues it for the README's scopes: no email, no admin scope."""
+    now = int(time.time())
+    return moto_signed({"sub": sub, "iss": issuer, "client_id": client_id, "origin_jti": str(uuid.uuid4()),
+                        "event_id": str(uuid.uuid4()), "token_use": "access", "scope": scope,
+                        "auth_time": now, "exp": now + lifetime, "iat": now, "jti": str(uuid.uuid4()),
+                        "username": username, "version": 2})

@@ -48,10 +48,11 @@ def test_function_environment_is_a_valid_configuration(template):
     assert settings.allowed_return_urls == ("https://www.example.com", "https://www.example.com/help/")
     contract = {"STRIPE_SECRET_ID", "STRIPE_MODE", "COGNITO_USER_POOL_ID", "COGNITO_CLIENT_IDS", "COGNITO_JWKS_URL",
                 "CUSTOMERS_TABLE", "ALLOW_CUSTOMER_CREATION", "MATCH_EXISTING_BY_EMAIL", "RETURN_URL",
-                "ALLOWED_RETURN_URLS", "PORTAL_CONFIGURATION_ID", "ALLOW_CUSTOM_JWKS_URL"}
+                "ALLOWED_RETURN_URLS", "PORTAL_CONFIGURATION_ID", "ALLOW_CUSTOM_JWKS_URL", "CHECK_USER_STATUS"}
     assert contract <= set(env)
     assert "STRIPE_API_BASE" not in env  # local stand-ins only, never in a deployment
     assert env["ALLOW_CUSTOM_JWKS_URL"] == "false"  # a foreign JWKS host is refused unless asked for
+    assert settings.check_user_status is True  # disabled and deleted users are refused by default
     samples.update(CognitoDomain="https://login.example.com", CallbackUrl="https://api.example.com/portal/callback",
                    AllowedOrigins="https://www.example.com")
     env = {k: resolve(v, template, samples) for k, v in fn["Environment"]["Variables"].items()}
@@ -102,7 +103,11 @@ def test_iam_is_least_privilege(template):
     policies = template["Resources"]["PortalFunction"]["Properties"]["Policies"]
     statements = [s for p in policies for s in p["Statement"]]
     by_sid = {s["Sid"]: s for s in statements}
-    assert set(by_sid) == {"ReadStripeKey", "CustomerMapping"}
+    assert set(by_sid) == {"ReadStripeKey", "CustomerMapping", "LookUpUsers"}
+    assert by_sid["LookUpUsers"]["Action"] == "cognito-idp:AdminGetUser"
+    assert by_sid["LookUpUsers"]["Resource"] == {"Fn::Sub": [
+        "arn:${AWS::Partition}:cognito-idp:${PoolRegion}:${AWS::AccountId}:userpool/${CognitoUserPoolId}",
+        {"PoolRegion": {"Fn::Select": [0, {"Fn::Split": ["_", {"Ref": "CognitoUserPoolId"}]}]}}]}  # one pool
     assert by_sid["ReadStripeKey"]["Action"] == "secretsmanager:GetSecretValue"
     assert by_sid["ReadStripeKey"]["Resource"] == [
         {"Fn::If": ["CreateStripeSecret", {"Ref": "StripeApiKeySecret"}, {"Ref": "ExistingStripeSecretArn"}]},
@@ -134,7 +139,7 @@ def test_parameters_are_described_and_constrained(template):
     for name, parameter in template["Parameters"].items():
         assert parameter.get("Description"), name
     assert template["Parameters"]["StripeMode"]["AllowedValues"] == ["test", "live"]
-    for flag in ("AllowCustomerCreation", "MatchExistingByEmail", "AllowCustomJwksUrl"):
+    for flag in ("AllowCustomerCreation", "MatchExistingByEmail", "AllowCustomJwksUrl", "CheckUserStatus"):
         assert template["Parameters"][flag]["AllowedValues"] == ["true", "false"]
 
 

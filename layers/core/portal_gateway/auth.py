@@ -40,6 +40,7 @@ class Identity:
     user_pool_id: str
     token_use: str
     client_id: str
+    username: str | None = None  # "cognito:username" (ID token) or "username" (access token)
     email: str | None = None
     email_verified: bool = False
     name: str | None = None
@@ -176,11 +177,13 @@ class CognitoJwtVerifier:
         if not isinstance(sub, str) or not sub:
             raise InvalidToken("missing_claim")
         email = claims.get("email") if token_use == "id" else None
+        username = claims.get("cognito:username" if token_use == "id" else "username")
         return Identity(
             sub=sub,
             user_pool_id=self.user_pool_id,
             token_use=token_use,
             client_id=client_id,
+            username=username if isinstance(username, str) and username else None,
             email=email if isinstance(email, str) and email else None,
             email_verified=token_use == "id" and is_verified_flag(claims.get("email_verified")),
             name=claims.get("name") if isinstance(claims.get("name"), str) else None,

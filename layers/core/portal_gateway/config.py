@@ -44,6 +44,7 @@ class Settings:
     jwt_leeway_seconds: int = 30
     jwks_timeout_seconds: float = 3.0
     allowed_origins: tuple[str, ...] = ()
+    check_user_status: bool = True
     cognito_domain: str | None = None
     oauth_client_id: str | None = None
     callback_url: str | None = None
@@ -124,6 +125,7 @@ class Settings:
             stripe_api_base=api_base,
             allow_customer_creation=_bool(env, "ALLOW_CUSTOMER_CREATION", True),
             match_existing_by_email=_bool(env, "MATCH_EXISTING_BY_EMAIL", True),
+            check_user_status=_bool(env, "CHECK_USER_STATUS", True),
             portal_configuration_id=config_id,
             stripe_key_ttl_seconds=_number(env, "STRIPE_KEY_TTL_SECONDS", 300, int, 0, 3600),
             stripe_timeout_seconds=_number(env, "STRIPE_TIMEOUT_SECONDS", 4.0, float, 0.5, 30),

@@ -7,13 +7,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
 from .auth import CognitoJwtVerifier, Identity, JwksCache
-from .aws import CognitoProfileReader, CustomerMappingStore, Profile, SecretsManagerReader, profile_from_identity
+from .aws import CognitoUserDirectory, CustomerMappingStore, Profile, SecretsManagerReader, profile_from_identity
 from .billing import StripeBilling
 from .config import Settings
 from .customers import CustomerResolver
 from .errors import CustomerMissing, StripeAccountMismatch, StripeKeyPermissions, StripeUnavailable
 from .portal import SUBSCRIPTION_FLOWS, ReturnUrlPolicy, choose_flow, choose_locale, flow_data
 from .stripe_key import StripeKeyProvider
+from .users import UserLookups
 
 if TYPE_CHECKING:
     from .oauth import HostedUiLogin
@@ -37,7 +38,7 @@ class PortalService:
         verifier: CognitoJwtVerifier,
         resolver: CustomerResolver,
         billing: StripeBilling,
-        read_profile: Callable[[str], Profile],
+        users: UserLookups,
         count: Callable[[str], None] = lambda name: None,
         on_identity: Callable[[Identity], None] = lambda identity: None,
         login: "HostedUiLogin | None" = None,
@@ -47,7 +48,7 @@ class PortalService:
         self.verifier = verifier
         self.resolver = resolver
         self.billing = billing
-        self.read_profile = read_profile
+        self.users = users
         self.return_policy = ReturnUrlPolicy(settings.return_url, settings.allowed_return_urls)
         self._count = count
         self._on_identity = on_identity
@@ -62,13 +63,16 @@ class PortalService:
         self.billing.prefetch_key()  # cold start: overlap the Secrets Manager read with the checks below
         identity = self.verifier.verify(token, nonce=nonce)
         self._on_identity(identity)
+        if self.settings.check_user_status:
+            self.users.confirm_active(identity)  # a disabled or deleted user is refused (401) before anything
         return_url = self.return_policy.choose(options.return_to)
         locale = choose_locale(options.locale, options.accept_language)
         flow = choose_flow(options.flow)
 
         def load_profile() -> Profile:
-            # Only needed on a first visit. An access token carries no email: ask Cognito with that token.
-            return profile_from_identity(identity) if identity.token_use == "id" else self.read_profile(token)
+            # Only needed on a first visit. An access token carries no email: Cognito's answer has it (the one
+            # the status check just got, when it is on).
+            return profile_from_identity(identity) if identity.token_use == "id" else self.users.get(identity).profile
 
         resolution = self.resolver.resolve(identity, load_profile)
         try:
@@ -178,7 +182,7 @@ def build_service(
         verifier=verifier,
         resolver=resolver,
         billing=billing,
-        read_profile=CognitoProfileReader(settings.region),  # the pool's region
+        users=UserLookups(CognitoUserDirectory(settings.user_pool_id, settings.region)),  # the pool's region
         count=count,
         on_identity=on_identity,
     )
