@@ -30,6 +30,15 @@ from urllib.parse import quote, urlsplit
 
 import urllib3
 
+from .aws_endpoints import (  # noqa: F401 - re-exported: the services are named through this module
+    COGNITO_USER_POOLS,
+    DYNAMODB,
+    SECRETS_MANAGER,
+    EndpointError,
+    Service,
+    endpoint_for,
+)
+
 USER_AGENT = "stripe-portal-gateway"
 THROTTLING_CODES = frozenset({
     "Throttling", "ThrottlingException", "ThrottledException", "RequestThrottledException",
@@ -39,20 +48,6 @@ THROTTLING_CODES = frozenset({
 })
 TRANSIENT_CODES = frozenset({"RequestTimeout", "RequestTimeoutException", "InternalError", "InternalFailure",
                              "ServiceUnavailable"})
-
-
-@dataclass(frozen=True)
-class Service:
-    signing_name: str  # also the endpoint prefix for the services here
-    target_prefix: str  # X-Amz-Target is "<prefix>.<Operation>"
-    json_version: str
-    endpoint_variable: str  # AWS_ENDPOINT_URL_<this>, as botocore names it
-
-
-SECRETS_MANAGER = Service("secretsmanager", "secretsmanager", "1.1", "SECRETS_MANAGER")
-DYNAMODB = Service("dynamodb", "DynamoDB_20120810", "1.0", "DYNAMODB")
-COGNITO_USER_POOLS = Service("cognito-idp", "AWSCognitoIdentityProviderService", "1.1",
-                             "COGNITO_IDENTITY_PROVIDER")
 
 
 class AwsError(Exception):
@@ -124,7 +119,7 @@ def sign_v4(*, method: str, url: str, headers: dict[str, str], body: bytes, cred
     signed_names = ";".join(name for name, _ in canonical_headers)
     canonical_request = "\n".join([
         method,
-        quote(urlsplit(url).path or "/", safe="/~"),
+        quote(remove_dot_segments(urlsplit(url).path), safe="/~"),
         "",  # no query string: JSON-protocol requests carry everything in the body
         "".join(f"{name}:{value}\n" for name, value in canonical_headers),
         signed_names,
@@ -142,14 +137,21 @@ def sign_v4(*, method: str, url: str, headers: dict[str, str], body: bytes, cred
     return signed
 
 
-def endpoint_for(service: Service, region: str) -> str:
-    configured = (os.environ.get(f"AWS_ENDPOINT_URL_{service.endpoint_variable}")
-                  or os.environ.get("AWS_ENDPOINT_URL"))
-    if configured and os.environ.get("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "").lower() != "true":
-        return configured.rstrip("/") + "/"
-    fips = "-fips" if os.environ.get("AWS_USE_FIPS_ENDPOINT", "").lower() == "true" else ""
-    suffix = "amazonaws.com.cn" if region.startswith("cn-") else "amazonaws.com"
-    return f"https://{service.signing_name}{fips}.{region}.{suffix}/"
+def remove_dot_segments(path: str) -> str:
+    """The canonical path as botocore signs it: RFC 3986 dot segments removed, and (AWS's own rule)
+    consecutive slashes collapsed."""
+    if not path:
+        return "/"
+    segments: list[str] = []
+    for segment in path.split("/"):
+        if segment == "..":
+            if segments:
+                segments.pop()
+        elif segment and segment != ".":
+            segments.append(segment)
+    first = "/" if path.startswith("/") else ""
+    last = "/" if path.endswith("/") and segments else ""
+    return first + "/".join(segments) + last
 
 
 _pool: urllib3.PoolManager | None = None
@@ -190,7 +192,10 @@ class AwsJsonClient:
     def call(self, operation: str, params: dict[str, Any], *, signed: bool = True) -> dict[str, Any]:
         """`signed=False` for operations authorised by a token in the body (Cognito GetUser)."""
         region = self.region
-        url = endpoint_for(self.service, region)
+        try:
+            url = endpoint_for(self.service, region)
+        except EndpointError as exc:
+            raise AwsUnreachable(f"no endpoint: {exc}") from None
         body = json.dumps(params, separators=(",", ":")).encode("utf-8")
         for attempt in range(1, self._max_attempts + 1):
             try:
@@ -234,16 +239,23 @@ _XML_CODE = re.compile(rb"<Code>([A-Za-z0-9.]{1,100})</Code>")
 
 
 def _error_code(header: str | None, data: bytes, status: int) -> str:
-    # "__type" may be "com.amazonaws.dynamodb.v20120810#ConditionalCheckFailedException"; the header may
-    # carry ":<doc url>" after the code. Some front ends (and moto's IAM checks) answer in XML instead.
-    code = (header or "").split(":", 1)[0]
+    """The error code as botocore's JSON parser reads it: the body's "__type", cut at ":" (a documentation
+    URL may follow) and after "#" ("com.amazonaws.dynamodb.v20120810#ConditionalCheckFailedException").
+    Only without one: the x-amzn-ErrorType header, then an XML <Code> (some front ends, and moto's IAM
+    checks, answer in XML), then "Http<status>" where botocore would give the bare status."""
+    code = ""
+    try:
+        body = json.loads(data) if data else {}
+        if isinstance(body, dict) and isinstance(body.get("__type"), str):
+            code = body["__type"]
+    except (ValueError, UnicodeDecodeError):
+        pass
     if not code:
-        try:
-            code = str(json.loads(data).get("__type", ""))
-        except (ValueError, AttributeError):
-            found = _XML_CODE.search(data)
-            code = found.group(1).decode() if found else ""
-    return code.rsplit("#", 1)[-1] or f"Http{status}"
+        code = header or ""
+    if not code:
+        found = _XML_CODE.search(data)
+        code = found.group(1).decode() if found else ""
+    return code.split(":", 1)[0].rsplit("#", 1)[-1] or f"Http{status}"
 
 
 def _retryable(error: AwsError) -> bool:

@@ -11,8 +11,10 @@ from dataclasses import dataclass
 from typing import Mapping
 from urllib.parse import urlsplit
 
+from .aws_endpoints import COGNITO_USER_POOLS, DYNAMODB, SECRETS_MANAGER, EndpointError, cognito_issuer, endpoint_for
+
 STRIPE_MODES = ("test", "live")
-_POOL_ID = re.compile(r"^(?P<region>[a-z]{2}(?:-[a-z]+)+-\d)_[0-9A-Za-z]+$")
+_POOL_ID = re.compile(r"^(?P<region>[a-z]{2,4}(?:-[a-z]+)+-\d+)_[0-9A-Za-z]+$")
 _CLIENT_ID = re.compile(r"^[0-9A-Za-z]{1,128}$")
 _LOOPBACK = ("localhost", "127.0.0.1", "::1")
 _TRUE = {"true", "1", "yes", "on"}
@@ -62,7 +64,8 @@ class Settings:
         match = _POOL_ID.match(pool_id)
         if not match:
             raise ConfigError("COGNITO_USER_POOL_ID must look like '<region>_<id>', e.g. 'eu-west-1_AbCdEf123'")
-        issuer = f"https://cognito-idp.{match.group('region')}.amazonaws.com/{pool_id}"
+        _check_endpoints(env, match.group("region"))
+        issuer = cognito_issuer(pool_id, match.group("region"))
         client_ids = _csv(env, "COGNITO_CLIENT_IDS")
         if not client_ids:
             raise ConfigError("COGNITO_CLIENT_IDS is required: the app client id(s) allowed to call the portal")
@@ -133,6 +136,20 @@ class Settings:
             jwt_leeway_seconds=_number(env, "JWT_LEEWAY_SECONDS", 30, int, 0, 300),
             jwks_timeout_seconds=_number(env, "JWKS_TIMEOUT_SECONDS", 3.0, float, 0.2, 10),
         )
+
+
+def _check_endpoints(env: Mapping[str, str], pool_region: str) -> None:
+    """Every AWS endpoint the function will call must be resolvable now, not at the first click: the pool's
+    region (Cognito) and the function's own (Secrets Manager, DynamoDB; Lambda sets AWS_REGION)."""
+    own_region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
+    checks = [(COGNITO_USER_POOLS, pool_region)]
+    if own_region:
+        checks += [(SECRETS_MANAGER, own_region), (DYNAMODB, own_region)]
+    try:
+        for service, region in checks:
+            endpoint_for(service, region, env)
+    except EndpointError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _required(env: Mapping[str, str], name: str) -> str:
