@@ -11,7 +11,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test unit functional e2e template lint-template build scan bench chromium clean
+.PHONY: run test lint unit functional e2e template lint-template build scan bench chromium clean
 
 $(VENV)/.installed: requirements-dev.txt layers/core/requirements.txt pyproject.toml
 	@test -n "$(PYTHON313)" || { echo "Python 3.13 not found (set PYTHON313=/path/to/python3.13)"; exit 1; }
@@ -37,12 +37,16 @@ run: $(VENV)/.installed
 	$(VENV)/bin/python -m devstack
 
 test: $(VENV)/.installed $(SAM_VENV)/.installed $(SCAN_VENV)/.installed chromium
+	$(VENV)/bin/ruff check .
 	$(VENV)/bin/python -m pytest
 	$(MAKE) lint-template build scan
 
 # Benchmark against the naive baseline; prints a markdown table (not part of `make test`).
 bench: $(VENV)/.installed
 	$(VENV)/bin/python bench/run.py
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
 
 scan: $(SCAN_VENV)/.installed
 	SCAN_VENV=$(SCAN_VENV) scripts/security-scan.sh

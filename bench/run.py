@@ -247,7 +247,7 @@ def main() -> int:
         return f"{counted['stripe']} Stripe, {counted['aws']} AWS, {counted['jwks']} JWKS"
 
     rows = [
-        ("Cold start: import + first request (median of %d)" % args.runs, ms(cold_ours), ms(cold_base),
+        (f"Cold start: import + first request (median of {args.runs})", ms(cold_ours), ms(cold_base),
          f"{cold_ours / cold_base:.2f}x"),
         ("Cold start: whole process incl. interpreter", ms(wall_ours), ms(wall_base), f"{wall_ours / wall_base:.2f}x"),
         ("  of which importing the handler", ms(statistics.median(c["import_s"] for c in ours["colds"])),
@@ -279,7 +279,7 @@ def main() -> int:
         ("Outbound calls, returning user, status check due (once a minute)", calls("ours", "status_due"),
          calls("baseline", "status_due"), ""),
         ("Outbound calls, new user (warm)", calls("ours", "new"), calls("baseline", "new"), ""),
-        ("Peak RSS after %d warm requests" % args.requests, f"{ours['warm']['max_rss_kb'] / 1024:.0f} MB",
+        (f"Peak RSS after {args.requests} warm requests", f"{ours['warm']['max_rss_kb'] / 1024:.0f} MB",
          f"{base['warm']['max_rss_kb'] / 1024:.0f} MB", ""),
     ]
     sam_layer = ROOT / ".aws-sam/build/CoreLayer"
@@ -289,7 +289,8 @@ def main() -> int:
                      f"{directory_size(sam_layer) / 2**20:.1f} MB / {zipped_size(sam_layer) / 2**20:.1f} MB", "", ""))
         rows.append(("Built function (sam build)", f"{directory_size(sam_function) / 1024:.0f} KB unzipped", "", ""))
     print(f"\nMeasured {time.strftime('%Y-%m-%d')} on {os.uname().machine}, Python {sys.version.split()[0]}, "
-          f"{args.requests} warm requests, Stripe stand-in at zero latency unless a row says otherwise, moto for AWS.\n")
+          f"{args.requests} warm requests, Stripe stand-in at zero latency unless a row says otherwise, "
+          "moto for AWS.\n")
     print("| Measure | Ours | Naive baseline | Ours / baseline |")
     print("|---|---|---|---|")
     for row in rows:

@@ -77,7 +77,7 @@ class LocalStack:
         self._closers: list = []
         self.notes: list[str] = []
 
-    def start(self) -> "LocalStack":
+    def start(self) -> LocalStack:
         moto = MotoServer(self.host, _port("MOTO", 5055))
         self._closers.append(moto.stop)
         real_stripe_key = os.environ.get("STRIPE_API_KEY", "").strip()

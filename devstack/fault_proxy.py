@@ -141,4 +141,5 @@ def _scope_refusal(body: bytes) -> AwsFault | None:
         return AwsFault(match="", status=400, error_type="NotAuthorizedException")
     if ADMIN_SCOPE in scopes:
         return None
-    return AwsFault(match="", status=400, error_type="NotAuthorizedException")  # "Access Token does not have required scopes"
+    # Cognito's message: "Access Token does not have required scopes"
+    return AwsFault(match="", status=400, error_type="NotAuthorizedException")

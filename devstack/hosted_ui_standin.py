@@ -62,7 +62,7 @@ class HostedUiStandin:
         self.base_url = f"http://{host}:{self.httpd.server_address[1]}"
         self._thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
 
-    def start(self) -> "HostedUiStandin":
+    def start(self) -> HostedUiStandin:
         self._thread.start()
         return self
 
@@ -116,7 +116,8 @@ class HostedUiStandin:
                          for k, v in params.items())
         users = "".join(f'<option value="{html.escape(u)}">{html.escape(u)}</option>'
                         for u in self.environment.users)
-        cancel = f"/cancel?{urlencode({'redirect_uri': params.get('redirect_uri', ''), 'state': params.get('state', '')})}"
+        back = {"redirect_uri": params.get("redirect_uri", ""), "state": params.get("state", "")}
+        cancel = f"/cancel?{urlencode(back)}"
         return self._page(
             f"<h1>Sign in</h1><p id=error style='color:#b00'>{html.escape(error)}</p>"
             f"<form method=post action=/login>{hidden}"

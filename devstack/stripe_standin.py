@@ -130,7 +130,7 @@ class StripeStandin:
                                         daemon=True)
 
     # --- lifecycle and test controls ------------------------------------------------------------------
-    def start(self) -> "StripeStandin":
+    def start(self) -> StripeStandin:
         self._thread.start()
         return self
 
@@ -208,7 +208,8 @@ class StripeStandin:
         with self.lock:
             self._find_customer(customer_id)["deleted"] = True
 
-    def customers(self, mode: str = "test", include_deleted: bool = False, account: Account | None = None) -> list[dict]:
+    def customers(self, mode: str = "test", include_deleted: bool = False,
+                  account: Account | None = None) -> list[dict]:
         with self.lock:
             return [dict(c) for c in (account or self.account).customers.values()
                     if c["livemode"] == (mode == "live") and (include_deleted or not c.get("deleted"))]
@@ -339,7 +340,8 @@ class StripeStandin:
             ("GET", "billing_portal"): "portal_read",
             ("GET", "subscriptions"): "subscriptions_read",
         }.get((method, parts[1] if len(parts) > 1 else ""))
-        if "data.subscriptions" in (params.get("expand") or []) and not self._granted("subscriptions_read", permissions):
+        expands_subscriptions = "data.subscriptions" in (params.get("expand") or [])
+        if expands_subscriptions and not self._granted("subscriptions_read", permissions):
             return 403, _error("invalid_request_error", "The provided key does not have the required permissions "
                                                         "to expand subscriptions.")
         if needs is None:

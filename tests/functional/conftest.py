@@ -13,6 +13,7 @@ import pytest
 from devstack.aws_standin import MotoServer, provision
 from devstack.http_api import build_event, load_handler_module, new_context
 from devstack.stripe_standin import StripeStandin, fake_key
+from tests.support.local_stack import local_stack  # noqa: F401 - fixture (module-scoped: one stack per module)
 
 RETURN_URL = "https://shop.example.com/account"
 PASSWORD = "Correct-Horse-9"

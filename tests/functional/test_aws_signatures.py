@@ -18,13 +18,13 @@ import urllib.request
 
 import boto3
 import pytest
-
-from devstack.cfn import load_template
 from portal_gateway.auth import Identity
 from portal_gateway.aws import CognitoUserDirectory, CustomerMappingStore, SecretsManagerReader
 from portal_gateway.aws_json import COGNITO_USER_POOLS, DYNAMODB, SECRETS_MANAGER, AwsJsonClient, Credentials
 from portal_gateway.errors import MappingStoreUnavailable
 from portal_gateway.stripe_key import SecretUnreadable
+
+from devstack.cfn import load_template
 
 REGION = "us-east-1"
 SETUP_ACTIONS = 9  # moto lets this many requests through unchecked: the setup below, then checks everything

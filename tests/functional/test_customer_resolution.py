@@ -30,7 +30,8 @@ def test_email_match_ignores_case_of_the_stored_address(gateway, user, stripe_st
 
 def test_customer_owned_by_another_user_is_never_matched(gateway, user, stripe_standin, stack):
     other = stripe_standin.add_customer(email="ada@example.com",
-                                        metadata={"cognito_sub": "someone-else", "cognito_user_pool": stack.user_pool_id})
+                                        metadata={"cognito_sub": "someone-else",
+                                                  "cognito_user_pool": stack.user_pool_id})
     other_pool = stripe_standin.add_customer(email="ada@example.com",
                                              metadata={"cognito_user_pool": "us-east-1_OtherPool"})
     sub, tokens = user(email="ada@example.com")

@@ -6,7 +6,6 @@ import urllib.parse
 import urllib.request
 
 from tests.support.hosted_ui_client import fetch, sign_in
-from tests.support.local_stack import local_stack  # noqa: F401 - fixture
 
 
 def test_banner_names_every_stand_in(local_stack):

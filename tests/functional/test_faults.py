@@ -129,7 +129,7 @@ def test_slow_jwks_is_a_bounded_503(gateway, user, proxy, stack):
     assert reply.status == 503 and reply.json["error"] == "auth_unavailable"
 
 
-# --- rotation under way ------------------------------------------------------------------------------------------------
+# --- rotation under way ---------------------------------------------------------------------------------------
 def test_key_rejected_mid_flight_on_create_is_retried_with_new_key_without_duplicate(gateway, user, stack,
                                                                                       stripe_standin):
     _, tokens = user()

@@ -9,11 +9,11 @@ import uuid
 from pathlib import Path
 
 import pytest
+from portal_gateway import admin
+from portal_gateway.rotation import RotationError
 
 from devstack.http_api import load_handler_module, new_context
 from devstack.stripe_standin import fake_key
-from portal_gateway import admin
-from portal_gateway.rotation import RotationError
 
 ROOT = Path(__file__).resolve().parents[2]
 STEPS = ("createSecret", "setSecret", "testSecret", "finishSecret")
@@ -52,7 +52,8 @@ def current_version(stack) -> str:
 
 # --- rotation -------------------------------------------------------------------------------------------------
 def test_valid_staged_key_goes_live(rotation, stack, stripe_standin):
-    new_key = stripe_standin.add_key(fake_key("rk", "test"), frozenset({"customers_write", "portal_write", "account_read"}))
+    new_key = stripe_standin.add_key(fake_key("rk", "test"),
+                                     frozenset({"customers_write", "portal_write", "account_read"}))
     old_version = current_version(stack)
     token = stage(stack, new_key)
     rotation(token)
@@ -67,8 +68,10 @@ def test_valid_staged_key_goes_live(rotation, stack, stripe_standin):
 @pytest.mark.parametrize("make_key, reason", [
     (lambda s: s.add_key(fake_key("sk", "live")), "live-mode key"),
     (lambda s: fake_key("sk", "test"), "rejected the key"),  # unknown to Stripe: revoked or mistyped
-    (lambda s: s.add_key(fake_key("rk", "test"), frozenset({"customers_write", "account_read"})), "Customer portal write"),
-    (lambda s: s.add_key(fake_key("rk", "test"), frozenset({"customers_read", "portal_write", "account_read"})), "Customers write"),
+    (lambda s: s.add_key(fake_key("rk", "test"), frozenset({"customers_write", "account_read"})),
+     "Customer portal write"),
+    (lambda s: s.add_key(fake_key("rk", "test"), frozenset({"customers_read", "portal_write", "account_read"})),
+     "Customers write"),
     (lambda s: "pk_test_" + "x" * 24, "publishable"),
 ])
 def test_refused_key_never_goes_live(rotation, stack, stripe_standin, make_key, reason, capsys):

@@ -7,11 +7,18 @@ from __future__ import annotations
 import json
 
 import pytest
+from portal_gateway.key_check import check_stripe_key
 
 from devstack.stripe_standin import Fault, fake_key
-from portal_gateway.key_check import check_stripe_key
-from tests.support.stripe_reference import (OPERATIONS, Exchange, check_error, check_request, check_response,
-                                            operation_name, problems_in)
+from tests.support.stripe_reference import (
+    OPERATIONS,
+    Exchange,
+    check_error,
+    check_request,
+    check_response,
+    operation_name,
+    problems_in,
+)
 
 
 def exchanges(stripe_standin) -> list[Exchange]:
@@ -78,7 +85,8 @@ def test_the_reference_refuses_what_stripe_would_not_send_or_accept():
         ["created: 1760000000123 is not whole Unix seconds"]
     assert check_response("POST", "/v1/customers", 200, {k: v for k, v in customer.items() if k != "livemode"}) == \
         ["livemode: required field missing"]
-    assert check_response("GET", "/v1/customers/cus_1", 200, {"id": "cus_1", "object": "customer", "deleted": True}) == []
+    deleted = {"id": "cus_1", "object": "customer", "deleted": True}
+    assert check_response("GET", "/v1/customers/cus_1", 200, deleted) == []
     assert check_response("GET", "/v1/subscriptions", 200, {"object": "list", "data": [{"id": "sub_1"}],
                                                              "has_more": False, "url": "/v1/subscriptions"})
     assert check_error({"error": {"type": "rate_limit_error", "message": "Too many requests."}})

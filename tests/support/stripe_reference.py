@@ -39,8 +39,10 @@ _SECONDS_UNTIL = 10**10  # a Unix time in milliseconds is past this; one in seco
 OPERATIONS: list[tuple[str, str, str, str]] = [
     ("GET", r"/v1/account", "stripe.params._account_retrieve_current_params.AccountRetrieveCurrentParams",
      "stripe._account.Account"),
-    ("GET", r"/v1/customers", "stripe.params._customer_list_params.CustomerListParams", "list:stripe._customer.Customer"),
-    ("POST", r"/v1/customers", "stripe.params._customer_create_params.CustomerCreateParams", "stripe._customer.Customer"),
+    ("GET", r"/v1/customers", "stripe.params._customer_list_params.CustomerListParams",
+     "list:stripe._customer.Customer"),
+    ("POST", r"/v1/customers", "stripe.params._customer_create_params.CustomerCreateParams",
+     "stripe._customer.Customer"),
     ("GET", r"/v1/customers/[^/]+", "stripe.params._customer_retrieve_params.CustomerRetrieveParams",
      "stripe._customer.Customer"),
     ("POST", r"/v1/customers/[^/]+", "stripe.params._customer_update_params.CustomerUpdateParams",
@@ -155,12 +157,12 @@ def _check_param_value(annotation, value, where: str) -> list[str]:
     if origin is typing.Literal or origin is typing_extensions.Literal:
         allowed = [str(a).lower() if isinstance(a, bool) else str(a) for a in typing.get_args(annotation)]
         return [] if value in allowed else [f"{where}: {value!r:.40} is not one of {allowed}"]
-    if origin in (list, typing.List):
+    if origin in (list, list):
         if not isinstance(value, list):
             return [f"{where}: expected a list"]
         (item,) = typing.get_args(annotation)
         return [p for index, entry in enumerate(value) for p in _check_param_value(item, entry, f"{where}[{index}]")]
-    if origin in (dict, typing.Dict) or annotation in (dict, typing.Dict):
+    if origin in (dict, dict) or annotation in (dict, dict):
         return [] if isinstance(value, dict) or value == "" else [f"{where}: expected an object"]
     if isinstance(annotation, type) and typing_extensions.is_typeddict(annotation):
         return _check_params(annotation, value, f"{where}.")
@@ -171,7 +173,8 @@ def _check_param_value(annotation, value, where: str) -> list[str]:
     if annotation is bool:
         return [] if value in ("true", "false") else [f"{where}: expected true or false"]
     if annotation is float:
-        return [] if isinstance(value, str) and re.fullmatch(r"-?\d+(\.\d+)?", value) else [f"{where}: expected a number"]
+        number = isinstance(value, str) and re.fullmatch(r"-?\d+(\.\d+)?", value)
+        return [] if number else [f"{where}: expected a number"]
     return []
 
 
@@ -216,7 +219,8 @@ def _check_object(cls: type, value: typing.Any, where: str) -> list[str]:
                 problems.append(f"{where}{name}: required field missing")
             continue
         problems += _check_value(annotation, value[name], f"{where}{name}")
-        if name in STRIPE_SPEC_FACTS["unix_time_fields"] and isinstance(value[name], int) and value[name] > _SECONDS_UNTIL:
+        timestamp = name in STRIPE_SPEC_FACTS["unix_time_fields"] and isinstance(value[name], int)
+        if timestamp and value[name] > _SECONDS_UNTIL:
             problems.append(f"{where}{name}: {value[name]} is not whole Unix seconds")
     return problems
 
@@ -234,7 +238,7 @@ def _check_value(annotation, value, where: str) -> list[str]:
     if origin is typing.Literal or origin is typing_extensions.Literal:
         allowed = typing.get_args(annotation)
         return [] if value in allowed else [f"{where}: {value!r:.40} is not one of {list(allowed)}"]
-    if origin in (list, typing.List):
+    if origin in (list, list):
         if not isinstance(value, list):
             return [f"{where}: expected a list"]
         (item,) = typing.get_args(annotation)
@@ -248,7 +252,7 @@ def _check_value(annotation, value, where: str) -> list[str]:
             problems += [p for index, entry in enumerate(value.get("data") or [])
                          for p in _check_value(args[0], entry, f"{where}.data[{index}]")]
         return problems
-    if origin in (dict, typing.Dict, typing.Mapping) or annotation in (dict, typing.Dict):
+    if origin in (dict, dict, typing.Mapping) or annotation in (dict, dict):
         return [] if isinstance(value, dict) else [f"{where}: expected an object"]
     if isinstance(annotation, type) and issubclass(annotation, StripeObject):
         if getattr(annotation, "__name__", "") == "UntypedStripeObject":
@@ -261,7 +265,8 @@ def _check_value(annotation, value, where: str) -> list[str]:
     if annotation is int:
         return [] if isinstance(value, int) and not isinstance(value, bool) else [f"{where}: expected an integer"]
     if annotation is float:
-        return [] if isinstance(value, (int, float)) and not isinstance(value, bool) else [f"{where}: expected a number"]
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        return [] if number else [f"{where}: expected a number"]
     if annotation is str:
         return [] if isinstance(value, str) else [f"{where}: expected a string"]
     return []

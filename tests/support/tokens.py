@@ -31,7 +31,7 @@ def new_rsa_key() -> rsa.RSAPrivateKey:
     return rsa.generate_private_key(public_exponent=65537, key_size=2048)
 
 
-def throwaway_key() -> "SigningKey":
+def throwaway_key() -> SigningKey:
     """A key under a fresh kid; the RSA material is reused because generating it is slow."""
     if not _spare_rsa_keys:
         _spare_rsa_keys.append(new_rsa_key())

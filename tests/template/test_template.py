@@ -8,10 +8,10 @@ import re
 from pathlib import Path
 
 import pytest
+from portal_gateway.config import Settings
 
 from devstack.cfn import load_template
 from devstack.http_api import build_event
-from portal_gateway.config import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -5,18 +5,18 @@ from __future__ import annotations
 import time
 
 import pytest
-
 from portal_gateway.auth import CognitoJwtVerifier, JwksCache
 from portal_gateway.errors import AuthUnavailable, InvalidToken
+
 from tests.support.http import JsonServer
 from tests.support.tokens import (
     CLIENT_ID,
     ISSUER,
     POOL_ID,
     SigningKey,
-    throwaway_key,
     claims,
     hs256_token,
+    throwaway_key,
     unsigned_token,
 )
 
@@ -291,7 +291,6 @@ def _env(**extra):
 
 def test_a_jwks_url_on_another_host_is_refused_unless_allowed_on_purpose():
     import pytest
-
     from portal_gateway.config import ConfigError, Settings
 
     foreign = "https://keys.attacker.example/jwks.json"

@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import json
 
-import pytest
 import botocore.session
+import pytest
 from botocore.model import ServiceModel
 from botocore.parsers import create_parser
-
 from portal_gateway import aws_json
 from portal_gateway.aws_endpoints import (
     COGNITO_USER_POOLS,
@@ -22,6 +21,7 @@ from portal_gateway.aws_endpoints import (
     endpoint_for,
 )
 from portal_gateway.config import ConfigError, Settings
+
 from tests.support.botocore_endpoints import botocore_endpoint, every_region, partitions
 from tests.unit.test_aws_json import NOW, botocore_authorization
 

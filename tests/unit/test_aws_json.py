@@ -13,7 +13,6 @@ import botocore.auth
 import botocore.credentials
 import pytest
 from botocore.awsrequest import AWSRequest
-
 from portal_gateway import aws_json
 from portal_gateway.aws_json import (
     DYNAMODB,
@@ -27,7 +26,7 @@ from portal_gateway.aws_json import (
     sign_v4,
 )
 
-NOW = datetime.datetime(2026, 11, 25, 9, 30, 5, tzinfo=datetime.timezone.utc)
+NOW = datetime.datetime(2026, 11, 25, 9, 30, 5, tzinfo=datetime.UTC)
 CREDENTIALS = Credentials("AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", "session-token/with+chars=")
 
 

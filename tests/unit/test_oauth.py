@@ -7,7 +7,6 @@ import hashlib
 import json
 
 import pytest
-
 from portal_gateway.oauth import (
     COOKIE_TTL_SECONDS,
     SECRET_TTL_SECONDS,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from portal_gateway.errors import BadRequest, ReturnUrlNotAllowed
 from portal_gateway.portal import ReturnUrlPolicy, choose_locale
 

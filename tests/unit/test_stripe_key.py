@@ -5,7 +5,6 @@ from __future__ import annotations
 import threading
 
 import pytest
-
 from portal_gateway.errors import StripeKeyUnavailable, StripeModeMismatch
 from portal_gateway.stripe_key import PLACEHOLDER, SecretUnreadable, StripeKeyProvider, key_mode, parse_stripe_key
 

@@ -17,8 +17,9 @@ import os
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, TextIO
+from typing import Any, TextIO
 
 from .key_check import AccountPins, Check, check_account_pin, check_stripe_key, passed
 

@@ -24,8 +24,9 @@ import re
 import threading
 import time
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import quote, urlsplit
 
 import urllib3
@@ -128,7 +129,7 @@ def sign_v4(*, method: str, url: str, headers: dict[str, str], body: bytes, cred
     scope = f"{amz_date[:8]}/{region}/{service}/aws4_request"
     string_to_sign = "\n".join(["AWS4-HMAC-SHA256", amz_date, scope,
                                 hashlib.sha256(canonical_request.encode("utf-8")).hexdigest()])
-    key = _hmac(f"AWS4{credentials.secret_key}".encode("utf-8"), amz_date[:8])
+    key = _hmac(f"AWS4{credentials.secret_key}".encode(), amz_date[:8])
     for part in (region, service, "aws4_request"):
         key = _hmac(key, part)
     signature = hmac.new(key, string_to_sign.encode("utf-8"), hashlib.sha256).hexdigest()
@@ -216,7 +217,7 @@ class AwsJsonClient:
         if signed:
             headers = sign_v4(method="POST", url=url, headers=headers, body=body, credentials=self._credentials(),
                               region=region, service=self.service.signing_name,
-                              now=datetime.datetime.now(datetime.timezone.utc))
+                              now=datetime.datetime.now(datetime.UTC))
         try:
             response = _shared_pool().request("POST", url, body=body, headers=headers, timeout=self._timeout,
                                               redirect=False, preload_content=True)

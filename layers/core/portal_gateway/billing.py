@@ -8,8 +8,9 @@ messages are never passed on to users; only their type, code and request id reac
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 from .errors import (
     CustomerMissing,
@@ -94,7 +95,8 @@ class StripeBilling:
         records = []
         for customer in page.data:
             subscriptions = getattr(customer, "subscriptions", None)
-            active = any(s.status in ACTIVE_SUBSCRIPTION_STATUSES for s in (subscriptions.data if subscriptions else []))
+            statuses = [s.status for s in (subscriptions.data if subscriptions else [])]
+            active = any(status in ACTIVE_SUBSCRIPTION_STATUSES for status in statuses)
             records.append(CustomerRecord(customer.id, int(customer.created), _plain(customer.metadata), active,
                                           getattr(customer, "email", None)))
         return records
@@ -162,7 +164,8 @@ class StripeBilling:
             self._on_key_refresh()
             if fresh is None:
                 logger.error("Stripe rejected the API key and the secret holds no newer key")
-                raise StripeKeyRejected(log_detail="Stripe rejected the API key; rotate it in Secrets Manager")
+                raise StripeKeyRejected(
+                    log_detail="Stripe rejected the API key; rotate it in Secrets Manager") from None
             logger.info("Stripe rejected the cached API key; retrying once with the key just read")
             try:
                 return self._attempt(operation, fresh)

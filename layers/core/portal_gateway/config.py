@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 from urllib.parse import urlsplit
 
 from .aws_endpoints import COGNITO_USER_POOLS, DYNAMODB, SECRETS_MANAGER, EndpointError, cognito_issuer, endpoint_for
@@ -57,7 +57,7 @@ class Settings:
         return _POOL_ID.match(self.user_pool_id).group("region")  # validated in from_env
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if environ is None else environ
         mode = _choice(env, "STRIPE_MODE", STRIPE_MODES)
         pool_id = _required(env, "COGNITO_USER_POOL_ID")

@@ -11,8 +11,9 @@ import json
 import logging
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Protocol
+from typing import Protocol
 
 from .auth import Identity
 from .aws import Profile
@@ -113,7 +114,8 @@ def creation_idempotency_key(identity: Identity, mode: str, replacing: str | Non
     # reused with other parameters for 24 h, so a profile changed after a failed mapping write would
     # otherwise be refused until then. A replacement (the old customer was deleted) gets its own key.
     parameters = json.dumps(fields, sort_keys=True, ensure_ascii=True)
-    material = f"stripe-portal-gateway:v2:{mode}:{identity.user_pool_id}:{identity.sub}:{replacing or 'first'}:{parameters}"
+    material = (f"stripe-portal-gateway:v2:{mode}:{identity.user_pool_id}:{identity.sub}:{replacing or 'first'}:"
+                f"{parameters}")
     return "spg-" + hashlib.sha256(material.encode()).hexdigest()[:48]
 
 

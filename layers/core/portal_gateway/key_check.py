@@ -62,7 +62,8 @@ def check_stripe_key(raw_secret_value: str, *, expected_mode: str, api_base: str
         checks.append(Check("Stripe accepts the key", True))
         checks.append(Check("permission: Customers read", True))
     except stripe.AuthenticationError:
-        return checks + [Check("Stripe accepts the key", False, "Stripe rejected the key (revoked, expired or mistyped)",
+        return checks + [Check("Stripe accepts the key", False,
+                               "Stripe rejected the key (revoked, expired or mistyped)",
                                "Copy the key again from the Stripe Dashboard")]
     except stripe.PermissionError:
         checks.append(Check("Stripe accepts the key", True))
@@ -99,7 +100,7 @@ def key_account(checks: list[Check]) -> str | None:
     return next((c.value for c in checks if c.name == ACCOUNT_CHECK and c.ok), None)
 
 
-def check_account_pin(checks: list[Check], pins: "AccountPins", mode: str) -> Check:
+def check_account_pin(checks: list[Check], pins: AccountPins, mode: str) -> Check:
     """Hold the key's account to the one this deployment is pinned to. The first key that passes every other
     check pins its account (set-up); after that a key of any other account is refused."""
     name = "same Stripe account as before"
@@ -182,7 +183,8 @@ def _probe(name: str, fix: str, call) -> Check:
 
 def _portal_configuration(client: stripe.StripeClient, mode: str, configuration_id: str | None) -> Check:
     name = "portal configuration"
-    fix = f"Save the customer portal settings in the Stripe Dashboard in {mode} mode (Settings > Billing > Customer portal)"
+    fix = (f"Save the customer portal settings in the Stripe Dashboard in {mode} mode "
+           "(Settings > Billing > Customer portal)")
     try:
         if configuration_id:
             config = client.v1.billing_portal.configurations.retrieve(configuration_id)

@@ -12,7 +12,8 @@ A refused key never becomes AWSCURRENT: the rotation stops at testSecret and AWS
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from botocore.exceptions import ClientError
 

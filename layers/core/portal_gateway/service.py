@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 from .auth import CognitoJwtVerifier, Identity, JwksCache
 from .aws import CognitoUserDirectory, CustomerMappingStore, Profile, SecretsManagerReader, profile_from_identity
@@ -41,7 +42,7 @@ class PortalService:
         users: UserLookups,
         count: Callable[[str], None] = lambda name: None,
         on_identity: Callable[[Identity], None] = lambda identity: None,
-        login: "HostedUiLogin | None" = None,
+        login: HostedUiLogin | None = None,
     ):
         self.settings = settings
         self.login = login  # None unless COGNITO_DOMAIN is configured

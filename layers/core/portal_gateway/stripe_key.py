@@ -12,7 +12,7 @@ import json
 import re
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from .errors import StripeKeyUnavailable, StripeModeMismatch
 
