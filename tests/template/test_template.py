@@ -81,10 +81,12 @@ def test_runtime_architecture_and_layer_build(template):
     assert template["Globals"]["Function"]["Runtime"] == "python3.13"
     assert template["Globals"]["Function"]["Architectures"] == ["arm64"]
     [layer] = resources_of(template, "AWS::Serverless::LayerVersion").values()
-    assert layer["Metadata"]["BuildMethod"] == "python3.13"
+    assert layer["Metadata"]["BuildMethod"] == "makefile" and layer["Metadata"]["BuildArchitecture"] == "arm64"
     content = ROOT / layer["Properties"]["ContentUri"]
     assert (content / "requirements.txt").is_file()
-    assert not (content / "python").exists(), "SAM adds python/ itself; a nested one breaks imports"
+    assert not (content / "python").exists(), "the build puts the package under python/; a nested one breaks imports"
+    makefile = (content / "Makefile").read_text()
+    assert "build-CoreLayer:" in makefile and "manylinux2014_aarch64" in makefile and "--python-version 3.13" in makefile
     fn = template["Resources"]["PortalFunction"]["Properties"]
     assert fn["Layers"] == [{"Ref": "CoreLayer"}]
 
