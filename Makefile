@@ -7,7 +7,9 @@ SAM_VENV := .venv-sam
 SAM := $(SAM_VENV)/bin/sam
 SCAN_VENV := .venv-scan
 export SAM_CLI_TELEMETRY := 0
-export PYTHON313  # the build Makefiles under layers/ and functions/ (run by sam build) use it too
+# The build Makefiles under layers/ and functions/ (run by sam build, in a scratch copy) use it too: pass the
+# interpreter itself, not a pyenv shim that needs this folder's .python-version.
+export PYTHON313 := $(shell $(PYTHON313) -c 'import sys; print(sys.executable)' 2>/dev/null)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)

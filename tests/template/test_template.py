@@ -86,7 +86,8 @@ def test_runtime_architecture_and_layer_build(template):
     assert (content / "requirements.txt").is_file()
     assert not (content / "python").exists(), "the build puts the package under python/; a nested one breaks imports"
     makefile = (content / "Makefile").read_text()
-    assert "build-CoreLayer:" in makefile and "manylinux2014_aarch64" in makefile and "--python-version 3.13" in makefile
+    for needed in ("build-CoreLayer:", "manylinux2014_aarch64", "--python-version 3.13", "compileall"):
+        assert needed in makefile
     fn = template["Resources"]["PortalFunction"]["Properties"]
     assert fn["Layers"] == [{"Ref": "CoreLayer"}]
 
