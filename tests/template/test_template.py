@@ -238,3 +238,56 @@ def test_every_error_code_is_documented_with_its_status(document):
     text = (ROOT / document).read_text()
     rows = {m.group(2): int(m.group(1)) for m in re.finditer(r"^\| (\d{3}) \| `([a-z_]+)` \|", text, re.M)}
     assert rows == STATUS_BY_CODE
+
+
+# --- parameter formats: a malformed value fails at deploy, not at the first click ------------------------------
+PARAMETER_SAMPLES = {
+    "CognitoUserPoolId": (["eu-west-1_AbCdEf123", "us-gov-west-1_X1", "eusc-de-east-1_Pool1", "cn-north-1_a"],
+                          ["", " eu-west-1_AbC", "eu-west-1", "eu-west-1_", "EU-WEST-1_abc", "eu-west-1_abc def"]),
+    "CognitoClientIds": (["abc123def456", "abc123,def456"], ["", "abc 123", "abc,", ",abc", "abc;def"]),
+    "ReturnUrl": (["https://www.example.com/account", "https://www.example.com"],
+                  ["", "http://www.example.com/", "www.example.com", "https://a.example/x,https://b.example/"]),
+    "AllowedReturnUrls": (["", "https://www.example.com", "https://a.example,https://b.example/help/"],
+                          ["http://a.example", "https://a.example/?x=1", "https://a.example, https://b.example"]),
+    "AllowedOrigins": (["", "https://www.example.com", "https://a.example,https://b.example"],
+                       ["https://a.example/path", "http://a.example", "a.example"]),
+    "CognitoDomain": (["", "https://myapp.auth.eu-west-1.amazoncognito.com", "login.example.com"],
+                      ["https://", "https://login example.com", "javascript:alert(1)"]),
+    "OAuthClientId": (["", "abc123"], ["abc,def", "abc 123"]),
+    "CallbackUrl": (["", "https://abc.execute-api.eu-west-1.amazonaws.com/portal/callback"],
+                    ["https://abc.execute-api.eu-west-1.amazonaws.com/portal", "http://x.example/portal/callback"]),
+    "CognitoJwksUrl": (["", "https://keys.example.com/jwks.json", "http://127.0.0.1:5000/p/.well-known/jwks.json"],
+                       ["http://keys.example.com/jwks.json", "ftp://x"]),
+    "ExistingStripeSecretArn": (["", "arn:aws:secretsmanager:eu-west-1:123456789012:secret:stripe-AbCdEf"],
+                                ["stripe-key", "arn:aws:s3:::bucket"]),
+    "PortalConfigurationId": (["", "bpc_1AbC"], ["bpc_", "cus_123"]),
+    "AlarmTopicArn": (["", "arn:aws:sns:eu-west-1:123456789012:alarms"], ["alarms"]),
+}
+
+
+def test_every_free_text_parameter_has_a_format_and_says_what_it_expects(template):
+    for name, parameter in template["Parameters"].items():
+        if parameter["Type"] == "String" and "AllowedValues" not in parameter:
+            assert parameter.get("AllowedPattern"), name
+            assert parameter.get("ConstraintDescription"), name
+            assert name in PARAMETER_SAMPLES, f"{name}: add samples to PARAMETER_SAMPLES"
+
+
+@pytest.mark.parametrize("name", sorted(PARAMETER_SAMPLES))
+def test_parameter_patterns_accept_good_values_and_refuse_bad_ones(template, name):
+    pattern = re.compile(template["Parameters"][name]["AllowedPattern"])
+    good, bad = PARAMETER_SAMPLES[name]
+    assert [value for value in good if not pattern.fullmatch(value)] == []
+    assert [value for value in bad if pattern.fullmatch(value)] == []
+    if "Default" not in template["Parameters"][name]:
+        assert not pattern.fullmatch(""), f"{name} is required: an empty answer must fail at deploy"
+
+
+def test_values_the_patterns_accept_start_the_function(template):
+    """The patterns are not looser than the function's own configuration check for the samples."""
+    fn = template["Resources"]["PortalFunction"]["Properties"]
+    for index in range(2):
+        samples = {name: good[min(index, len(good) - 1)] for name, (good, _) in PARAMETER_SAMPLES.items()}
+        samples.update(CognitoJwksUrl="", CognitoDomain="", CallbackUrl="", OAuthClientId="")
+        env = {k: resolve(v, template, samples) for k, v in fn["Environment"]["Variables"].items()}
+        Settings.from_env(env)
