@@ -54,10 +54,15 @@ lint: $(VENV)/.installed
 scan: $(SCAN_VENV)/.installed
 	SCAN_VENV=$(SCAN_VENV) scripts/security-scan.sh
 
-# The browser tests drive Debian's Chromium (Playwright cannot download browsers here).
+# The browser tests drive Debian's Chromium (Playwright cannot download browsers here), or the browser named by
+# CHROMIUM (e.g. CHROMIUM=$$(command -v google-chrome), or Chrome's path on macOS).
+export CHROMIUM
 chromium:
-	@command -v chromium >/dev/null 2>&1 || { echo "Installing Debian's chromium for the browser tests"; \
-	  $(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q chromium; }
+	@if [ -n "$(CHROMIUM)" ]; then test -x "$(CHROMIUM)" || { echo "CHROMIUM=$(CHROMIUM) is not an executable"; exit 1; }; \
+	elif ! command -v chromium >/dev/null 2>&1; then \
+	  command -v apt-get >/dev/null 2>&1 || { echo "No chromium: install Chromium or Chrome and set CHROMIUM=/path/to/it"; exit 1; }; \
+	  echo "Installing Debian's chromium for the browser tests"; \
+	  $(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q chromium; fi
 
 e2e: $(VENV)/.installed chromium
 	$(VENV)/bin/python -m pytest tests/e2e

@@ -55,7 +55,7 @@ def test_layer_ships_compiled_bytecode_for_python_313():
 
 
 def test_functions_ship_compiled_bytecode():
-    for function in ("PortalFunction", "RotationFunction"):
+    for function in ("PortalFunction", "RotationFunction", "PreTrafficHookFunction"):
         [pyc] = (BUILD / function / "__pycache__").glob("app.cpython-313.pyc")
         assert _unchecked_hash(pyc)
 
@@ -65,6 +65,24 @@ def test_plain_sam_build_uses_the_build_makefiles():
     from devstack.cfn import load_template
 
     template = load_template(ROOT / "template.yaml")
-    for name in ("CoreLayer", "PortalFunction", "RotationFunction"):
+    for name in ("CoreLayer", "PortalFunction", "RotationFunction", "PreTrafficHookFunction"):
         assert template["Resources"][name]["Metadata"]["BuildMethod"] == "makefile", name
     assert "compileall" not in (ROOT / "Makefile").read_text().split("\nbuild:")[1].split("\n\n")[0]
+
+
+def test_pipx_style_install_gives_a_working_admin_command(tmp_path):
+    """`pipx install .` in short: a fresh virtualenv, the project with its declared dependencies, the command."""
+    import subprocess
+    import sys
+    import venv
+
+    venv.create(tmp_path / "env", with_pip=True)
+    pip, command = tmp_path / "env/bin/pip", tmp_path / "env/bin/stripe-portal-admin"
+    subprocess.run([pip, "install", "-q", "--disable-pip-version-check", str(ROOT)], check=True,
+                   capture_output=True, timeout=600)
+    shown = subprocess.run([command, "check", "--help"], capture_output=True, text=True, timeout=60)
+    assert shown.returncode == 0 and "--stack" in shown.stdout, shown.stderr
+    imported = subprocess.run([tmp_path / "env/bin/python", "-c", "import portal_gateway.key_check, "
+                               "portal_gateway.auth, portal_gateway.admin, boto3"], capture_output=True, text=True)
+    assert imported.returncode == 0, imported.stderr
+    assert sys.version_info[:2] == (3, 13)

@@ -2,6 +2,8 @@
 
 import logging
 
+__version__ = "1.1.0"  # also in pyproject.toml, template.yaml (Serverless Application Repository) and CHANGELOG.md
+
 # Parent of every module logger here; the handler gives it Powertools' structured formatter.
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 

@@ -1,0 +1,191 @@
+"""AWS adapters: Secrets Manager (the Stripe key), DynamoDB (sub -> customer mapping), Cognito (GetUser).
+
+Each adapter turns AWS failures into the service's own errors and never lets a raw AWS message out. They
+speak to AWS through aws_json.AwsJsonClient (not boto3: see there why); nothing connects until first use.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from .auth import Identity, is_verified_flag
+from .aws_json import COGNITO_USER_POOLS, DYNAMODB, SECRETS_MANAGER, AwsError, AwsJsonClient, AwsUnreachable
+from .errors import (
+    GatewayError,
+    IdentityUnavailable,
+    InvalidToken,
+    MappingStoreUnavailable,
+    StripeKeyUnavailable,
+)
+from .stripe_key import SecretUnreadable
+
+
+class SecretsManagerReader:
+    """Reads one secret's string. `unavailable` is the error raised for a missing or unusable secret, `label`
+    names it in log lines (the Stripe key secret, or the OAuth secret)."""
+
+    def __init__(self, client: AwsJsonClient | None = None, *,
+                 unavailable: type[GatewayError] = StripeKeyUnavailable,
+                 transient: type[GatewayError] = SecretUnreadable,
+                 label: str = "the Stripe secret", variable: str = "STRIPE_SECRET_ID"):
+        # `transient` is raised when Secrets Manager cannot be reached: for the Stripe key, SecretUnreadable
+        # lets the key provider keep serving its last good key.
+        self._client = client or AwsJsonClient(SECRETS_MANAGER)  # the function's own region
+        self._unavailable, self._transient = unavailable, transient
+        self._label, self._variable = label, variable
+
+    def __call__(self, secret_id: str) -> str:
+        try:
+            response = self._client.call("GetSecretValue", {"SecretId": secret_id})
+        except AwsUnreachable as exc:
+            raise self._transient(log_detail=f"Secrets Manager unreachable: {exc.code}") from None
+        except AwsError as exc:
+            code = exc.code
+            if code == "ResourceNotFoundException":
+                # Also what a stack-created secret with no value yet answers.
+                raise self._unavailable(
+                    log_detail=f"{self._label} does not exist or has no value yet ({self._variable})"
+                ) from None
+            if code in ("AccessDeniedException", "AccessDenied"):
+                raise self._unavailable(log_detail=f"not allowed to read {self._label} (IAM policy)") from None
+            raise self._transient(log_detail=f"Secrets Manager error {code}") from None
+        if "SecretString" not in response:
+            raise self._unavailable(log_detail=f"{self._label} is binary; store it as a string")
+        return response["SecretString"]
+
+
+
+class CustomerMappingStore:
+    """DynamoDB table: one item per (Stripe mode, user pool, sub) naming the Stripe customer.
+
+    Writes are conditional, so concurrent first requests agree on one mapping whoever writes first.
+    """
+
+    def __init__(self, table_name: str, *, stripe_mode: str, client: AwsJsonClient | None = None):
+        self.table = table_name
+        self.mode = stripe_mode
+        self._client = client or AwsJsonClient(DYNAMODB)  # the function's own region
+
+    def key_for(self, identity: Identity) -> str:
+        return f"{self.mode}#{identity.user_pool_id}#{identity.sub}"
+
+    def get(self, key: str) -> str | None:
+        try:
+            item = self._client.call("GetItem", {
+                "TableName": self.table, "Key": {"pk": {"S": key}}, "ConsistentRead": True,
+                "ProjectionExpression": "customer_id",
+            }).get("Item")
+        except AwsError as exc:
+            raise MappingStoreUnavailable(log_detail=f"DynamoDB GetItem failed: {exc.code}") from None
+        return item["customer_id"]["S"] if item else None
+
+    def put_if_absent(self, key: str, customer_id: str) -> str:
+        """Store the mapping unless one exists; return whichever mapping won."""
+        return self._conditional_put(key, customer_id, "attribute_not_exists(pk)", {})
+
+    def replace(self, key: str, old_customer_id: str, new_customer_id: str) -> str:
+        """Swap a stale mapping for a new one, unless someone already did; return the mapping in force."""
+        return self._conditional_put(
+            key,
+            new_customer_id,
+            "attribute_not_exists(pk) OR customer_id = :old",
+            {":old": {"S": old_customer_id}},
+        )
+
+    def claim(self, identity: Identity, customer_id: str) -> bool:
+        """Claim an existing (email-matched) customer for this user, exclusively: of two users racing for one
+        customer, exactly one wins. True if this user holds the claim (now or from before)."""
+        owner = self.key_for(identity)
+        item = {"pk": {"S": f"{self.mode}#claim#{customer_id}"}, "owner": {"S": owner},
+                "updated_at": {"N": str(int(time.time()))}}
+        return self._put_if("PutItem (claim)", Item=item,
+                            ConditionExpression="attribute_not_exists(pk) OR #owner = :owner",
+                            ExpressionAttributeNames={"#owner": "owner"},
+                            ExpressionAttributeValues={":owner": {"S": owner}})
+
+    def _put_if(self, what: str, **request: Any) -> bool:
+        """A conditional PutItem: True if written, False if the condition failed; any other failure is 503."""
+        try:
+            self._client.call("PutItem", {"TableName": self.table, **request})
+            return True
+        except AwsError as exc:
+            if exc.code == "ConditionalCheckFailedException":
+                return False
+            raise MappingStoreUnavailable(log_detail=f"DynamoDB {what} failed: {exc.code}") from None
+
+    def _conditional_put(self, key: str, customer_id: str, condition: str, values: dict) -> str:
+        mode, pool, sub = key.split("#", 2)
+        item = {
+            "pk": {"S": key},
+            "customer_id": {"S": customer_id},
+            "stripe_mode": {"S": mode},
+            "user_pool_id": {"S": pool},
+            "sub": {"S": sub},
+            "updated_at": {"N": str(int(time.time()))},
+        }
+        extra = {"ExpressionAttributeValues": values} if values else {}
+        if self._put_if("PutItem", Item=item, ConditionExpression=condition, **extra):
+            return customer_id
+        winner = self.get(key)
+        if winner is None:  # the competing item vanished again; extremely unlikely, refuse rather than guess
+            raise MappingStoreUnavailable(log_detail="conditional write lost to an item that is now gone")
+        return winner
+
+
+@dataclass(frozen=True)
+class Profile:
+    email: str | None
+    email_verified: bool
+    name: str | None
+
+
+def profile_from_identity(identity: Identity) -> Profile:
+    return Profile(identity.email, identity.email_verified, identity.name)
+
+
+@dataclass(frozen=True)
+class CognitoUser:
+    """What AdminGetUser says of a user: whether they may sign in, and their profile."""
+
+    enabled: bool
+    status: str
+    profile: Profile
+
+
+class CognitoUserDirectory:
+    """Looks a user up with AdminGetUser (signed with the function's IAM role, scoped to the one pool).
+
+    Not GetUser with the caller's access token: real Cognito answers GetUser only for tokens with the
+    `aws.cognito.signin.user.admin` scope, which Hosted UI tokens with `openid email` do not carry. AdminGetUser
+    works for every valid token, and also tells whether the user is still enabled."""
+
+    def __init__(self, user_pool_id: str, region: str, client: AwsJsonClient | None = None):
+        self.user_pool_id = user_pool_id
+        self._client = client or AwsJsonClient(COGNITO_USER_POOLS, region)  # the pool's region
+
+    def lookup(self, identity: Identity) -> CognitoUser:
+        # The username claim; a local user's sub is accepted as its username too (AdminGetUser's rule).
+        username = identity.username or identity.sub
+        try:
+            response = self._client.call("AdminGetUser", {"UserPoolId": self.user_pool_id, "Username": username})
+        except AwsUnreachable as exc:
+            raise IdentityUnavailable(log_detail=f"Cognito AdminGetUser failed: {exc.code}") from None
+        except AwsError as exc:
+            if exc.code == "UserNotFoundException":
+                raise InvalidToken("user_not_found") from None
+            raise IdentityUnavailable(log_detail=f"Cognito AdminGetUser failed: {exc.code}") from None
+        attributes = {a["Name"]: a.get("Value") for a in response.get("UserAttributes", [])}
+        if attributes.get("sub") and attributes["sub"] != identity.sub:
+            # A username now names another user (deleted and signed up again): this token's user is gone.
+            raise InvalidToken("user_not_found")
+        return CognitoUser(
+            enabled=response.get("Enabled", True) is not False,
+            status=str(response.get("UserStatus", "")),
+            profile=Profile(
+                email=attributes.get("email") or None,
+                email_verified=is_verified_flag(attributes.get("email_verified")),
+                name=attributes.get("name") or None,
+            ),
+        )

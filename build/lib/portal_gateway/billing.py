@@ -1,0 +1,218 @@
+"""Stripe adapter: the only module that imports `stripe`.
+
+Every call goes through `_call`, which (1) retries once with a freshly read key when Stripe rejects the key,
+so a rotated key is picked up at once, and (2) maps Stripe errors to the service's own errors. Stripe's raw
+messages are never passed on to users; only their type, code and request id reach the log.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from .errors import (
+    CustomerMissing,
+    PortalNotConfigured,
+    StripeKeyPermissions,
+    StripeKeyRejected,
+    StripeUnavailable,
+)
+from .stripe_key import StripeKeyProvider
+from .stripe_lib import stripe
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+ACTIVE_SUBSCRIPTION_STATUSES = frozenset({"active", "trialing", "past_due", "unpaid"})
+# Stripe's limits for customer fields (OpenAPI spec, POST /v1/customers: name maxLength 256, email 512).
+CUSTOMER_NAME_MAX = 256
+CUSTOMER_EMAIL_MAX = 512
+
+
+class StripeRequestRefused(StripeUnavailable):
+    """Stripe refused the request's parameters (400), as opposed to failing (5xx, timeouts)."""
+
+
+def fit_customer_name(name: str | None) -> str | None:
+    """The name cut to Stripe's limit. Counted in UTF-16 code units (the strictest way Stripe could count), cut
+    between code points, so a character outside the BMP is dropped whole, never split into half a pair."""
+    if not name:
+        return None
+    name = name.strip()
+    while len(name.encode("utf-16-le")) // 2 > CUSTOMER_NAME_MAX:
+        name = name[:-1]
+    return name.strip() or None
+
+
+def fit_customer_email(email: str | None) -> str | None:
+    """An address longer than Stripe accepts is not sent at all: a cut address would be someone else's."""
+    return email if email and len(email) <= CUSTOMER_EMAIL_MAX else None
+
+
+@dataclass(frozen=True)
+class CustomerRecord:
+    id: str
+    created: int
+    metadata: dict[str, str] = field(default_factory=dict)
+    has_active_subscription: bool = False
+    email: str | None = None
+
+
+class StripeBilling:
+    def __init__(
+        self,
+        keys: StripeKeyProvider,
+        *,
+        api_base: str | None = None,
+        timeout_seconds: float = 4.0,
+        max_network_retries: int = 1,
+        on_key_refresh: Callable[[], None] | None = None,
+        on_error: Callable[[str], None] | None = None,
+    ):
+        self._keys = keys
+        self._api_base = api_base
+        self._timeout = timeout_seconds
+        self._retries = max_network_retries
+        self._clients: dict[str, stripe.StripeClient] = {}
+        self._on_key_refresh = on_key_refresh or (lambda: None)
+        self._on_error = on_error or (lambda error_type: None)  # metrics: Stripe errors by type
+        self.calls = 0  # outbound Stripe API calls made by this adapter, for benchmarks and tests
+
+    def prefetch_key(self) -> None:
+        """Start reading the Stripe key in the background if none is in memory yet (a cold start)."""
+        self._keys.prefetch()
+
+    # --- operations -------------------------------------------------------------------------------------
+    def customers_with_email(self, email: str) -> list[CustomerRecord]:
+        """Customers whose email is exactly `email` (list is consistent; search is not). Their subscriptions
+        come along when the key may read them; a restricted key without Subscriptions read still matches."""
+        try:
+            page = self._call(lambda c: c.v1.customers.list(
+                params={"email": email, "limit": 20, "expand": ["data.subscriptions"]}))
+        except StripeKeyPermissions:
+            page = self._call(lambda c: c.v1.customers.list(params={"email": email, "limit": 20}))
+        records = []
+        for customer in page.data:
+            subscriptions = getattr(customer, "subscriptions", None)
+            statuses = [s.status for s in (subscriptions.data if subscriptions else [])]
+            active = any(status in ACTIVE_SUBSCRIPTION_STATUSES for status in statuses)
+            records.append(CustomerRecord(customer.id, int(customer.created), _plain(customer.metadata), active,
+                                          getattr(customer, "email", None)))
+        return records
+
+    def create_customer(self, *, metadata: dict[str, str], idempotency_key: str, email: str | None = None,
+                        name: str | None = None) -> str:
+        params: dict[str, Any] = {"metadata": metadata}
+        if email:
+            params["email"] = email
+        if name:
+            params["name"] = name
+        return self._call(
+            lambda c: c.v1.customers.create(params=params, options={"idempotency_key": idempotency_key})
+        ).id
+
+    def customer_deleted(self, customer_id: str) -> bool:
+        """True if Stripe reports the customer deleted; raises CustomerMissing if it does not exist at all for
+        this key (another account's customer, or an id that never existed)."""
+        customer = self._call(lambda c: c.v1.customers.retrieve(customer_id))
+        return bool(getattr(customer, "deleted", False))
+
+    def active_subscriptions(self, customer_id: str) -> list[str]:
+        page = self._call(lambda c: c.v1.subscriptions.list(params={"customer": customer_id, "limit": 10}))
+        return [s.id for s in page.data if s.status in ACTIVE_SUBSCRIPTION_STATUSES]
+
+    def claim_customer(self, customer_id: str, metadata: dict[str, str]) -> None:
+        """Stamp an existing customer with its owner, so no other user can ever match it by email."""
+        self._call(lambda c: c.v1.customers.update(customer_id, params={"metadata": metadata}))
+
+    def create_portal_session(self, *, customer_id: str, return_url: str, locale: str,
+                              configuration: str | None = None, flow_data: dict | None = None) -> str:
+        params: dict[str, Any] = {"customer": customer_id, "return_url": return_url, "locale": locale}
+        if configuration:
+            params["configuration"] = configuration
+        if flow_data:
+            try:
+                return self._call(lambda c: c.v1.billing_portal.sessions.create(
+                    params={**params, "flow_data": flow_data})).url
+            except StripeRequestRefused as exc:
+                # The deep link is refused (its feature is off in the portal configuration, or the subscription
+                # cannot take that flow): the portal home is the next best place, not an error page.
+                logger.warning("Stripe refused the deep link; opening the portal home",
+                               extra={"flow": flow_data.get("type"), "detail": exc.log_detail})
+        return self._call(lambda c: c.v1.billing_portal.sessions.create(params=params)).url
+
+    # --- plumbing -----------------------------------------------------------------------------------------
+    def _client(self, key: str) -> stripe.StripeClient:
+        client = self._clients.get(key)
+        if client is None:
+            client = stripe.StripeClient(
+                key,
+                base_addresses={"api": self._api_base} if self._api_base else None,
+                max_network_retries=self._retries,
+                http_client=stripe.RequestsClient(timeout=(min(2.0, self._timeout), self._timeout)),
+            )
+            self._clients = {key: client}  # keep only the current key's client
+        return client
+
+    def _call(self, operation: Callable[[stripe.StripeClient], T]) -> T:
+        key = self._keys.current()
+        try:
+            return self._attempt(operation, key)
+        except stripe.AuthenticationError:
+            fresh = self._keys.refresh(key)
+            self._on_key_refresh()
+            if fresh is None:
+                logger.error("Stripe rejected the API key and the secret holds no newer key")
+                raise StripeKeyRejected(
+                    log_detail="Stripe rejected the API key; rotate it in Secrets Manager") from None
+            logger.info("Stripe rejected the cached API key; retrying once with the key just read")
+            try:
+                return self._attempt(operation, fresh)
+            except stripe.AuthenticationError:
+                raise StripeKeyRejected(log_detail="Stripe rejected the freshly read API key too") from None
+
+    def _attempt(self, operation: Callable[[stripe.StripeClient], T], key: str) -> T:
+        self.calls += 1
+        try:
+            return operation(self._client(key))
+        except stripe.StripeError as exc:
+            self._on_error(type(exc).__name__)
+            if isinstance(exc, stripe.AuthenticationError):
+                raise  # handled by _call: re-read the secret once
+            raise _mapped(exc) from None
+
+
+def _mapped(exc: stripe.StripeError) -> Exception:
+    if isinstance(exc, stripe.PermissionError):
+        return StripeKeyPermissions(log_detail=f"the Stripe key lacks a permission: {_describe(exc)}")
+    if isinstance(exc, stripe.InvalidRequestError):
+        return _invalid_request(exc)
+    return StripeUnavailable(log_detail=f"Stripe call failed: {_describe(exc)}")
+
+
+def _invalid_request(exc: stripe.InvalidRequestError) -> Exception:
+    text = str(getattr(exc, "user_message", None) or exc)
+    if "default configuration has not been created" in text or "No configuration provided" in text:
+        return PortalNotConfigured(log_detail="no default customer portal configuration in Stripe")
+    if exc.code == "resource_missing" and exc.param in ("customer", "id", None):
+        return CustomerMissing(log_detail=f"Stripe says the customer is missing: {_describe(exc)}")
+    return StripeRequestRefused(log_detail=f"Stripe refused the request: {_describe(exc)}")
+
+
+def _describe(exc: stripe.StripeError) -> str:
+    # Type, status, code, param and request id only: Stripe's message text may echo input we must not log.
+    parts = [type(exc).__name__, f"http_status={exc.http_status}"]
+    if getattr(exc, "code", None):
+        parts.append(f"code={exc.code}")
+    if getattr(exc, "param", None):
+        parts.append(f"param={exc.param}")
+    if exc.request_id:
+        parts.append(f"request_id={exc.request_id}")
+    return " ".join(parts)
+
+
+def _plain(metadata: Any) -> dict[str, str]:
+    if metadata is None:
+        return {}
+    return {str(k): str(v) for k, v in (metadata.to_dict() if hasattr(metadata, "to_dict") else metadata).items()}

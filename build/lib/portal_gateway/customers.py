@@ -1,0 +1,221 @@
+"""Customer resolution: which Stripe customer belongs to this Cognito user. Never the wrong one, never two.
+
+Order: in-memory cache -> DynamoDB mapping -> (optional) verified-email match -> (optional) idempotent
+create -> conditional mapping write. Users are keyed on (Stripe mode, pool id, sub), never on email alone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from .auth import Identity
+from .aws import Profile
+from .billing import CustomerRecord, fit_customer_email, fit_customer_name
+from .errors import NoBillingAccount
+
+logger = logging.getLogger(__name__)
+
+OWNER_SUB = "cognito_sub"
+OWNER_POOL = "cognito_user_pool"
+
+
+class MappingStore(Protocol):
+    def key_for(self, identity: Identity) -> str: ...
+    def get(self, key: str) -> str | None: ...
+    def put_if_absent(self, key: str, customer_id: str) -> str: ...
+    def replace(self, key: str, old_customer_id: str, new_customer_id: str) -> str: ...
+    def claim(self, identity: Identity, customer_id: str) -> bool: ...
+
+
+class Billing(Protocol):
+    def customers_with_email(self, email: str) -> list[CustomerRecord]: ...
+    def create_customer(self, *, metadata: dict[str, str], idempotency_key: str, email: str | None = None,
+                        name: str | None = None) -> str: ...
+    def claim_customer(self, customer_id: str, metadata: dict[str, str]) -> None: ...
+
+
+@dataclass(frozen=True)
+class Resolution:
+    customer_id: str
+    source: str  # "cache" | "mapping" | "email_match" | "created"
+
+
+class BoundedCache:
+    """A small LRU of mapping key -> customer id, per execution environment."""
+
+    def __init__(self, capacity: int = 4096):
+        self.capacity = capacity
+        self._items: OrderedDict[str, str] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> str | None:
+        with self._lock:
+            value = self._items.get(key)
+            if value is not None:
+                self._items.move_to_end(key)
+            return value
+
+    def put(self, key: str, value: str) -> None:
+        with self._lock:
+            self._items[key] = value
+            self._items.move_to_end(key)
+            while len(self._items) > self.capacity:
+                self._items.popitem(last=False)
+
+    def discard(self, key: str) -> None:
+        with self._lock:
+            self._items.pop(key, None)
+
+
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
+def ascii_lower(email: str) -> str:
+    """Lower-case ASCII letters only. str.lower() also folds other characters into ASCII (KELVIN SIGN U+212A
+    becomes "k"), which would let a verified "\u212aarl@…" address claim karl@…'s customer."""
+    return email.translate(_ASCII_LOWER)
+
+
+def owner_metadata(identity: Identity) -> dict[str, str]:
+    return {OWNER_SUB: identity.sub, OWNER_POOL: identity.user_pool_id}
+
+
+def owned_by_someone_else(record: CustomerRecord, identity: Identity) -> bool:
+    sub = record.metadata.get(OWNER_SUB)
+    pool = record.metadata.get(OWNER_POOL)
+    if sub and sub != identity.sub:
+        return True
+    return bool(pool) and pool != identity.user_pool_id
+
+
+def customer_fields(identity: Identity, profile: Profile) -> dict[str, object]:
+    """What a new Stripe customer is created with: the owner stamp, the name cut to Stripe's limit, and the
+    email only when it is verified (an unverified address must not get Stripe's receipts) and fits."""
+    fields: dict[str, object] = {"metadata": owner_metadata(identity)}
+    email = fit_customer_email(profile.email) if profile.email_verified else None
+    name = fit_customer_name(profile.name)
+    if email:
+        fields["email"] = email
+    if name:
+        fields["name"] = name
+    return fields
+
+
+def creation_idempotency_key(identity: Identity, mode: str, replacing: str | None, fields: dict[str, object]) -> str:
+    # Derived, not random: every concurrent first request for one user sends the same key, so Stripe creates
+    # one customer and replays it to the others. The key covers the parameters too: Stripe refuses a key
+    # reused with other parameters for 24 h, so a profile changed after a failed mapping write would
+    # otherwise be refused until then. A replacement (the old customer was deleted) gets its own key.
+    parameters = json.dumps(fields, sort_keys=True, ensure_ascii=True)
+    material = (f"stripe-portal-gateway:v2:{mode}:{identity.user_pool_id}:{identity.sub}:{replacing or 'first'}:"
+                f"{parameters}")
+    return "spg-" + hashlib.sha256(material.encode()).hexdigest()[:48]
+
+
+def pick_customer(records: list[CustomerRecord], identity: Identity) -> CustomerRecord:
+    """Deterministic choice among customers with the user's verified email:
+    1. one with an active (or trialing, past-due, unpaid) subscription;
+    2. then the newest `created` (whole seconds, so customers made in the same second tie);
+    3. then one already stamped as this user's (a customer this user was given before);
+    4. then the smallest customer id, so every retry and every execution environment picks the same one."""
+    def rank(record: CustomerRecord):
+        return (not record.has_active_subscription, -record.created, record.metadata.get(OWNER_SUB) != identity.sub,
+                record.id)
+
+    return min(records, key=rank)
+
+
+class CustomerResolver:
+    def __init__(self, *, store: MappingStore, billing: Billing, stripe_mode: str, allow_creation: bool,
+                 match_by_email: bool, cache: BoundedCache | None = None,
+                 count: Callable[[str], None] = lambda name: None):
+        self.store = store
+        self.billing = billing
+        self.mode = stripe_mode
+        self.allow_creation = allow_creation
+        self.match_by_email = match_by_email
+        self.cache = cache or BoundedCache()
+        self._count = count
+
+    def resolve(self, identity: Identity, load_profile: Callable[[], Profile], *,
+                stale_customer_id: str | None = None) -> Resolution:
+        key = self.store.key_for(identity)
+        if stale_customer_id is None:
+            cached = self.cache.get(key)
+            if cached:
+                return Resolution(cached, "cache")
+            mapped = self.store.get(key)
+            if mapped:
+                self.cache.put(key, mapped)
+                self._count("CustomerFoundByMapping")
+                return Resolution(mapped, "mapping")
+        else:
+            self.cache.discard(key)
+
+        profile = load_profile()
+        resolution = self._match_by_email(identity, profile, exclude=stale_customer_id)
+        if resolution is None:
+            resolution = self._create(identity, profile, replacing=stale_customer_id)
+
+        if stale_customer_id is None:
+            winner = self.store.put_if_absent(key, resolution.customer_id)
+        else:
+            winner = self.store.replace(key, stale_customer_id, resolution.customer_id)
+        if winner != resolution.customer_id:
+            logger.info("Another request mapped this user first; using its customer",
+                        extra={"customer_id": winner})
+            resolution = Resolution(winner, "mapping")
+        self.cache.put(key, resolution.customer_id)
+        return resolution
+
+    def _match_by_email(self, identity: Identity, profile: Profile, exclude: str | None) -> Resolution | None:
+        if not self.match_by_email or not profile.email:
+            return None
+        if not profile.email_verified:
+            logger.info("Email not verified; not matching existing Stripe customers by email")
+            return None
+        # Stripe's list filter is case-sensitive: try the address as given and its lower-case form (ASCII
+        # letters only), and keep only customers whose address is the verified one but for ASCII case.
+        verified = ascii_lower(profile.email)
+        seen: dict[str, CustomerRecord] = {}
+        for email in dict.fromkeys([profile.email, verified]):
+            for record in self.billing.customers_with_email(email):
+                if record.email is not None and ascii_lower(record.email) == verified:
+                    seen.setdefault(record.id, record)
+        candidates = [r for r in seen.values() if r.id != exclude and not owned_by_someone_else(r, identity)]
+        skipped = len(seen) - len(candidates)
+        if not candidates:
+            if seen:
+                logger.info("Customers with this email belong to other users; not matching",
+                            extra={"matches": len(seen), "skipped": skipped})
+            return None
+        chosen = pick_customer(candidates, identity)
+        if not self.store.claim(identity, chosen.id):
+            # Another user with the same verified email claimed it first (e.g. at the same instant).
+            logger.warning("Matched customer is already claimed by another user; not reusing it",
+                           extra={"customer_id": chosen.id})
+            return None
+        logger.info("Matched an existing Stripe customer by verified email",
+                    extra={"matches": len(seen), "eligible": len(candidates), "customer_id": chosen.id})
+        if chosen.metadata.get(OWNER_SUB) != identity.sub:
+            self.billing.claim_customer(chosen.id, owner_metadata(identity))
+        self._count("CustomerMatchedByEmail")
+        return Resolution(chosen.id, "email_match")
+
+    def _create(self, identity: Identity, profile: Profile, replacing: str | None) -> Resolution:
+        if not self.allow_creation:
+            logger.info("No Stripe customer for this user and creation is disabled")
+            raise NoBillingAccount()
+        fields = customer_fields(identity, profile)
+        customer_id = self.billing.create_customer(
+            **fields, idempotency_key=creation_idempotency_key(identity, self.mode, replacing, fields))
+        logger.info("Created a Stripe customer for this user", extra={"customer_id": customer_id})
+        self._count("CustomerCreated")
+        return Resolution(customer_id, "created")

@@ -1,0 +1,127 @@
+"""The small, typed error tree of the service.
+
+Every error carries a stable machine-readable `code` and a short message safe to show a user. Which HTTP
+status each code gets is decided in one place: `responses.STATUS_BY_CODE`.
+"""
+
+from __future__ import annotations
+
+
+class GatewayError(Exception):
+    code = "internal_error"
+    message = "Something went wrong on our side. Please try again in a moment."
+
+    def __init__(self, message: str | None = None, *, log_detail: str | None = None):
+        super().__init__(message or self.message)
+        if message:
+            self.message = message
+        # For the operator's log only: never shown to the caller, never contains secrets or emails.
+        self.log_detail = log_detail
+
+
+# --- request problems (4xx) ---
+class BadRequest(GatewayError):
+    code = "invalid_request"
+    message = "The request could not be understood."
+
+
+class TokenInQueryString(BadRequest):
+    code = "token_in_query_string"
+    message = "Tokens are not accepted in the URL. Send them in the Authorization header or a form post."
+
+
+class ReturnUrlNotAllowed(BadRequest):
+    code = "return_url_not_allowed"
+    message = "The return address is not on this site's allowlist."
+
+
+class PayloadTooLarge(GatewayError):
+    code = "payload_too_large"
+    message = "The request body is too large."
+
+
+class UnsupportedMediaType(GatewayError):
+    code = "unsupported_media_type"
+    message = "Send the form as application/x-www-form-urlencoded."
+
+
+class NoBillingAccount(GatewayError):
+    code = "no_billing_account"
+    message = "There is no billing account for your user yet. Please contact support if you expected one."
+
+
+# --- authentication ---
+class AuthenticationRequired(GatewayError):
+    code = "authentication_required"
+    message = "Please sign in to manage your billing."
+
+
+class InvalidToken(GatewayError):
+    """Token rejected. `reason` is a short stable tag for logs and metrics (never the token)."""
+
+    code = "invalid_token"
+    message = "Your sign-in is not valid or has expired. Please sign in again."
+
+    def __init__(self, reason: str, log_detail: str | None = None):
+        super().__init__(log_detail=log_detail or reason)
+        self.reason = reason
+
+
+class AuthUnavailable(GatewayError):
+    code = "auth_unavailable"
+    message = "Sign-in cannot be checked right now. Please try again in a moment."
+
+
+# --- dependencies and configuration (5xx) ---
+class StripeKeyUnavailable(GatewayError):
+    code = "stripe_key_unavailable"
+    message = "Billing is temporarily unavailable. The site owner has been notified."
+
+
+class StripeModeMismatch(StripeKeyUnavailable):
+    code = "stripe_mode_mismatch"
+
+
+class StripeKeyRejected(StripeKeyUnavailable):
+    code = "stripe_key_rejected"
+
+
+class PortalNotConfigured(GatewayError):
+    code = "portal_not_configured"
+    message = (
+        "The billing portal is not set up yet. The site owner must save the customer portal settings "
+        "in the Stripe Dashboard (Settings > Billing > Customer portal)."
+    )
+
+
+class StripeUnavailable(GatewayError):
+    code = "billing_provider_error"
+    message = "The billing provider did not answer as expected. Please try again in a moment."
+
+
+class MappingStoreUnavailable(GatewayError):
+    code = "customer_store_unavailable"
+    message = "Billing is temporarily unavailable. Please try again in a moment."
+
+
+class IdentityUnavailable(GatewayError):
+    code = "identity_unavailable"
+    message = "Your profile could not be read right now. Please try again in a moment."
+
+
+class StripeKeyPermissions(StripeKeyUnavailable):
+    code = "stripe_key_missing_permission"
+
+
+class StripeAccountMismatch(StripeKeyUnavailable):
+    """A mapped customer does not exist for the current key (Stripe: resource_missing, not deleted): the key
+    is most likely another Stripe account's. The mapping is left as it is; the operator must fix the key."""
+
+    code = "stripe_account_mismatch"
+
+
+class CustomerMissing(GatewayError):
+    """Stripe says the mapped customer is gone (deleted or never existed): re-resolve, never a 500."""
+
+    code = StripeUnavailable.code  # if it ever escapes the re-resolution, the caller sees a 502
+    message = StripeUnavailable.message

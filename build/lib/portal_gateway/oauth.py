@@ -1,0 +1,191 @@
+"""Plain-link sign-in: OAuth 2.0 authorization code + PKCE against the Cognito Hosted UI / managed login.
+
+GET /portal without credentials starts it: state, nonce, PKCE verifier and the requested options go into a
+short-lived `__Host-` cookie, encrypted and authenticated (AES-GCM) with a key kept in Secrets Manager.
+GET /portal/callback finishes it: the cookie must be present, intact, unexpired and hold the same state; the
+code is exchanged at /oauth2/token with the verifier (and the client secret, when the app client has one);
+the ID token is verified with the usual verifier plus the nonce. The cookie is cleared either way.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import os
+import re
+import secrets
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from .errors import AuthUnavailable, GatewayError
+
+COOKIE_NAME = "__Host-portal_login"
+COOKIE_TTL_SECONDS = 600
+SECRET_TTL_SECONDS = 300
+SCOPE = "openid email"
+_AAD = b"stripe-portal-gateway login cookie v1"
+_CODE = re.compile(r"^[A-Za-z0-9._~-]{1,512}$")
+_STATE = re.compile(r"^[A-Za-z0-9_-]{16,128}$")
+
+
+class LoginFailed(GatewayError):
+    code = "login_failed"
+    message = "Sign-in did not complete. Please try again."
+
+
+class LoginSessionInvalid(GatewayError):
+    code = "login_session_invalid"
+    message = "This sign-in link has expired or was already used. Please start again from the site."
+
+
+class OAuthSecretUnavailable(GatewayError):
+    code = "login_unavailable"
+    message = "Sign-in is temporarily unavailable. The site owner has been notified."
+
+
+@dataclass(frozen=True)
+class PendingLogin:
+    state: str
+    nonce: str
+    verifier: str
+    issued_at: int
+    return_to: str | None = None
+    flow: str | None = None
+    locale: str | None = None
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def pkce_challenge(verifier: str) -> str:
+    return _b64(hashlib.sha256(verifier.encode()).digest())
+
+
+class CookieSealer:
+    """Encrypts and authenticates the pending-login cookie. The key is derived from a Secrets Manager value."""
+
+    def __init__(self, key_material: str):
+        key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_AAD).derive(key_material.encode())
+        self._aead = AESGCM(key)
+
+    def seal(self, login: PendingLogin) -> str:
+        nonce = os.urandom(12)
+        body = json.dumps(asdict(login), separators=(",", ":")).encode()
+        return _b64(nonce + self._aead.encrypt(nonce, body, _AAD))
+
+    def open(self, value: str, *, now: float) -> PendingLogin:
+        try:
+            raw = _unb64(value)
+            data = json.loads(self._aead.decrypt(raw[:12], raw[12:], _AAD))
+            login = PendingLogin(**data)
+        except (InvalidTag, ValueError, TypeError):
+            raise LoginSessionInvalid(log_detail="login cookie tampered or from another key") from None
+        if not 0 <= now - login.issued_at <= COOKIE_TTL_SECONDS:
+            raise LoginSessionInvalid(log_detail="login cookie expired")
+        return login
+
+
+class HostedUiLogin:
+    def __init__(self, *, domain: str, client_id: str, callback_url: str, read_secret: Callable[[], str],
+                 timeout: float = 5.0, clock: Callable[[], float] = time.time,
+                 opener: Callable[..., object] = urllib.request.urlopen):
+        self.domain = domain
+        self.client_id = client_id
+        self.callback_url = callback_url
+        self._read_secret = read_secret
+        self._timeout = timeout
+        self._clock = clock
+        self._open = opener
+        self._sealer: CookieSealer | None = None
+        self._client_secret: str | None = None
+        self._loaded_at = 0.0
+
+    def _secrets(self) -> tuple[CookieSealer, str | None]:
+        # Re-read now and then, like the Stripe key, so a changed client secret or cookie key is picked up.
+        if self._sealer is None or self._clock() - self._loaded_at > SECRET_TTL_SECONDS:
+            raw = self._read_secret()
+            try:
+                value = json.loads(raw)
+                cookie_key = value["cookie_key"]
+            except (ValueError, KeyError, TypeError):
+                raise OAuthSecretUnavailable(log_detail="the OAuth secret must be JSON with a 'cookie_key'") from None
+            if not isinstance(cookie_key, str) or len(cookie_key) < 32:
+                raise OAuthSecretUnavailable(log_detail="the OAuth secret's cookie_key must be 32+ characters")
+            self._client_secret = value.get("client_secret") or None
+            self._sealer = CookieSealer(cookie_key)
+            self._loaded_at = self._clock()
+        return self._sealer, self._client_secret
+
+    def start(self, *, return_to: str | None, flow: str | None, locale: str | None) -> tuple[str, str]:
+        """Returns (authorize URL, sealed cookie value)."""
+        sealer, _ = self._secrets()
+        login = PendingLogin(state=secrets.token_urlsafe(32), nonce=secrets.token_urlsafe(32),
+                             verifier=secrets.token_urlsafe(64), issued_at=int(self._clock()),
+                             return_to=return_to, flow=flow, locale=locale)
+        query = urllib.parse.urlencode({
+            "response_type": "code",
+            "client_id": self.client_id,
+            "redirect_uri": self.callback_url,
+            "scope": SCOPE,
+            "state": login.state,
+            "nonce": login.nonce,
+            "code_challenge": pkce_challenge(login.verifier),
+            "code_challenge_method": "S256",
+        })
+        return f"{self.domain}/oauth2/authorize?{query}", sealer.seal(login)
+
+    def finish(self, query: dict[str, str], cookie_value: str | None) -> tuple[str, PendingLogin]:
+        """Check the callback against the cookie and exchange the code. Returns (ID token, pending login)."""
+        if not cookie_value:
+            raise LoginSessionInvalid(log_detail="no login cookie (expired, other browser, or already used)")
+        sealer, client_secret = self._secrets()
+        login = sealer.open(cookie_value, now=self._clock())
+        state = query.get("state") or ""
+        if not _STATE.match(state) or not hmac.compare_digest(state, login.state):
+            raise LoginSessionInvalid(log_detail="state does not match the login cookie")
+        if query.get("error"):
+            raise LoginFailed(log_detail=f"the Hosted UI answered error={query['error'][:40]!r}")
+        code = query.get("code") or ""
+        if not _CODE.match(code):
+            raise LoginFailed(log_detail="callback without a valid code")
+        return self._exchange(code, login.verifier, client_secret), login
+
+    def _exchange(self, code: str, verifier: str, client_secret: str | None) -> str:
+        body = urllib.parse.urlencode({"grant_type": "authorization_code", "client_id": self.client_id,
+                                       "code": code, "redirect_uri": self.callback_url,
+                                       "code_verifier": verifier}).encode()
+        headers = {"Content-Type": "application/x-www-form-urlencoded", "Accept": "application/json"}
+        if client_secret:
+            pair = f"{urllib.parse.quote(self.client_id)}:{urllib.parse.quote(client_secret)}"
+            headers["Authorization"] = "Basic " + base64.b64encode(pair.encode()).decode()
+        request = urllib.request.Request(f"{self.domain}/oauth2/token", data=body, headers=headers, method="POST")
+        try:
+            # bandit B310 (urlopen scheme): the domain is operator configuration, checked at start-up.
+            with self._open(request, timeout=self._timeout) as response:  # nosec B310
+                answer = json.loads(response.read(64 * 1024))
+        except urllib.error.HTTPError as exc:
+            if 400 <= exc.code < 500:
+                raise LoginFailed(log_detail=f"token endpoint refused the code (http {exc.code})") from None
+            raise AuthUnavailable(log_detail=f"token endpoint failed (http {exc.code})") from None
+        except (urllib.error.URLError, OSError, ValueError):
+            raise AuthUnavailable(log_detail="token endpoint unreachable or answered garbage") from None
+        id_token = answer.get("id_token") if isinstance(answer, dict) else None
+        if not isinstance(id_token, str):
+            raise LoginFailed(log_detail="token endpoint answered without an id_token")
+        return id_token

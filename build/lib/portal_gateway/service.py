@@ -1,0 +1,189 @@
+"""The one core function the handler calls: a verified token in, a fresh portal session URL out."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from .auth import CognitoJwtVerifier, Identity, JwksCache
+from .aws import CognitoUserDirectory, CustomerMappingStore, Profile, SecretsManagerReader, profile_from_identity
+from .billing import StripeBilling
+from .config import Settings
+from .customers import CustomerResolver
+from .errors import CustomerMissing, StripeAccountMismatch, StripeKeyPermissions, StripeUnavailable
+from .portal import SUBSCRIPTION_FLOWS, ReturnUrlPolicy, choose_flow, choose_locale, flow_data
+from .stripe_key import StripeKeyProvider
+from .users import UserLookups
+
+if TYPE_CHECKING:
+    from .oauth import HostedUiLogin
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PortalOptions:
+    return_to: str | None = None
+    locale: str | None = None
+    accept_language: str | None = None
+    flow: str | None = None
+
+
+class PortalService:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        verifier: CognitoJwtVerifier,
+        resolver: CustomerResolver,
+        billing: StripeBilling,
+        users: UserLookups,
+        count: Callable[[str], None] = lambda name: None,
+        on_identity: Callable[[Identity], None] = lambda identity: None,
+        login: HostedUiLogin | None = None,
+    ):
+        self.settings = settings
+        self.login = login  # None unless COGNITO_DOMAIN is configured
+        self.verifier = verifier
+        self.resolver = resolver
+        self.billing = billing
+        self.users = users
+        self.return_policy = ReturnUrlPolicy(settings.return_url, settings.allowed_return_urls)
+        self._count = count
+        self._on_identity = on_identity
+
+    def check_options(self, options: PortalOptions) -> None:
+        """Refuse bad options before anything else happens (also before a sign-in round trip)."""
+        self.return_policy.choose(options.return_to)
+        choose_locale(options.locale, options.accept_language)
+        choose_flow(options.flow)
+
+    def open_portal(self, token: str, options: PortalOptions, *, nonce: str | None = None) -> str:
+        self.billing.prefetch_key()  # cold start: overlap the Secrets Manager read with the checks below
+        identity = self.verifier.verify(token, nonce=nonce)
+        self._on_identity(identity)
+        if self.settings.check_user_status:
+            self.users.confirm_active(identity)  # a disabled or deleted user is refused (401) before anything
+        return_url = self.return_policy.choose(options.return_to)
+        locale = choose_locale(options.locale, options.accept_language)
+        flow = choose_flow(options.flow)
+
+        def load_profile() -> Profile:
+            # Only needed on a first visit. An access token carries no email: Cognito's answer has it (the one
+            # the status check just got, when it is on).
+            return profile_from_identity(identity) if identity.token_use == "id" else self.users.get(identity).profile
+
+        resolution = self.resolver.resolve(identity, load_profile)
+        try:
+            url = self._session(resolution.customer_id, return_url, locale, flow)
+        except CustomerMissing:
+            self._confirm_deleted(resolution.customer_id)
+            resolution = self.resolver.resolve(identity, load_profile, stale_customer_id=resolution.customer_id)
+            try:
+                url = self._session(resolution.customer_id, return_url, locale, flow)
+            except CustomerMissing:
+                raise StripeUnavailable(log_detail="customer missing again right after re-resolving") from None
+        logger.info("Portal session created", extra={"customer_source": resolution.source,
+                                                      "customer_id": resolution.customer_id})
+        self._count("PortalSessionCreated")
+        return url
+
+    def _confirm_deleted(self, customer_id: str) -> None:
+        """Stripe refused the mapped customer. Only a customer Stripe reports *deleted* is replaced. One that
+        does not exist at all for this key belongs to another Stripe account (a wrong key in the secret):
+        replacing it would create customers in that account and lose the mapping to the paid ones, so the
+        request fails (503), the mapping stays, and the operator is alerted."""
+        try:
+            deleted = self.billing.customer_deleted(customer_id)
+        except CustomerMissing:
+            self._count("StripeAccountMismatch")
+            raise StripeAccountMismatch(
+                log_detail="the mapped Stripe customer does not exist for the current key: the secret most likely "
+                           "holds another Stripe account's key; the mapping is left unchanged",
+            ) from None
+        if not deleted:
+            raise StripeUnavailable(log_detail="Stripe refused a session for a customer that exists") from None
+        logger.warning("Mapped Stripe customer was deleted in Stripe; resolving again",
+                       extra={"customer_id": customer_id})
+
+    def _session(self, customer_id: str, return_url: str, locale: str, flow: str | None) -> str:
+        subscription_id = None
+        if flow in SUBSCRIPTION_FLOWS:
+            # Chosen server-side among THIS customer's subscriptions; never taken from the request.
+            try:
+                subscriptions = self.billing.active_subscriptions(customer_id)
+            except StripeKeyPermissions:
+                logger.warning("The Stripe key may not read subscriptions; opening the portal home",
+                               extra={"flow": flow})
+                subscriptions = []
+            if len(subscriptions) == 1:
+                subscription_id = subscriptions[0]
+            else:
+                logger.info("Deep link needs exactly one active subscription; opening the portal home",
+                            extra={"flow": flow, "active_subscriptions": len(subscriptions)})
+        return self.billing.create_portal_session(
+            customer_id=customer_id,
+            return_url=return_url,
+            locale=locale,
+            configuration=self.settings.portal_configuration_id,
+            flow_data=flow_data(flow, return_url=return_url, subscription_id=subscription_id),
+        )
+
+
+def build_service(
+    settings: Settings,
+    *,
+    count: Callable[..., None] = lambda name, **dimensions: None,
+    on_identity: Callable[[Identity], None] = lambda identity: None,
+) -> PortalService:
+    """Wire the real adapters. Called once per execution environment; clients are created on first use."""
+    keys = StripeKeyProvider(
+        settings.stripe_secret_id,
+        expected_mode=settings.stripe_mode,
+        ttl_seconds=settings.stripe_key_ttl_seconds,
+        read_secret=SecretsManagerReader(),
+    )
+    billing = StripeBilling(
+        keys,
+        api_base=settings.stripe_api_base,
+        timeout_seconds=settings.stripe_timeout_seconds,
+        max_network_retries=settings.stripe_max_network_retries,
+        on_key_refresh=lambda: count("StripeKeyRefreshed"),
+        on_error=lambda error_type: count("StripeErrors", type=error_type),
+    )
+    verifier = CognitoJwtVerifier(
+        issuer=settings.issuer,
+        user_pool_id=settings.user_pool_id,
+        client_ids=settings.client_ids,
+        jwks=JwksCache(settings.jwks_url, timeout=settings.jwks_timeout_seconds),
+        leeway_seconds=settings.jwt_leeway_seconds,
+    )
+    resolver = CustomerResolver(
+        store=CustomerMappingStore(settings.customers_table, stripe_mode=settings.stripe_mode),
+        billing=billing,
+        stripe_mode=settings.stripe_mode,
+        allow_creation=settings.allow_customer_creation,
+        match_by_email=settings.match_existing_by_email,
+        count=count,
+    )
+    login = None
+    if settings.cognito_domain:
+        from .oauth import HostedUiLogin, OAuthSecretUnavailable  # only when plain-link sign-in is configured
+
+        oauth_secret = SecretsManagerReader(unavailable=OAuthSecretUnavailable, transient=OAuthSecretUnavailable,
+                                            label="the OAuth secret", variable="OAUTH_SECRET_ID")
+        login = HostedUiLogin(domain=settings.cognito_domain, client_id=settings.oauth_client_id,
+                              callback_url=settings.callback_url,
+                              read_secret=lambda: oauth_secret(settings.oauth_secret_id))
+    return PortalService(
+        login=login,
+        settings=settings,
+        verifier=verifier,
+        resolver=resolver,
+        billing=billing,
+        users=UserLookups(CognitoUserDirectory(settings.user_pool_id, settings.region)),  # the pool's region
+        count=count,
+        on_identity=on_identity,
+    )

@@ -1,0 +1,120 @@
+"""The pre-traffic check of a new version (CodeDeploy PreTraffic hook): before any user is sent to it, the new
+version must start with its configuration, answer /health, refuse an unauthenticated /portal the documented
+way, hold a Stripe key of the right mode and of the pinned account, and log nothing it must never log.
+
+The probes carry no token, so the new version cannot create a customer or a portal session while it is
+checked; the checks below assert the answers that prove it stopped before the customer path.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Callable
+
+from .key_check import Check, passed
+
+# What must never appear in a log line (README, Security notes): tokens, Stripe keys, emails, portal URLs.
+FORBIDDEN_IN_LOGS = {
+    "a JWT": re.compile(r"eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*"),
+    "a Stripe key": re.compile(r"\b(?:sk|rk)_(?:test|live)_[0-9A-Za-z]{8,}"),
+    "an email address": re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}"),
+    "a portal URL": re.compile(r"billing\.stripe\.com/p/session/|/p/session/[A-Za-z0-9_]+"),
+}
+
+
+@dataclass(frozen=True)
+class Invocation:
+    """What invoking the new version returned: its HTTP answer, or the runtime's error, and its log lines."""
+
+    status: int | None
+    body: str = ""
+    headers: dict = field(default_factory=dict)
+    function_error: str | None = None
+    log: str = ""
+
+
+def api_event(method: str, path: str, headers: dict[str, str]) -> dict:
+    """A minimal API Gateway HTTP API (payload 2.0) event, as the API sends it to the function."""
+    return {
+        "version": "2.0", "routeKey": f"{method} {path}", "rawPath": path, "rawQueryString": "",
+        "headers": {k.lower(): v for k, v in headers.items()},
+        "requestContext": {"http": {"method": method, "path": path, "protocol": "HTTP/1.1",
+                                    "sourceIp": "127.0.0.1", "userAgent": "pre-traffic-check"},
+                           "requestId": str(uuid.uuid4()), "routeKey": f"{method} {path}", "stage": "$default",
+                           "timeEpoch": int(time.time() * 1000)},
+        "isBase64Encoded": False,
+    }
+
+
+def check_release(*, invoke: Callable[[dict], Invocation], key_checks: Callable[[], list[Check]],
+                  hosted_ui: bool) -> list[Check]:
+    """Run every check; none stops the others, so the log shows everything that is wrong at once."""
+    health = invoke(api_event("GET", "/health", {"accept": "application/json"}))
+    checks = [_started(health), _health(health)]
+    api = invoke(api_event("GET", "/portal", {"accept": "application/json"}))
+    checks.append(_expect_error(api, 401, "authentication_required", "unauthenticated /portal (fetch)"))
+    link = invoke(api_event("GET", "/portal", {"accept": "text/html"}))
+    if hosted_ui:
+        checks.append(_sign_in_redirect(link))
+    else:
+        checks.append(_expect_status(link, 401, "unauthenticated /portal (plain link)"))
+    try:
+        checks += key_checks()
+    except Exception as exc:  # noqa: BLE001 - reported as a failed check, never as a crash of the hook
+        checks.append(Check("Stripe key", False, f"could not be checked: {type(exc).__name__}",
+                            "See the hook's log; run `stripe-portal-admin check`"))
+    checks.append(_clean_logs([health, api, link]))
+    return checks
+
+
+def _started(health: Invocation) -> Check:
+    if health.function_error:
+        return Check("new version starts", False, f"the function failed: {health.function_error}",
+                     "Read the new version's log: most often a configuration variable it names")
+    return Check("new version starts", True)
+
+
+def _health(health: Invocation) -> Check:
+    try:
+        ok = health.status == 200 and json.loads(health.body).get("status") == "ok"
+    except (ValueError, AttributeError):
+        ok = False
+    return Check("/health", ok, f"status {health.status}", "The new version does not answer /health")
+
+
+def _expect_error(answer: Invocation, status: int, code: str, name: str) -> Check:
+    try:
+        found = json.loads(answer.body).get("error")
+    except (ValueError, AttributeError):
+        found = None
+    ok = answer.status == status and found == code
+    return Check(name, ok, f"status {answer.status}, error {found}", f"Expected {status} {code}")
+
+
+def _expect_status(answer: Invocation, status: int, name: str) -> Check:
+    return Check(name, answer.status == status, f"status {answer.status}", f"Expected {status}")
+
+
+def _sign_in_redirect(answer: Invocation) -> Check:
+    location = {k.lower(): v for k, v in answer.headers.items()}.get("location", "")
+    ok = answer.status == 302 and "/oauth2/authorize?" in location
+    return Check("unauthenticated /portal (plain link)", ok, f"status {answer.status}",
+                 "Expected 302 to the Hosted UI sign-in: check CognitoDomain and CallbackUrl")
+
+
+def _clean_logs(invocations: list[Invocation]) -> Check:
+    found = sorted({label for inv in invocations for label, pattern in FORBIDDEN_IN_LOGS.items()
+                    if pattern.search(inv.log)})
+    if found:
+        return Check("logs hold no secrets", False, "the new version logged " + ", ".join(found),
+                     "Never log tokens, keys, emails or portal URLs: fix the logging before releasing")
+    return Check("logs hold no secrets", True)
+
+
+def outcome(checks: list[Check]) -> str:
+    """CodeDeploy's lifecycle status for these checks."""
+    return "Succeeded" if passed(checks) else "Failed"

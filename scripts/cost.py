@@ -1,0 +1,90 @@
+"""What a deployment costs per month at a given number of portal opens: the arithmetic behind the README table.
+
+    .venv/bin/python scripts/cost.py [--stripe-ms 150] [--cold-share 0.1] [--new-user-share 0.05]
+
+Prices are AWS's published us-east-1 list prices (arm64 Lambda), recorded on the date below; free tiers are not
+deducted and Stripe's own fees are not included. The alarms are counted from template.yaml. Every assumption
+is an option and is printed with the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PRICES_RECORDED = "2026-11-25"
+PRICE = {  # USD, us-east-1
+    "lambda_gb_second_arm64": 0.0000133334,  # aws.amazon.com/lambda/pricing (first 7.5 billion GB-s)
+    "lambda_request": 0.20 / 1e6,
+    "http_api_request": 1.00 / 1e6,  # aws.amazon.com/api-gateway/pricing (HTTP APIs, first 300 million)
+    "dynamodb_read_unit": 0.125 / 1e6,  # aws.amazon.com/dynamodb/pricing/on-demand
+    "dynamodb_write_unit": 0.625 / 1e6,
+    "secret_month": 0.40,  # aws.amazon.com/secrets-manager/pricing
+    "secrets_api_call": 0.05 / 10_000,
+    "alarm_metric_month": 0.10,  # aws.amazon.com/cloudwatch/pricing (standard resolution, per metric)
+    "log_gb_ingested": 0.50,
+}
+
+
+def alarm_metrics() -> int:
+    sys.path.insert(0, str(ROOT))
+    from devstack.cfn import load_template
+
+    resources = load_template(ROOT / "template.yaml")["Resources"].values()
+    count = 0
+    for resource in resources:
+        if resource["Type"] == "AWS::CloudWatch::Alarm":
+            metrics = resource["Properties"].get("Metrics")
+            count += sum(1 for m in metrics if "MetricStat" in m) if metrics else 1
+    return count
+
+
+def monthly_cost(opens: int, args: argparse.Namespace) -> dict[str, float]:
+    memory_gb = args.memory_mb / 1024
+    warm_seconds = args.stripe_ms / 1000 + args.overhead_ms / 1000
+    seconds = (1 - args.cold_share) * warm_seconds + args.cold_share * (args.cold_ms / 1000)
+    requests = opens * args.requests_per_open
+    uncached = opens * (args.cold_share + args.new_user_share)  # a mapping read when not in memory
+    writes = opens * args.new_user_share * 2  # mapping + claim
+    secret_reads = opens * args.cold_share  # once per execution environment start (then every TTL)
+    return {
+        "Lambda": requests * (PRICE["lambda_request"] + seconds * memory_gb * PRICE["lambda_gb_second_arm64"]),
+        "HTTP API": requests * PRICE["http_api_request"],
+        "DynamoDB": uncached * PRICE["dynamodb_read_unit"] + writes * PRICE["dynamodb_write_unit"],
+        "Secrets Manager": args.secrets * PRICE["secret_month"] + secret_reads * PRICE["secrets_api_call"],
+        "CloudWatch alarms": alarm_metrics() * PRICE["alarm_metric_month"],
+        "CloudWatch Logs": requests * args.log_kb_per_request / 1024 / 1024 * PRICE["log_gb_ingested"],
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--memory-mb", type=int, default=256, help="the function's MemorySize")
+    parser.add_argument("--stripe-ms", type=float, default=150, help="one Stripe call (a returning user's request)")
+    parser.add_argument("--overhead-ms", type=float, default=2, help="the function's own time per warm request")
+    parser.add_argument("--cold-ms", type=float, default=450, help="a cold request incl. init (make bench)")
+    parser.add_argument("--cold-share", type=float, default=0.10, help="share of opens that start an environment")
+    parser.add_argument("--new-user-share", type=float, default=0.05, help="share of opens by first-time users")
+    parser.add_argument("--requests-per-open", type=float, default=1, help="2 for plain links that sign in first")
+    parser.add_argument("--secrets", type=int, default=2, help="the Stripe key and the Hosted UI OAuth secret")
+    parser.add_argument("--log-kb-per-request", type=float, default=2, help="function and API access log lines")
+    args = parser.parse_args()
+    volumes = (1_000, 100_000, 1_000_000)
+    rows = {volume: monthly_cost(volume, args) for volume in volumes}
+    print(f"us-east-1 list prices recorded {PRICES_RECORDED}, arm64, free tiers not deducted, Stripe fees excluded.")
+    print(f"Assumptions: {args.memory_mb} MB, Stripe {args.stripe_ms:.0f} ms, {args.cold_share:.0%} cold opens at "
+          f"{args.cold_ms:.0f} ms, {args.new_user_share:.0%} first-time users, {args.requests_per_open:g} request(s) "
+          f"per open, {args.secrets} secrets, {alarm_metrics()} alarm metrics, {args.log_kb_per_request:g} KB of "
+          f"logs per request.\n")
+    print("| Per month | " + " | ".join(f"{v:,} opens" for v in volumes) + " |")
+    print("|---|" + "---|" * len(volumes))
+    for item in rows[volumes[0]]:
+        print(f"| {item} | " + " | ".join(f"${rows[v][item]:,.2f}" for v in volumes) + " |")
+    print("| **Total** | " + " | ".join(f"**${sum(rows[v].values()):,.2f}**" for v in volumes) + " |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
