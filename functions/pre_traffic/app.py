@@ -10,7 +10,6 @@ import os
 import boto3
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
-
 from portal_gateway.key_check import AccountPins, Check, check_account_pin, check_stripe_key
 from portal_gateway.release_check import Invocation, check_release, outcome
 

@@ -76,9 +76,18 @@ def test_pipx_style_install_gives_a_working_admin_command(tmp_path):
     import sys
     import venv
 
+    import shutil
+
+    # A copy of what `pipx install .` reads, so the build leaves nothing behind in the checkout.
+    source = tmp_path / "source"
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        (source / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(ROOT / name, source / name)
+    shutil.copytree(ROOT / "layers/core/portal_gateway", source / "layers/core/portal_gateway",
+                    ignore=shutil.ignore_patterns("__pycache__"))
     venv.create(tmp_path / "env", with_pip=True)
     pip, command = tmp_path / "env/bin/pip", tmp_path / "env/bin/stripe-portal-admin"
-    subprocess.run([pip, "install", "-q", "--disable-pip-version-check", str(ROOT)], check=True,
+    subprocess.run([pip, "install", "-q", "--disable-pip-version-check", str(source)], check=True,
                    capture_output=True, timeout=600)
     shown = subprocess.run([command, "check", "--help"], capture_output=True, text=True, timeout=60)
     assert shown.returncode == 0 and "--stack" in shown.stdout, shown.stderr

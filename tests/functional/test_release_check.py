@@ -11,11 +11,11 @@ import boto3
 import pytest
 from botocore.response import StreamingBody
 from botocore.stub import Stubber
+from portal_gateway.key_check import AccountPins, check_account_pin, check_stripe_key
+from portal_gateway.release_check import Invocation, check_release, outcome
 
 from devstack.http_api import load_handler_module, new_context
 from devstack.stripe_standin import fake_key
-from portal_gateway.key_check import AccountPins, check_account_pin, check_stripe_key
-from portal_gateway.release_check import Invocation, check_release, outcome
 from tests.functional.conftest import RETURN_URL, reset_logging
 from tests.support.tokens import SigningKey, claims
 
