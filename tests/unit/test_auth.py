@@ -301,3 +301,50 @@ def test_a_jwks_url_on_another_host_is_refused_unless_allowed_on_purpose():
     assert Settings.from_env(_env(COGNITO_JWKS_URL=own)).jwks_url == own
     local = "http://127.0.0.1:5000/eu-west-1_AbCdEf123/.well-known/jwks.json"
     assert Settings.from_env(_env(COGNITO_JWKS_URL=local)).jwks_url == local  # the local stack's moto
+
+
+# --- the standard-library RS256 check, held to the cryptography library's own verifier -----------------------------
+def test_rs256_verification_agrees_with_cryptography():
+    import os
+
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import padding, rsa
+    from portal_gateway.auth import rsa_public_key, verify_rs256
+
+    from tests.support.tokens import b64url
+
+    private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    numbers = private.public_key().public_numbers()
+    jwk = {"kty": "RSA", "n": b64url(numbers.n.to_bytes(256, "big")), "e": b64url(numbers.e.to_bytes(3, "big"))}
+    key = rsa_public_key(jwk)
+    for _ in range(20):
+        message = os.urandom(64)
+        good = private.sign(message, padding.PKCS1v15(), hashes.SHA256())
+        candidates = [good, good[:-1] + bytes([good[-1] ^ 1]), bytes(256), b"\x00" + good[1:],
+                      private.sign(message, padding.PKCS1v15(), hashes.SHA512()),
+                      private.sign(message, padding.PSS(padding.MGF1(hashes.SHA256()), 32), hashes.SHA256()),
+                      good + b"\x00", good[1:], (numbers.n + 1).to_bytes(257, "big")[-256:]]
+        for signature in candidates:
+            try:
+                private.public_key().verify(signature, message, padding.PKCS1v15(), hashes.SHA256())
+                expected = True
+            except (InvalidSignature, ValueError):
+                expected = False
+            assert verify_rs256(key, message, signature) is expected
+        assert not verify_rs256(key, message + b"x", good)
+
+
+def test_weak_or_malformed_rsa_keys_are_not_used():
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from portal_gateway.auth import rsa_public_key
+
+    from tests.support.tokens import b64url
+
+    weak = rsa.generate_private_key(public_exponent=65537, key_size=1024).public_key().public_numbers()
+    assert rsa_public_key({"n": b64url(weak.n.to_bytes(128, "big")), "e": "AQAB"}) is None  # under 2048 bits
+    strong_n = b64url((2**2047 + 1).to_bytes(256, "big"))
+    assert rsa_public_key({"n": strong_n, "e": "Ag"}) is None  # even exponent
+    assert rsa_public_key({"n": strong_n, "e": "AQ"}) is None  # e = 1
+    assert rsa_public_key({"n": "not base64!", "e": "AQAB"}) is None
+    assert rsa_public_key({"e": "AQAB"}) is None
