@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import urllib.request
 
 import pytest
@@ -229,3 +230,34 @@ def test_locale_is_validated_and_passed(gateway, user, stripe_standin):
     assert stripe_standin.account.sessions[from_header.location.rsplit("/", 1)[-1]]["locale"] == "de"
     bad = gw.portal(tokens["IdToken"], accept="application/json", query={"locale": "xx-evil"})
     assert bad.status == 400 and bad.json["error"] == "invalid_request"
+
+
+def test_the_portal_path_loads_neither_stripe_python_nor_pyjwt_nor_boto3(stack, stripe_standin, user):
+    """Cold-start weight: a whole portal request (new user: list, create, portal) imports none of the heavy
+    libraries the function does not need (make bench measures what this saves)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    _, tokens = user()
+    env = {**os.environ, **stack.service_env(stripe_api_base=stripe_standin.base_url, return_url=RETURN_URL),
+           "PYTHONPATH": f"{root / 'layers/core'}:{root}"}
+    code = (
+        "import sys, json\n"
+        "from devstack.http_api import build_event, load_handler_module, new_context\n"
+        "app = load_handler_module()\n"
+        "event = build_event('GET', '/portal', headers={'authorization': 'Bearer ' + sys.argv[1]})\n"
+        "answer = app.lambda_handler(event, new_context())\n"
+        "heavy = ('stripe', 'jwt', 'cryptography', 'requests', 'boto3')\n"
+        "loaded = {n.split('.')[0] for n in sys.modules if n.split('.')[0] in heavy}\n"
+        "# Powertools imports the bare botocore package for its user-agent hook; nothing of botocore beyond it.\n"
+        "loaded |= {n for n in sys.modules if n.startswith('botocore.')}\n"
+        "print(json.dumps({'status': answer['statusCode'], 'loaded': sorted(loaded)}))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code, tokens["IdToken"]], env=env, cwd=root, capture_output=True,
+                         text=True, timeout=60)
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    assert report == {"status": 302, "loaded": []}, out.stderr[-2000:]
+    assert len(stripe_standin.customers()) == 1  # the request did go all the way (a new customer)

@@ -159,7 +159,7 @@ _pool: urllib3.PoolManager | None = None
 _pool_lock = threading.Lock()
 
 
-def _shared_pool() -> urllib3.PoolManager:
+def shared_pool() -> urllib3.PoolManager:
     """One connection pool per execution environment: warm requests reuse the TLS connection."""
     global _pool
     with _pool_lock:
@@ -219,7 +219,7 @@ class AwsJsonClient:
                               region=region, service=self.service.signing_name,
                               now=datetime.datetime.now(datetime.UTC))
         try:
-            response = _shared_pool().request("POST", url, body=body, headers=headers, timeout=self._timeout,
+            response = shared_pool().request("POST", url, body=body, headers=headers, timeout=self._timeout,
                                               redirect=False, preload_content=True)
         except urllib3.exceptions.HTTPError as exc:
             raise AwsUnreachable(type(exc).__name__) from None

@@ -1,4 +1,4 @@
-"""Stripe adapter: the only module that imports `stripe`.
+"""Stripe adapter: the only module of the portal function that talks to Stripe (through stripe_http).
 
 Every call goes through `_call`, which (1) retries once with a freshly read key when Stripe rejects the key,
 so a rotated key is picked up at once, and (2) maps Stripe errors to the service's own errors. Stripe's raw
@@ -19,8 +19,8 @@ from .errors import (
     StripeKeyRejected,
     StripeUnavailable,
 )
+from .stripe_http import StripeApiError, StripeHttp
 from .stripe_key import StripeKeyProvider
-from .stripe_lib import stripe
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -69,12 +69,11 @@ class StripeBilling:
         max_network_retries: int = 1,
         on_key_refresh: Callable[[], None] | None = None,
         on_error: Callable[[str], None] | None = None,
+        http: StripeHttp | None = None,
     ):
         self._keys = keys
-        self._api_base = api_base
-        self._timeout = timeout_seconds
-        self._retries = max_network_retries
-        self._clients: dict[str, stripe.StripeClient] = {}
+        self._http = http or StripeHttp(api_base=api_base, timeout_seconds=timeout_seconds,
+                                        max_network_retries=max_network_retries)
         self._on_key_refresh = on_key_refresh or (lambda: None)
         self._on_error = on_error or (lambda error_type: None)  # metrics: Stripe errors by type
         self.calls = 0  # outbound Stripe API calls made by this adapter, for benchmarks and tests
@@ -88,17 +87,16 @@ class StripeBilling:
         """Customers whose email is exactly `email` (list is consistent; search is not). Their subscriptions
         come along when the key may read them; a restricted key without Subscriptions read still matches."""
         try:
-            page = self._call(lambda c: c.v1.customers.list(
-                params={"email": email, "limit": 20, "expand": ["data.subscriptions"]}))
+            page = self._call("GET", "/v1/customers",
+                              {"email": email, "limit": 20, "expand": ["data.subscriptions"]})
         except StripeKeyPermissions:
-            page = self._call(lambda c: c.v1.customers.list(params={"email": email, "limit": 20}))
+            page = self._call("GET", "/v1/customers", {"email": email, "limit": 20})
         records = []
-        for customer in page.data:
-            subscriptions = getattr(customer, "subscriptions", None)
-            statuses = [s.status for s in (subscriptions.data if subscriptions else [])]
-            active = any(status in ACTIVE_SUBSCRIPTION_STATUSES for status in statuses)
-            records.append(CustomerRecord(customer.id, int(customer.created), _plain(customer.metadata), active,
-                                          getattr(customer, "email", None)))
+        for customer in page.get("data") or []:
+            subscriptions = (customer.get("subscriptions") or {}).get("data") or []
+            active = any(s.get("status") in ACTIVE_SUBSCRIPTION_STATUSES for s in subscriptions)
+            records.append(CustomerRecord(customer["id"], int(customer["created"]), _plain(customer.get("metadata")),
+                                          active, customer.get("email")))
         return records
 
     def create_customer(self, *, metadata: dict[str, str], idempotency_key: str, email: str | None = None,
@@ -108,23 +106,20 @@ class StripeBilling:
             params["email"] = email
         if name:
             params["name"] = name
-        return self._call(
-            lambda c: c.v1.customers.create(params=params, options={"idempotency_key": idempotency_key})
-        ).id
+        return self._call("POST", "/v1/customers", params, idempotency_key=idempotency_key)["id"]
 
     def customer_deleted(self, customer_id: str) -> bool:
         """True if Stripe reports the customer deleted; raises CustomerMissing if it does not exist at all for
         this key (another account's customer, or an id that never existed)."""
-        customer = self._call(lambda c: c.v1.customers.retrieve(customer_id))
-        return bool(getattr(customer, "deleted", False))
+        return self._call("GET", f"/v1/customers/{customer_id}").get("deleted") is True
 
     def active_subscriptions(self, customer_id: str) -> list[str]:
-        page = self._call(lambda c: c.v1.subscriptions.list(params={"customer": customer_id, "limit": 10}))
-        return [s.id for s in page.data if s.status in ACTIVE_SUBSCRIPTION_STATUSES]
+        page = self._call("GET", "/v1/subscriptions", {"customer": customer_id, "limit": 10})
+        return [s["id"] for s in page.get("data") or [] if s.get("status") in ACTIVE_SUBSCRIPTION_STATUSES]
 
     def claim_customer(self, customer_id: str, metadata: dict[str, str]) -> None:
         """Stamp an existing customer with its owner, so no other user can ever match it by email."""
-        self._call(lambda c: c.v1.customers.update(customer_id, params={"metadata": metadata}))
+        self._call("POST", f"/v1/customers/{customer_id}", {"metadata": metadata})
 
     def create_portal_session(self, *, customer_id: str, return_url: str, locale: str,
                               configuration: str | None = None, flow_data: dict | None = None) -> str:
@@ -133,33 +128,23 @@ class StripeBilling:
             params["configuration"] = configuration
         if flow_data:
             try:
-                return self._call(lambda c: c.v1.billing_portal.sessions.create(
-                    params={**params, "flow_data": flow_data})).url
+                return self._call("POST", "/v1/billing_portal/sessions", {**params, "flow_data": flow_data})["url"]
             except StripeRequestRefused as exc:
                 # The deep link is refused (its feature is off in the portal configuration, or the subscription
                 # cannot take that flow): the portal home is the next best place, not an error page.
                 logger.warning("Stripe refused the deep link; opening the portal home",
                                extra={"flow": flow_data.get("type"), "detail": exc.log_detail})
-        return self._call(lambda c: c.v1.billing_portal.sessions.create(params=params)).url
+        return self._call("POST", "/v1/billing_portal/sessions", params)["url"]
 
     # --- plumbing -----------------------------------------------------------------------------------------
-    def _client(self, key: str) -> stripe.StripeClient:
-        client = self._clients.get(key)
-        if client is None:
-            client = stripe.StripeClient(
-                key,
-                base_addresses={"api": self._api_base} if self._api_base else None,
-                max_network_retries=self._retries,
-                http_client=stripe.RequestsClient(timeout=(min(2.0, self._timeout), self._timeout)),
-            )
-            self._clients = {key: client}  # keep only the current key's client
-        return client
-
-    def _call(self, operation: Callable[[stripe.StripeClient], T]) -> T:
+    def _call(self, method: str, path: str, params: dict[str, Any] | None = None, *,
+              idempotency_key: str | None = None) -> dict[str, Any]:
         key = self._keys.current()
         try:
-            return self._attempt(operation, key)
-        except stripe.AuthenticationError:
+            return self._attempt(method, path, params, key, idempotency_key)
+        except StripeApiError as exc:
+            if exc.kind != "AuthenticationError":
+                raise
             fresh = self._keys.refresh(key)
             self._on_key_refresh()
             if fresh is None:
@@ -168,31 +153,34 @@ class StripeBilling:
                     log_detail="Stripe rejected the API key; rotate it in Secrets Manager") from None
             logger.info("Stripe rejected the cached API key; retrying once with the key just read")
             try:
-                return self._attempt(operation, fresh)
-            except stripe.AuthenticationError:
-                raise StripeKeyRejected(log_detail="Stripe rejected the freshly read API key too") from None
+                return self._attempt(method, path, params, fresh, idempotency_key)
+            except StripeApiError as again:
+                if again.kind == "AuthenticationError":
+                    raise StripeKeyRejected(log_detail="Stripe rejected the freshly read API key too") from None
+                raise
 
-    def _attempt(self, operation: Callable[[stripe.StripeClient], T], key: str) -> T:
+    def _attempt(self, method: str, path: str, params: dict[str, Any] | None, key: str,
+                 idempotency_key: str | None) -> dict[str, Any]:
         self.calls += 1
         try:
-            return operation(self._client(key))
-        except stripe.StripeError as exc:
-            self._on_error(type(exc).__name__)
-            if isinstance(exc, stripe.AuthenticationError):
+            return self._http.request(method, path, params, api_key=key, idempotency_key=idempotency_key)
+        except StripeApiError as exc:
+            self._on_error(exc.kind)
+            if exc.kind == "AuthenticationError":
                 raise  # handled by _call: re-read the secret once
             raise _mapped(exc) from None
 
 
-def _mapped(exc: stripe.StripeError) -> Exception:
-    if isinstance(exc, stripe.PermissionError):
+def _mapped(exc: StripeApiError) -> Exception:
+    if exc.kind == "PermissionError":
         return StripeKeyPermissions(log_detail=f"the Stripe key lacks a permission: {_describe(exc)}")
-    if isinstance(exc, stripe.InvalidRequestError):
+    if exc.kind == "InvalidRequestError":
         return _invalid_request(exc)
     return StripeUnavailable(log_detail=f"Stripe call failed: {_describe(exc)}")
 
 
-def _invalid_request(exc: stripe.InvalidRequestError) -> Exception:
-    text = str(getattr(exc, "user_message", None) or exc)
+def _invalid_request(exc: StripeApiError) -> Exception:
+    text = exc.stripe_message
     if "default configuration has not been created" in text or "No configuration provided" in text:
         return PortalNotConfigured(log_detail="no default customer portal configuration in Stripe")
     if exc.code == "resource_missing" and exc.param in ("customer", "id", None):
@@ -200,12 +188,12 @@ def _invalid_request(exc: stripe.InvalidRequestError) -> Exception:
     return StripeRequestRefused(log_detail=f"Stripe refused the request: {_describe(exc)}")
 
 
-def _describe(exc: stripe.StripeError) -> str:
+def _describe(exc: StripeApiError) -> str:
     # Type, status, code, param and request id only: Stripe's message text may echo input we must not log.
-    parts = [type(exc).__name__, f"http_status={exc.http_status}"]
-    if getattr(exc, "code", None):
+    parts = [exc.kind, f"http_status={exc.http_status}"]
+    if exc.code:
         parts.append(f"code={exc.code}")
-    if getattr(exc, "param", None):
+    if exc.param:
         parts.append(f"param={exc.param}")
     if exc.request_id:
         parts.append(f"request_id={exc.request_id}")
@@ -213,6 +201,6 @@ def _describe(exc: stripe.StripeError) -> str:
 
 
 def _plain(metadata: Any) -> dict[str, str]:
-    if metadata is None:
+    if not isinstance(metadata, dict):
         return {}
-    return {str(k): str(v) for k, v in (metadata.to_dict() if hasattr(metadata, "to_dict") else metadata).items()}
+    return {str(k): str(v) for k, v in metadata.items()}

@@ -1,0 +1,46 @@
+"""The portal function's small Stripe client held to stripe-python 16.1: the API version it speaks, the form
+encoding, and which exception class an error answer becomes."""
+
+from __future__ import annotations
+
+import json
+from urllib.parse import urlencode
+
+import pytest
+import stripe
+from portal_gateway.stripe_http import STRIPE_API_VERSION, encode_form, error_kind
+from stripe._api_requestor import _APIRequestor
+from stripe._encode import _api_encode
+
+
+def test_speaks_the_api_version_of_stripe_python():
+    assert STRIPE_API_VERSION == stripe.api_version
+
+
+@pytest.mark.parametrize("params", [
+    {"email": "ada@example.com", "limit": 20, "expand": ["data.subscriptions"]},
+    {"metadata": {"cognito_sub": "s-1", "cognito_user_pool": "eu-west-1_X"}, "name": "Zoë Ł 😀", "email": None},
+    {"customer": "cus_1", "return_url": "https://shop.example.com/a?b=c&d=e", "locale": "pt-BR",
+     "flow_data": {"type": "subscription_pause", "subscription_pause": {"subscription": "sub_1"},
+                   "after_completion": {"type": "redirect", "redirect": {"return_url": "https://x.example/#y"}}}},
+    {"is_default": True, "limit": 1}, {"flag": False, "list": [{"a": 1}, {"b": [2, 3]}]},
+])
+def test_form_encoding_equals_stripe_pythons(params):
+    assert encode_form(params) == urlencode(list(_api_encode(params)))
+
+
+@pytest.mark.parametrize("status, error", [
+    (400, {"type": "invalid_request_error", "code": "resource_missing", "param": "customer"}),
+    (404, {"type": "invalid_request_error", "code": "resource_missing"}),
+    (400, {"type": "idempotency_error"}),
+    (400, {"type": "invalid_request_error", "code": "rate_limit"}),
+    (429, {"type": "invalid_request_error", "code": "rate_limit"}),
+    (401, {"type": "invalid_request_error"}), (402, {"type": "card_error"}), (403, {"type": "invalid_request_error"}),
+    (409, {"type": "invalid_request_error", "code": "idempotency_key_in_use"}), (500, {"type": "api_error"}),
+    (503, {"type": "api_error"}),
+])
+def test_error_answers_map_to_stripe_pythons_exception_classes(status, error):
+    requestor = _APIRequestor()
+    body = json.dumps({"error": {"message": "x", **error}})
+    expected = requestor.specific_v1_api_error(body, status, {"error": error}, {}, error)
+    assert error_kind(status, error) == type(expected).__name__
