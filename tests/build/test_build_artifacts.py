@@ -12,8 +12,10 @@ BUILD = ROOT / ".aws-sam" / "build"
 def test_layer_has_package_and_dependencies_under_single_python_folder():
     layer = BUILD / "CoreLayer" / "python"
     assert (layer / "portal_gateway" / "__init__.py").is_file()
-    for dependency in ("stripe", "jwt", "aws_lambda_powertools", "cryptography"):
+    for dependency in ("urllib3", "aws_lambda_powertools", "cryptography", "jmespath"):
         assert (layer / dependency).is_dir(), dependency
+    for unused in ("stripe", "jwt", "requests", "bin"):  # what the function no longer imports is not shipped
+        assert not (layer / unused).exists(), unused
     assert not (layer / "python").exists()
 
 
@@ -51,7 +53,7 @@ def test_layer_ships_compiled_bytecode_for_python_313():
     assert len(cached) == len(sources) >= 10
     assert all(_unchecked_hash(pyc) for pyc in cached)  # valid whatever mtimes the zip gives the sources
     assert all(pyc.read_bytes()[:4] == importlib.util.MAGIC_NUMBER for pyc in cached)  # CPython 3.13's
-    assert list((BUILD / "CoreLayer" / "python" / "stripe" / "__pycache__").glob("*.cpython-313.pyc"))
+    assert list((BUILD / "CoreLayer" / "python" / "urllib3" / "__pycache__").glob("*.cpython-313.pyc"))
 
 
 def test_functions_ship_compiled_bytecode():

@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .errors import StripeKeyUnavailable
+from .stripe_http import StripeApiError, StripeHttp
 from .stripe_key import key_mode, parse_stripe_key
-from .stripe_lib import stripe
 
 PROBE_CUSTOMER = "cus_portalgatewayprobe0"
 PROBE_RETURN_URL = "https://example.com/"
@@ -51,48 +51,46 @@ def check_stripe_key(raw_secret_value: str, *, expected_mode: str, api_base: str
         return checks
     checks.append(Check("key mode", True, f"{mode} mode"))
 
-    client = stripe.StripeClient(
-        key,
-        base_addresses={"api": api_base} if api_base else None,
-        max_network_retries=1,
-        http_client=stripe.RequestsClient(timeout=timeout),
-    )
+    http = StripeHttp(api_base=api_base, timeout_seconds=timeout, max_network_retries=1)
+
+    def client(method: str, path: str, params: dict | None = None) -> dict:
+        return http.request(method, path, params, api_key=key)
+
     try:
-        client.v1.customers.list(params={"limit": 1})
+        client("GET", "/v1/customers", {"limit": 1})
         checks.append(Check("Stripe accepts the key", True))
         checks.append(Check("permission: Customers read", True))
-    except stripe.AuthenticationError:
-        return checks + [Check("Stripe accepts the key", False,
-                               "Stripe rejected the key (revoked, expired or mistyped)",
-                               "Copy the key again from the Stripe Dashboard")]
-    except stripe.PermissionError:
+    except StripeApiError as exc:
+        if exc.kind == "AuthenticationError":
+            return checks + [Check("Stripe accepts the key", False,
+                                   "Stripe rejected the key (revoked, expired or mistyped)",
+                                   "Copy the key again from the Stripe Dashboard")]
+        if exc.kind != "PermissionError":
+            return checks + [Check("Stripe reachable", False, f"{exc.kind} (http {exc.http_status})",
+                                   "Check network access to api.stripe.com and Stripe's status page")]
         checks.append(Check("Stripe accepts the key", True))
         checks.append(Check("permission: Customers read", False, "403 listing customers",
                             "Give the restricted key Customers: Write"))
-    except stripe.StripeError as exc:
-        return checks + [Check("Stripe reachable", False, f"{type(exc).__name__} (http {exc.http_status})",
-                               "Check network access to api.stripe.com and Stripe's status page")]
 
     checks.append(_account(client))
     checks.append(_probe("permission: Customers write", "Give the restricted key Customers: Write",
-                         lambda: client.v1.customers.update(PROBE_CUSTOMER, params={"metadata": {"probe": ""}})))
+                         lambda: client("POST", f"/v1/customers/{PROBE_CUSTOMER}", {"metadata": {"probe": ""}})))
     checks.append(_probe("permission: Customer portal write", "Give the restricted key Customer portal: Write",
-                         lambda: client.v1.billing_portal.sessions.create(
-                             params={"customer": PROBE_CUSTOMER, "return_url": PROBE_RETURN_URL})))
+                         lambda: client("POST", "/v1/billing_portal/sessions",
+                                        {"customer": PROBE_CUSTOMER, "return_url": PROBE_RETURN_URL})))
     checks.append(_portal_configuration(client, mode, portal_configuration_id))
     return checks
 
 
-def _account(client: stripe.StripeClient) -> Check:
+def _account(client) -> Check:
     """Which Stripe account the key belongs to (GET /v1/account), so it can be held to the pinned one."""
     try:
-        account_id = client.v1.accounts.retrieve_current().id
-    except stripe.PermissionError:
-        return Check(ACCOUNT_CHECK, False, "403 reading the key's own account",
-                     "Give the restricted key read access to the account (GET /v1/account)")
-    except stripe.StripeError as exc:
-        return Check(ACCOUNT_CHECK, False, f"{type(exc).__name__} (http {exc.http_status})",
-                     "Try again; check Stripe status")
+        account_id = client("GET", "/v1/account")["id"]
+    except StripeApiError as exc:
+        if exc.kind == "PermissionError":
+            return Check(ACCOUNT_CHECK, False, "403 reading the key's own account",
+                         "Give the restricted key read access to the account (GET /v1/account)")
+        return Check(ACCOUNT_CHECK, False, f"{exc.kind} (http {exc.http_status})", "Try again; check Stripe status")
     return Check(ACCOUNT_CHECK, True, masked_account(account_id), value=account_id)
 
 
@@ -172,33 +170,35 @@ def _aws_code(exc: Exception) -> str:
 def _probe(name: str, fix: str, call) -> Check:
     try:
         call()
-    except stripe.PermissionError:
-        return Check(name, False, "403 from Stripe", fix)
-    except stripe.InvalidRequestError:
-        return Check(name, True)  # "no such customer" (or "portal not configured"): the key may do it
-    except stripe.StripeError as exc:
-        return Check(name, False, f"{type(exc).__name__} (http {exc.http_status})", "Try again; check Stripe status")
+    except StripeApiError as exc:
+        if exc.kind == "PermissionError":
+            return Check(name, False, "403 from Stripe", fix)
+        if exc.kind == "InvalidRequestError":
+            return Check(name, True)  # "no such customer" (or "portal not configured"): the key may do it
+        return Check(name, False, f"{exc.kind} (http {exc.http_status})", "Try again; check Stripe status")
     return Check(name, True)
 
 
-def _portal_configuration(client: stripe.StripeClient, mode: str, configuration_id: str | None) -> Check:
+def _portal_configuration(client, mode: str, configuration_id: str | None) -> Check:
     name = "portal configuration"
     fix = (f"Save the customer portal settings in the Stripe Dashboard in {mode} mode "
            "(Settings > Billing > Customer portal)")
     try:
         if configuration_id:
-            config = client.v1.billing_portal.configurations.retrieve(configuration_id)
-            if not config.active:
+            config = client("GET", f"/v1/billing_portal/configurations/{configuration_id}")
+            if not config.get("active"):
                 return Check(name, False, f"{configuration_id} is not active", "Activate it or set another id")
             return Check(name, True, configuration_id)
-        page = client.v1.billing_portal.configurations.list(params={"is_default": True, "limit": 1})
-    except stripe.PermissionError:
-        return Check(name, False, "403 reading portal configurations", "Give the restricted key Customer portal: Write")
-    except stripe.InvalidRequestError:
-        return Check(name, False, f"{configuration_id} does not exist in {mode} mode", "Fix PORTAL_CONFIGURATION_ID")
-    except stripe.StripeError as exc:
-        return Check(name, False, f"{type(exc).__name__} (http {exc.http_status})", "Try again; check Stripe status")
-    if not page.data:
+        page = client("GET", "/v1/billing_portal/configurations", {"is_default": True, "limit": 1})
+    except StripeApiError as exc:
+        if exc.kind == "PermissionError":
+            return Check(name, False, "403 reading portal configurations",
+                         "Give the restricted key Customer portal: Write")
+        if exc.kind == "InvalidRequestError":
+            return Check(name, False, f"{configuration_id} does not exist in {mode} mode",
+                         "Fix PORTAL_CONFIGURATION_ID")
+        return Check(name, False, f"{exc.kind} (http {exc.http_status})", "Try again; check Stripe status")
+    if not page.get("data"):
         return Check(name, False, f"no default portal configuration in {mode} mode", fix)
     return Check(name, True, "default configuration")
 
