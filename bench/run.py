@@ -24,28 +24,30 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 BUILD = ROOT / "bench" / ".build"
-LAYER = BUILD / "layer" / "python"
+LAYERS = {"ours": BUILD / "layer" / "python", "baseline": BUILD / "baseline-layer" / "python"}
+REQUIREMENTS = {"ours": ROOT / "layers/core/requirements.txt", "baseline": ROOT / "bench/baseline/requirements.txt"}
 FUNCTIONS = {"ours": BUILD / "portal", "baseline": BUILD / "baseline"}
 
 
 # --- artifacts ----------------------------------------------------------------------------------------------
 def build_artifacts() -> None:
-    """pip-install the pinned layer requirements for this machine, add our package, compile bytecode."""
-    stamp = BUILD / ".requirements"
-    requirements = (ROOT / "layers/core/requirements.txt").read_text()
-    if not stamp.exists() or stamp.read_text() != requirements:
-        shutil.rmtree(BUILD, ignore_errors=True)
-        LAYER.mkdir(parents=True)
-        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(LAYER),
-                        "-r", str(ROOT / "layers/core/requirements.txt")], check=True)
-        stamp.write_text(requirements)
-    shutil.rmtree(LAYER / "portal_gateway", ignore_errors=True)
-    shutil.copytree(ROOT / "layers/core/portal_gateway", LAYER / "portal_gateway",
+    """pip-install each layer's pinned requirements for this machine, add our package, compile bytecode."""
+    for impl, layer in LAYERS.items():
+        stamp = layer.parent / ".requirements"
+        requirements = REQUIREMENTS[impl].read_text()
+        if not stamp.exists() or stamp.read_text() != requirements:
+            shutil.rmtree(layer.parent, ignore_errors=True)
+            layer.mkdir(parents=True)
+            subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(layer),
+                            "-r", str(REQUIREMENTS[impl])], check=True)
+            stamp.write_text(requirements)
+    shutil.rmtree(LAYERS["ours"] / "portal_gateway", ignore_errors=True)
+    shutil.copytree(ROOT / "layers/core/portal_gateway", LAYERS["ours"] / "portal_gateway",
                     ignore=shutil.ignore_patterns("__pycache__"))
     for name, source in (("ours", ROOT / "functions/portal"), ("baseline", ROOT / "bench/baseline")):
         shutil.rmtree(FUNCTIONS[name], ignore_errors=True)
-        shutil.copytree(source, FUNCTIONS[name], ignore=shutil.ignore_patterns("__pycache__"))
-    for folder in (LAYER, *FUNCTIONS.values()):  # as the build Makefiles compile them
+        shutil.copytree(source, FUNCTIONS[name], ignore=shutil.ignore_patterns("__pycache__", "requirements.txt"))
+    for folder in (*LAYERS.values(), *FUNCTIONS.values()):  # as the build Makefiles compile them
         compileall.compile_dir(str(folder), quiet=1, workers=0,
                                invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
 
@@ -96,6 +98,8 @@ urllib3.connection.HTTPConnection.request = counted_u3_request
 import importlib.util, uuid
 spec = importlib.util.spec_from_file_location("app", os.path.join(function, "app.py"))
 app = importlib.util.module_from_spec(spec); spec.loader.exec_module(app)
+if plan.get("eager") and hasattr(app, "portal_service"):
+    app.portal_service()  # import and build the service at init instead of on the first request
 imported = time.perf_counter()
 
 class Context:
@@ -140,6 +144,8 @@ if plan["mode"] == "warm":
         service.users._seen.clear()  # as if the last status answer were over a minute old (CHECK_USER_STATUS)
         _, report["status_due_calls"] = call(plan["returning_token"])
 report["max_rss_kb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+report["layer_modules"] = sorted({name.split(".")[0] for name, module in list(sys.modules.items())
+                                  if (getattr(module, "__file__", None) or "").startswith(layer)})
 print(json.dumps(report))
 '''
 
@@ -150,17 +156,64 @@ def _write_plan(plan: dict) -> str:
     return handle.name
 
 
-def run_child(impl: str, plan: dict, env: dict) -> dict:
+def run_child(impl: str, plan: dict, env: dict, cgroup: Path | None = None) -> dict:
+    """One fresh process; with `cgroup`, under that CPU quota from its first instruction (the stand-ins, moto
+    and this process stay outside it)."""
     plan_path = _write_plan(plan)
     started = time.perf_counter()
-    out = subprocess.run([sys.executable, "-c", CHILD, impl, str(LAYER), str(FUNCTIONS[impl]), plan_path],
-                         env=env, capture_output=True, text=True, check=False)
+
+    def enter_cgroup() -> None:  # runs in the child between fork and exec
+        if cgroup is not None:
+            (cgroup / "tasks").write_text(str(os.getpid()))
+
+    out = subprocess.run([sys.executable, "-c", CHILD, impl, str(LAYERS[impl]), str(FUNCTIONS[impl]), plan_path],
+                         env=env, capture_output=True, text=True, check=False, preexec_fn=enter_cgroup)
     wall = time.perf_counter() - started
     os.unlink(plan_path)
     lines = [line for line in out.stdout.splitlines() if line.startswith('{"import_s"')]
     if out.returncode or not lines:
         raise SystemExit(f"{impl} child failed:\n{out.stdout[-2000:]}\n{out.stderr[-3000:]}")
     return {**json.loads(lines[-1]), "wall_s": wall}
+
+
+LAMBDA_FULL_VCPU_MB = 1769  # Lambda gives a function memory/1769 MB of one vCPU
+ARM64_GB_SECOND, REQUEST_PRICE = 0.0000133334, 0.20 / 1e6  # us-east-1 list prices (scripts/cost.py)
+
+
+def cpu_cgroup(memory_mb: int) -> tuple[Path | None, str]:
+    """A cgroup v1 CPU quota equal to Lambda's share for `memory_mb`, or None and the reason it cannot be set."""
+    base = Path("/sys/fs/cgroup/cpu")
+    if os.geteuid() != 0:
+        return None, "skipped: setting a CPU quota needs root"
+    if not (base / "cpu.cfs_quota_us").exists():
+        return None, "skipped: no cgroup v1 CPU controller at /sys/fs/cgroup/cpu"
+    group = base / f"spg-bench-{memory_mb}"
+    try:
+        group.mkdir(exist_ok=True)
+        (group / "cpu.cfs_period_us").write_text("100000")
+        (group / "cpu.cfs_quota_us").write_text(str(round(100000 * memory_mb / LAMBDA_FULL_VCPU_MB)))
+    except OSError as exc:
+        return None, f"skipped: cannot set a CPU quota ({exc.strerror})"
+    return group, ""
+
+
+BOTO3_ALONE = r"""
+import time
+t = time.perf_counter()
+import boto3
+boto3.client("secretsmanager", region_name="us-east-1"); boto3.client("dynamodb", region_name="us-east-1")
+print(time.perf_counter() - t)
+"""
+
+
+def boto3_alone(cgroup: Path | None) -> float:
+    """What importing boto3 and creating the two clients the portal would need costs (median of 5 processes)."""
+    def enter() -> None:
+        if cgroup is not None:
+            (cgroup / "tasks").write_text(str(os.getpid()))
+    runs = [float(subprocess.run([sys.executable, "-c", BOTO3_ALONE], capture_output=True, text=True, check=True,
+                                 preexec_fn=enter).stdout) for _ in range(5)]
+    return statistics.median(runs)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -176,6 +229,11 @@ def main() -> int:
     parser.add_argument("--profile", action="store_true", help="print where our first request spends its time")
     parser.add_argument("--stripe-latency-ms", type=float, default=150,
                         help="Stripe latency for the extra cold-start rows (typical API latency; 0 to skip)")
+    parser.add_argument("--memory-sizes", default="256,512,1024,1769",
+                        help="Lambda memory sizes whose CPU share the cold-start rows run under (empty to skip)")
+    parser.add_argument("--chosen-memory", type=int, default=512, help="the template's MemorySize")
+    parser.add_argument("--cost-stripe-ms", type=float, default=150, help="Stripe latency billed per request")
+    parser.add_argument("--cost-cold-share", type=float, default=0.05, help="share of requests that start cold")
     parser.add_argument("--aws-latency-ms", type=float, default=20,
                         help="AWS and JWKS latency per call for the last cold-start row (0 to skip)")
     args = parser.parse_args()
@@ -205,7 +263,7 @@ def main() -> int:
     if args.profile:
         plan = {"mode": "cold", "returning_token": token("profile"), "stripe_port": stripe_port, "requests": 1}
         run_child("ours", {**plan, "mode": "warm", "new_token": token("profile-new")}, env)
-        out = subprocess.run([sys.executable, "-c", CHILD, "ours", str(LAYER), str(FUNCTIONS["ours"]),
+        out = subprocess.run([sys.executable, "-c", CHILD, "ours", str(LAYERS["ours"]), str(FUNCTIONS["ours"]),
                               _write_plan(plan)], env={**env, "BENCH_PROFILE": "1"}, capture_output=True, text=True)
         print(out.stderr[-6000:])
         return 0
@@ -297,10 +355,86 @@ def main() -> int:
     print("|---|---|---|---|")
     for row in rows:
         print("| " + " | ".join(row) + " |")
+    if sam_layer.is_dir():
+        layer_table(sam_layer / "python", ours["warm"]["layer_modules"])
+    if args.memory_sizes:
+        cpu_share_tables(args, token, stripe_port, env)
     stripe.close()
     aws_proxy.close()
     moto.stop()
     return 0
+
+
+def layer_table(layer: Path, imported: list[str]) -> None:
+    """What the built layer ships, and which of it a portal request (new and returning users) imports."""
+    sizes: dict[str, int] = {}
+    for entry in layer.iterdir():
+        if entry.name.endswith(".dist-info") or entry.name == "__pycache__":
+            continue
+        name = entry.name.split(".")[0]
+        sizes[name] = sizes.get(name, 0) + (directory_size(entry) if entry.is_dir() else entry.stat().st_size)
+    print("\n| Layer package (sam build) | Size | Imported by a portal request |")
+    print("|---|---|---|")
+    for name, size in sorted(sizes.items(), key=lambda item: -item[1]):
+        used = "yes" if name in imported else ("only with Hosted UI sign-in" if name in ("cryptography", "cffi",
+                                                                                         "_cffi_backend", "pycparser")
+                                              else "no")
+        print(f"| {name} | {size / 2**20:.1f} MB | {used} |")
+
+
+def cpu_share_tables(args, token, stripe_port: int, env: dict) -> None:
+    """Cold starts and warm requests with the function process under Lambda's CPU share for each memory size;
+    cost per million requests from the measured durations."""
+    sizes = [int(size) for size in args.memory_sizes.split(",") if size.strip()]
+    rows, measured = [], {}
+    for memory in sizes:
+        cgroup, reason = cpu_cgroup(memory)
+        share = f"{memory / LAMBDA_FULL_VCPU_MB:.1%}"
+        if cgroup is None:
+            rows.append((f"{memory} MB", share, reason, "", "", "", "", ""))
+            continue
+        print(f"cold starts at {memory} MB's CPU share ...", file=sys.stderr)
+        result = {}
+        for impl in ("ours", "baseline"):
+            plan = {"mode": "cold", "returning_token": token(f"cpu{memory}-{impl}"), "stripe_port": stripe_port,
+                    "requests": 100}
+            run_child(impl, {**plan, "mode": "warm", "requests": 1, "new_token": token(f"cpu{memory}-{impl}-w")}, env)
+            colds = [run_child(impl, plan, env, cgroup) for _ in range(args.runs)]
+            warm = run_child(impl, {**plan, "mode": "warm", "new_token": token(f"cpu{memory}-{impl}-n")}, env, cgroup)
+            result[impl] = {"cold": statistics.median(c["cold_s"] for c in colds),
+                            "wall": statistics.median(c["wall_s"] for c in colds),
+                            "import": statistics.median(c["import_s"] for c in colds),
+                            "warm": statistics.median(warm["totals"]), "warm_p99": percentile(warm["totals"], 99)}
+        measured[memory] = (cgroup, result)
+        ours, base = result["ours"], result["baseline"]
+        billed = ((1 - args.cost_cold_share) * (ours["warm"] + args.cost_stripe_ms / 1000)
+                  + args.cost_cold_share * (ours["cold"] + args.cost_stripe_ms / 1000))
+        cost = 1e6 * (REQUEST_PRICE + billed * memory / 1024 * ARM64_GB_SECOND)
+        rows.append((f"{memory} MB", share, f"{ours['cold'] * 1000:.0f} ms", f"{base['cold'] * 1000:.0f} ms",
+                     f"{ours['cold'] / base['cold']:.2f}x", f"{ours['wall'] * 1000:.0f} / {base['wall'] * 1000:.0f} ms",
+                     f"{ours['warm'] * 1000:.1f} / {ours['warm_p99'] * 1000:.1f} ms", f"${cost:.2f}"))
+    print(f"\nAt Lambda's CPU share (memory / {LAMBDA_FULL_VCPU_MB} MB of one core, as a cgroup CPU quota on the "
+          f"function process only; median of {args.runs} fresh processes each). Cost per million requests: arm64 "
+          f"price, each request billed for {args.cost_stripe_ms:.0f} ms of Stripe plus the measured time, "
+          f"{args.cost_cold_share:.0%} of them cold (init billed).\n")
+    print("| Memory | CPU share | Cold: import + first request, ours | Baseline | Ours / baseline "
+          "| Whole process, ours / baseline | Warm p50 / p99, ours | Cost per 1M requests |")
+    print("|---|---|---|---|---|---|---|---|")
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+    chosen = measured.get(args.chosen_memory)
+    if chosen:
+        cgroup, result = chosen
+        plan = {"mode": "cold", "returning_token": token("eager"), "stripe_port": stripe_port, "requests": 1}
+        eager = [run_child("ours", {**plan, "eager": True}, env, cgroup) for _ in range(args.runs)]
+        lazy_import, eager_import = result["ours"]["import"], statistics.median(c["import_s"] for c in eager)
+        print(f"\nAt {args.chosen_memory} MB: importing the Stripe and AWS clients at init (eager) instead of on the "
+              f"first request: cold import + first request {statistics.median(c['cold_s'] for c in eager) * 1000:.0f}"
+              f" ms vs {result['ours']['cold'] * 1000:.0f} ms lazy; init (what /health pays on a cold start) "
+              f"{eager_import * 1000:.0f} ms vs {lazy_import * 1000:.0f} ms.")
+        print(f"boto3 alone (import and two clients), which the function does not use: "
+              f"{boto3_alone(None) * 1000:.0f} ms at full CPU, {boto3_alone(cgroup) * 1000:.0f} ms at "
+              f"{args.chosen_memory} MB's share.")
 
 
 if __name__ == "__main__":

@@ -61,10 +61,11 @@ def monthly_cost(opens: int, args: argparse.Namespace) -> dict[str, float]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--memory-mb", type=int, default=256, help="the function's MemorySize")
+    parser.add_argument("--memory-mb", type=int, default=512, help="the function's MemorySize")
     parser.add_argument("--stripe-ms", type=float, default=150, help="one Stripe call (a returning user's request)")
     parser.add_argument("--overhead-ms", type=float, default=2, help="the function's own time per warm request")
-    parser.add_argument("--cold-ms", type=float, default=450, help="a cold request incl. init (make bench)")
+    parser.add_argument("--cold-ms", type=float, default=800,
+                        help="a cold request incl. init at 512 MB's CPU share and Stripe's 150 ms (make bench)")
     parser.add_argument("--cold-share", type=float, default=0.10, help="share of opens that start an environment")
     parser.add_argument("--new-user-share", type=float, default=0.05, help="share of opens by first-time users")
     parser.add_argument("--requests-per-open", type=float, default=1, help="2 for plain links that sign in first")

@@ -401,3 +401,22 @@ def test_readme_parameter_table_matches_the_template(template):
         assert variable in env and parameter in json.dumps(env[variable]), (parameter, variable)
     documented = set(re.findall(r"`(\w+)`", table))
     assert set(template["Parameters"]) <= documented, set(template["Parameters"]) - documented
+
+
+def test_snapstart_is_opt_in_on_published_versions(template):
+    assert template["Parameters"]["EnableSnapStart"]["Default"] == "false"
+    fn = template["Resources"]["PortalFunction"]["Properties"]
+    assert fn["SnapStart"] == {"ApplyOn": {"Fn::If": ["SnapStartOn", "PublishedVersions", "None"]}}
+    assert fn["AutoPublishAlias"]  # SnapStart needs the published versions the alias brings
+    assert template["Conditions"]["SnapStartOn"] == {"Fn::Equals": [{"Ref": "EnableSnapStart"}, "true"]}
+
+
+def test_memory_size_is_the_one_the_benchmark_chose(template):
+    import ast
+
+    bench = (ROOT / "bench/run.py").read_text()
+    chosen = next(node for node in ast.walk(ast.parse(bench)) if isinstance(node, ast.Call)
+                  and getattr(node.func, "attr", "") == "add_argument" and node.args
+                  and getattr(node.args[0], "value", "") == "--chosen-memory")
+    default = next(k.value.value for k in chosen.keywords if k.arg == "default")
+    assert template["Globals"]["Function"]["MemorySize"] == default

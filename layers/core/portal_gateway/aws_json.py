@@ -159,6 +159,13 @@ _pool: urllib3.PoolManager | None = None
 _pool_lock = threading.Lock()
 
 
+def close_connections() -> None:
+    """Close every pooled connection (SnapStart: connections do not survive a snapshot)."""
+    with _pool_lock:
+        if _pool is not None:
+            _pool.clear()
+
+
 def shared_pool() -> urllib3.PoolManager:
     """One connection pool per execution environment: warm requests reuse the TLS connection."""
     global _pool

@@ -78,6 +78,9 @@ class StripeBilling:
         self._on_error = on_error or (lambda error_type: None)  # metrics: Stripe errors by type
         self.calls = 0  # outbound Stripe API calls made by this adapter, for benchmarks and tests
 
+    def forget_key(self) -> None:
+        self._keys.forget()
+
     def prefetch_key(self) -> None:
         """Start reading the Stripe key in the background if none is in memory yet (a cold start)."""
         self._keys.prefetch()

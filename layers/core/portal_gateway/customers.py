@@ -69,6 +69,10 @@ class BoundedCache:
             while len(self._items) > self.capacity:
                 self._items.popitem(last=False)
 
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
     def discard(self, key: str) -> None:
         with self._lock:
             self._items.pop(key, None)

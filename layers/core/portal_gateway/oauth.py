@@ -116,6 +116,10 @@ class HostedUiLogin:
         self._client_secret: str | None = None
         self._loaded_at = 0.0
 
+    def forget_secrets(self) -> None:
+        """Drop the cookie key and client secret from memory (SnapStart: never in a snapshot)."""
+        self._sealer, self._client_secret, self._loaded_at = None, None, 0.0
+
     def _secrets(self) -> tuple[CookieSealer, str | None]:
         # Re-read now and then, like the Stripe key, so a changed client secret or cookie key is picked up.
         if self._sealer is None or self._clock() - self._loaded_at > SECRET_TTL_SECONDS:

@@ -131,6 +131,16 @@ class StripeKeyProvider:
                 self._loaded_at = self._clock() - self.ttl + min(self.ttl, 10)
                 return self._key
 
+    def forget(self) -> None:
+        """Drop the key from memory, after any background read has ended (SnapStart: a key must never be part
+        of a snapshot, and a thread does not survive one)."""
+        prefetch = self._prefetch
+        if prefetch is not None:
+            prefetch.join()
+        with self._lock:
+            self._key, self._loaded_at = None, 0.0
+            self._prefetch, self._prefetch_error, self._prefetch_started_at = None, None, None
+
     def refresh(self, rejected_key: str) -> str | None:
         """Re-read after Stripe rejected `rejected_key`. Returns the new key, or None if it did not change."""
         with self._lock:

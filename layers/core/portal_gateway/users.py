@@ -51,6 +51,10 @@ class UserLookups:
                 self._seen.popitem(last=False)
         return user
 
+    def clear(self) -> None:
+        with self._lock:
+            self._seen.clear()
+
     def confirm_active(self, identity: Identity) -> CognitoUser:
         user = self.get(identity)
         if not user.enabled:
