@@ -1,9 +1,9 @@
-"""A small client for the three AWS JSON-protocol operations the portal function needs: Secrets Manager
-GetSecretValue, DynamoDB GetItem/PutItem and Cognito GetUser. Signature Version 4 over urllib3.
+"""A small client for the AWS JSON-protocol operations the portal function needs: Secrets Manager
+GetSecretValue, DynamoDB GetItem/PutItem and Cognito AdminGetUser. Signature Version 4 over urllib3.
 
-Why not boto3 here: importing boto3 and creating two clients costs about 290 ms of every cold start (measured
-by `make bench`), more than the rest of the first request together, for three operations whose wire format
-is one signed JSON POST each. The rotation function and the admin command keep using boto3.
+Why not boto3 here: importing boto3 and creating two clients costs more CPU than the rest of a cold start
+(`make bench` prints it: "boto3 alone"), for operations whose wire format is one signed JSON POST each. The
+rotation function, the pre-traffic hook and the admin command keep using boto3.
 
 What it does, like botocore's "standard" retry mode: short timeouts, at most 3 attempts, with jittered
 backoff, for throttling, 5xx, timeouts, dropped connections and a DynamoDB CRC32 mismatch. Endpoints follow
