@@ -125,7 +125,7 @@ def test_unknown_token_is_refused(rotation):
 # --- stripe-portal-admin check ---------------------------------------------------------------------------------
 def run_admin(stack, argv, stdin_text="", monkeypatch=None):
     out = io.StringIO()
-    code = admin.main(argv, stdin=io.StringIO(stdin_text), out=out, client=stack.moto.client)
+    code = admin.main(argv, stdin=io.StringIO(stdin_text), out=out, err=out, client=stack.moto.client)
     return code, out.getvalue()
 
 
@@ -189,7 +189,9 @@ def test_check_reads_ids_from_a_stack(stack, admin_env):
     code, out = run_admin(stack, ["check", "--stack", "portal-dev"])
     assert code == 0, out
     code, out = run_admin(stack, ["check", "--stack", "no-such-stack"])
-    assert code == 1 and "could not read the stack" in out
+    assert code == admin.EXIT_NOT_FOUND
+    assert "error: could not read the stack 'no-such-stack': no such stack in this region" in out
+    assert "fix: Check the stack name and --region" in out and "Traceback" not in out
 
 
 # --- stripe-portal-admin rotate-key -------------------------------------------------------------------------------

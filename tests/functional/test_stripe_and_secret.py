@@ -78,7 +78,7 @@ def test_bare_key_in_secret_works(gateway, user, stripe_standin, stack):
     ("", "empty"),
     ('{"key": "sk_test_x"}', "api_key"),
     ("pk_test_abcdefghijkl", "publishable"),
-    ("not a key at all", "does not hold"),
+    ("not a key at all", "must start with sk_test_"),
 ])
 def test_malformed_secret_is_503_with_clear_log(gateway, user, stack, stripe_standin, value, detail, capsys):
     if value:

@@ -23,7 +23,7 @@ def test_accepted_secret_values(raw, expected):
 @pytest.mark.parametrize("raw, hint", [
     ("", "empty"), ("   ", "empty"), (None, "empty"), ('{"api_key": 5}', "not a string"),
     ('{"apikey": "x"}', "api_key"), ("{not json", "api_key"), ("pk_test_" + "e" * 24, "publishable"),
-    ("sk_prod_" + "f" * 24, "does not hold"), ("sk_test_short", "does not hold"), (PLACEHOLDER, "placeholder"),
+    ("sk_prod_" + "f" * 24, "must start with sk_test_"), ("sk_test_short", "too short"), (PLACEHOLDER, "placeholder"),
     (f'{{"api_key": "{PLACEHOLDER}"}}', "placeholder"),
 ])
 def test_refused_secret_values_say_why_without_echoing(raw, hint):

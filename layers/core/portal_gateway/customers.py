@@ -10,6 +10,7 @@ import hashlib
 import json
 import logging
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -48,23 +49,30 @@ class Resolution:
 
 
 class BoundedCache:
-    """A small LRU of mapping key -> customer id, per execution environment."""
+    """A small LRU of mapping key -> customer id, per execution environment. Entries expire after `ttl_seconds`,
+    so a mapping an operator changed (stripe-portal-admin link/unlink) is followed within that time."""
 
-    def __init__(self, capacity: int = 4096):
+    def __init__(self, capacity: int = 4096, ttl_seconds: float = 300, clock: Callable[[], float] = time.monotonic):
         self.capacity = capacity
-        self._items: OrderedDict[str, str] = OrderedDict()
+        self.ttl = ttl_seconds
+        self._clock = clock
+        self._items: OrderedDict[str, tuple[str, float]] = OrderedDict()
         self._lock = threading.Lock()
 
     def get(self, key: str) -> str | None:
         with self._lock:
-            value = self._items.get(key)
-            if value is not None:
-                self._items.move_to_end(key)
-            return value
+            found = self._items.get(key)
+            if found is None:
+                return None
+            if self._clock() - found[1] >= self.ttl:
+                del self._items[key]
+                return None
+            self._items.move_to_end(key)
+            return found[0]
 
     def put(self, key: str, value: str) -> None:
         with self._lock:
-            self._items[key] = value
+            self._items[key] = (value, self._clock())
             self._items.move_to_end(key)
             while len(self._items) > self.capacity:
                 self._items.popitem(last=False)

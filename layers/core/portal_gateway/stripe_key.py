@@ -46,11 +46,27 @@ def parse_stripe_key(raw: object) -> str:
             log_detail="the Stripe secret still holds the placeholder the stack created; put the key in it"
         )
     if not KEY_PATTERN.match(value):
-        hint = " (a publishable pk_ key cannot be used)" if value.startswith("pk_") else ""
-        raise StripeKeyUnavailable(
-            log_detail="the Stripe secret does not hold a secret (sk_) or restricted (rk_) key" + hint
-        )
+        raise StripeKeyUnavailable(log_detail=f"the Stripe secret holds {describe_key_problem(value)}")
     return value
+
+
+def describe_key_problem(value: str) -> str:
+    """What is wrong with a value that is not a usable Stripe key, without repeating the value."""
+    prefix = re.match(r"^(?P<kind>[a-z]+)_(?:(?P<mode>test|live)_)?", value)
+    kind = prefix.group("kind") if prefix else ""
+    if kind == "pk":
+        return "a publishable key (pk_): use a secret (sk_) or restricted (rk_) key"
+    if kind == "whsec":
+        return "a webhook signing secret (whsec_), not an API key"
+    if kind not in ("sk", "rk") or not prefix.group("mode"):
+        return "no Stripe API key: it must start with sk_test_, sk_live_, rk_test_ or rk_live_"
+    body = value[prefix.end():]
+    label = f"a {prefix.group('mode')}-mode {'secret' if kind == 'sk' else 'restricted'} key"
+    if not re.fullmatch(r"[0-9A-Za-z]*", body):
+        return f"{label} with characters Stripe keys never have (a space, a quote or a line break?)"
+    if len(body) < 8:
+        return f"{label} that is too short ({len(body)} characters after the prefix): copy it again whole"
+    return f"{label} that is too long: copy it again, only the key"
 
 
 def key_mode(key: str) -> str:
