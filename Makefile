@@ -14,6 +14,17 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
+# A virtualenv made with another Python (say, before 3.13 was installed) is rebuilt, not reused.
+define rebuild_if_not_313
+ifneq ($$(wildcard $(1)/bin/python),)
+ifneq ($$(shell $(1)/bin/python -c 'import sys; print(sys.version_info[:2] == (3, 13))' 2>/dev/null),True)
+$$(info $(1) was made with another Python than 3.13: rebuilding it)
+$$(shell rm -rf $(1))
+endif
+endif
+endef
+$(foreach venv,$(VENV) $(SAM_VENV) $(SCAN_VENV),$(eval $(call rebuild_if_not_313,$(venv))))
+
 .PHONY: run test lint unit functional e2e template lint-template build scan bench chromium clean
 
 $(VENV)/.installed: requirements-dev.txt layers/core/requirements.txt pyproject.toml

@@ -35,8 +35,69 @@ DEMO_USERS = [("ada@example.com", "Ada Lovelace"), ("grace@example.com", "Grace 
 DEMO_PASSWORD = "Demo-Password-1"
 
 
-def _port(name: str, default: int) -> int:
-    return int(os.environ.get(f"DEVSTACK_{name}_PORT", default))
+PORT_DEFAULTS = {"API": 3000, "SITE": 8000, "STRIPE": 12111, "MOTO": 5055, "HOSTED_UI": 9229}
+COGNITO_VARIABLES = ("COGNITO_USER_POOL_ID", "COGNITO_CLIENT_IDS", "COGNITO_DOMAIN")
+
+
+class StackError(Exception):
+    """The local stack cannot start; the message is one line saying what and how to fix it."""
+
+
+def _port(name: str, default: int | None = None) -> int:
+    variable = f"DEVSTACK_{name}_PORT"
+    raw = os.environ.get(variable, "").strip() or str(default if default is not None else PORT_DEFAULTS[name])
+    if not raw.isdigit() or not 1 <= int(raw) <= 65535:
+        raise StackError(f"{variable} must be a port number (1-65535), not {raw[:20]!r}")
+    return int(raw)
+
+
+def preflight(host: str) -> None:
+    """Everything that would otherwise fail halfway (or hang) fails here, one line each, before anything starts."""
+    import socket
+
+    given = [name for name in COGNITO_VARIABLES if os.environ.get(name, "").strip()]
+    if given and len(given) != len(COGNITO_VARIABLES):
+        missing = [name for name in COGNITO_VARIABLES if name not in given]
+        raise StackError(f"a real user pool needs all of {', '.join(COGNITO_VARIABLES)}; missing {', '.join(missing)} "
+                         f"(or unset {', '.join(given)} to use the stand-ins)")
+    ports = dict(PORT_DEFAULTS)
+    if os.environ.get("STRIPE_API_KEY", "").strip():
+        check_real_stripe_key(os.environ["STRIPE_API_KEY"].strip())
+        ports.pop("STRIPE")
+    if given:
+        ports.pop("HOSTED_UI")
+    for name in ports:
+        port = _port(name)
+        with socket.socket() as probe:
+            try:
+                probe.bind((host, port))
+            except OSError:
+                raise StackError(f"port {port} is in use (DEVSTACK_{name}_PORT): stop the other `make run`, or set "
+                                 f"DEVSTACK_{name}_PORT to a free port") from None
+
+
+def check_real_stripe_key(key: str) -> None:
+    """A real key is used only once Stripe has accepted it, and only a test-mode one."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "layers" / "core"))
+    from portal_gateway.errors import StripeKeyUnavailable
+    from portal_gateway.stripe_http import StripeApiError, StripeHttp
+    from portal_gateway.stripe_key import key_mode, parse_stripe_key
+
+    try:
+        key = parse_stripe_key(key)
+    except StripeKeyUnavailable as exc:
+        raise StackError("STRIPE_API_KEY " + (exc.log_detail or "").removeprefix("the Stripe secret ")) from None
+    if key_mode(key) != "test":
+        raise StackError("STRIPE_API_KEY is a live-mode key; the local stack only uses test-mode keys "
+                         "(sk_test_/rk_test_)")
+    try:
+        StripeHttp(timeout_seconds=5, max_network_retries=0).request("GET", "/v1/customers", {"limit": 1},
+                                                                     api_key=key)
+    except StripeApiError as exc:
+        what = {"AuthenticationError": "was rejected by Stripe (revoked or mistyped)",
+                "APIConnectionError": "could not be checked: Stripe is not reachable (no network?)"}.get(
+                    exc.kind, f"could not be checked ({exc.kind})")
+        raise StackError(f"STRIPE_API_KEY {what}; unset it to use the Stripe stand-in") from None
 
 
 def site_server(host: str, port: int, config: dict) -> ThreadingHTTPServer:
@@ -82,10 +143,8 @@ class LocalStack:
         self._closers.append(moto.stop)
         real_stripe_key = os.environ.get("STRIPE_API_KEY", "").strip()
         if real_stripe_key:
-            if "_live_" in real_stripe_key:
-                raise SystemExit("STRIPE_API_KEY must be a test-mode key for the local stack")
             stripe_key, stripe_base = real_stripe_key, None
-            self.notes.append("Stripe: REAL Stripe API, test mode (STRIPE_API_KEY)")
+            self.notes.append("Stripe: REAL Stripe API, test mode (STRIPE_API_KEY, accepted by Stripe)")
         else:
             stripe = StripeStandin(self.host, _port("STRIPE", 12111)).start()
             self._closers.append(stripe.close)
@@ -99,7 +158,7 @@ class LocalStack:
             ALLOWED_RETURN_URLS=self.site_url.rstrip("/"), ALLOWED_ORIGINS=self.site_url.rstrip("/"),
             CALLBACK_URL=self.callback_url, OAUTH_SECRET_ID=add_oauth_secret(env))
 
-        if os.environ.get("COGNITO_USER_POOL_ID") and os.environ.get("COGNITO_DOMAIN"):
+        if all(os.environ.get(name, "").strip() for name in COGNITO_VARIABLES):
             # A real pool: its JWKS and Hosted UI are real; Cognito calls must not go to moto.
             for name in ("COGNITO_USER_POOL_ID", "COGNITO_CLIENT_IDS", "COGNITO_DOMAIN"):
                 service_env[name] = os.environ[name]
@@ -154,8 +213,15 @@ class LocalStack:
 
 
 def main() -> int:
-    print("Starting the local stack (stand-ins, no network needed)...", flush=True)
-    stack = LocalStack(os.environ.get("DEVSTACK_HOST", "127.0.0.1")).start()
+    host = os.environ.get("DEVSTACK_HOST", "127.0.0.1")
+    try:
+        preflight(host)
+        print("Starting the local stack (stand-ins, no network needed)...", flush=True)
+        stack = LocalStack(host)
+        stack.start()
+    except StackError as exc:
+        print(f"make run: {exc}", file=sys.stderr, flush=True)
+        return 1
     print(stack.banner(), flush=True)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

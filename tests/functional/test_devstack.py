@@ -32,3 +32,57 @@ def test_plain_link_round_trip_for_two_users(local_stack):
         assert "Stripe stand-in" in page and f'href="{site}"' in page
         customers.append(page.split("<code id=customer>")[1].split("<")[0])
     assert customers[0] != customers[1]
+
+
+# --- `make run` fails fast, one line each, no traceback ---------------------------------------------------------
+def start_stack(**env_overrides: str):
+    import os
+    import socket
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("DEVSTACK_", "COGNITO_", "STRIPE_API")) and k != "AWS_ENDPOINT_URL"}
+    for name in ("API", "SITE", "STRIPE", "MOTO", "HOSTED_UI"):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            env[f"DEVSTACK_{name}_PORT"] = str(probe.getsockname()[1])
+    env.update(env_overrides)
+    return subprocess.run([sys.executable, "-m", "devstack"], cwd=root, env=env, capture_output=True, text=True,
+                          timeout=60)
+
+
+def one_line_failure(result) -> str:
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr + result.stdout
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+def test_a_busy_port_is_named_with_its_variable():
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        for name in ("API", "MOTO"):
+            line = one_line_failure(start_stack(**{f"DEVSTACK_{name}_PORT": str(port)}))
+            assert f"port {port} is in use (DEVSTACK_{name}_PORT)" in line
+
+
+def test_bad_port_value_incomplete_cognito_and_bad_stripe_keys_fail_in_one_line():
+    line = one_line_failure(start_stack(DEVSTACK_API_PORT="abc"))
+    assert "DEVSTACK_API_PORT must be a port number" in line
+    line = one_line_failure(start_stack(COGNITO_USER_POOL_ID="eu-west-1_AbCdEf123"))
+    assert "missing COGNITO_CLIENT_IDS, COGNITO_DOMAIN" in line
+    line = one_line_failure(start_stack(STRIPE_API_KEY="sk_live_" + "a" * 24))
+    assert "live-mode key" in line
+    line = one_line_failure(start_stack(STRIPE_API_KEY="pk_test_" + "a" * 24))
+    assert "publishable" in line
+    # A well-formed test key is used only once Stripe accepts it; here Stripe cannot be reached.
+    line = one_line_failure(start_stack(STRIPE_API_KEY="sk_test_" + "a" * 24))
+    assert "could not be checked" in line or "rejected" in line

@@ -420,3 +420,31 @@ def test_memory_size_is_the_one_the_benchmark_chose(template):
                   and getattr(node.args[0], "value", "") == "--chosen-memory")
     default = next(k.value.value for k in chosen.keywords if k.arg == "default")
     assert template["Globals"]["Function"]["MemorySize"] == default
+
+
+def test_make_rebuilds_a_virtualenv_made_with_another_python_and_runs_from_anywhere(tmp_path):
+    import shutil
+    import subprocess
+    import sys
+    import venv
+
+    for name in ("Makefile", "requirements-dev.txt", "requirements-sam.txt", "requirements-scan.txt",
+                 "pyproject.toml"):
+        shutil.copy(ROOT / name, tmp_path / name)
+    (tmp_path / "layers/core").mkdir(parents=True)
+    shutil.copy(ROOT / "layers/core/requirements.txt", tmp_path / "layers/core/requirements.txt")
+    other = shutil.which("python3.11") or "/root/.pyenv/versions/3.11.7/bin/python3.11"
+    if not shutil.which(other) and not (ROOT / other).exists():
+        pytest.skip("no second Python to make a wrong virtualenv with")
+    subprocess.run([other, "-m", "venv", str(tmp_path / ".venv")], check=True)
+    (tmp_path / ".venv/.installed").touch()
+    shown = subprocess.run(["make", "-C", str(tmp_path), "-n", ".venv/.installed", f"PYTHON313={sys.executable}"],
+                           capture_output=True, text=True, cwd="/")
+    assert ".venv was made with another Python than 3.13: rebuilding it" in shown.stdout
+    assert not (tmp_path / ".venv").exists()
+    assert f"{sys.executable} -m venv .venv" in shown.stdout
+    venv.create(tmp_path / ".venv")  # a 3.13 one is kept
+    (tmp_path / ".venv/.installed").touch()
+    kept = subprocess.run(["make", "-C", str(tmp_path), "-n", ".venv/.installed", f"PYTHON313={sys.executable}"],
+                          capture_output=True, text=True, cwd="/")
+    assert "rebuilding" not in kept.stdout and (tmp_path / ".venv/bin/python").exists()
