@@ -33,6 +33,8 @@ from devstack.stripe_standin import StripeStandin, fake_key
 SITE_ROOT = Path(__file__).resolve().parent.parent / "examples" / "static-site"
 DEMO_USERS = [("ada@example.com", "Ada Lovelace"), ("grace@example.com", "Grace Hopper")]
 DEMO_PASSWORD = "Demo-Password-1"
+# Paid through a Stripe Payment Link before having an account: a customer with their email and a subscription.
+PAYMENT_LINK_BUYERS = [("buyer@example.com", "Bea Buyer"), ("late-buyer@example.com", "Lee Late")]
 
 
 PORT_DEFAULTS = {"API": 3000, "SITE": 8000, "STRIPE": 12111, "MOTO": 5055, "HOSTED_UI": 9229}
@@ -150,7 +152,11 @@ class LocalStack:
             self._closers.append(stripe.close)
             stripe_key, stripe_base = stripe.add_key(fake_key("sk", "test")), stripe.base_url
             stripe.create_default_portal_configuration("test")
+            for email, name in PAYMENT_LINK_BUYERS:
+                stripe.add_customer(email=email, name=name, subscription_status="active")
             self.notes.append(f"Stripe stand-in (NOT Stripe):   {stripe.base_url}")
+            self.notes.append("Paid by Payment Link, no account yet (sign up with these emails): "
+                              + ", ".join(email for email, _ in PAYMENT_LINK_BUYERS))
         env = provision(moto, stripe_key=stripe_key, callback_urls=(self.callback_url, self.site_url))
         self.environment = env
         service_env = env.service_env(
@@ -177,6 +183,7 @@ class LocalStack:
             for username, name in DEMO_USERS:
                 env.add_user(username, DEMO_PASSWORD, email=username, name=name)
             hosted_ui = HostedUiStandin(env, self.host, _port("HOSTED_UI", 9229)).start()
+            hosted_ui.password = DEMO_PASSWORD  # shown on its sign-in page: it is a local stand-in
             hosted_ui.register_client(env.client_id, [self.callback_url, self.site_url],
                                       allowed_origins=(self.site_url.rstrip("/"),))
             self._closers.append(hosted_ui.close)

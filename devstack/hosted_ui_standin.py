@@ -37,7 +37,8 @@ class HostedUiStandin:
         self.environment = environment  # devstack.aws_standin.Environment: pool, client, sign_in()
         self.clients: dict[str, dict] = {}
         self.codes: dict[str, dict] = {}
-        self.password = None
+        self.password = None  # the demo users' password, shown on the sign-in page (local stack only)
+        self.pending_signups: dict[str, dict] = {}  # username -> {"code", "password", "params"}
         self.lock = threading.Lock()
         self.token_requests = 0
         kid, self._key = moto_signing_key()
@@ -87,6 +88,8 @@ class HostedUiStandin:
         if url.path == "/cancel":
             return self._redirect(handler, params.get("redirect_uri", ""),
                                   {"error": "access_denied", "state": params.get("state", "")})
+        if url.path == "/signup":
+            return self._send(handler, 200, self._signup_form(params))
         self._send(handler, 404, self._page("<p>Not found</p>"))
 
     def _post(self, handler) -> None:
@@ -95,6 +98,10 @@ class HostedUiStandin:
         form = {k: v[-1] for k, v in parse_qs(handler.rfile.read(length).decode("utf-8", "replace")).items()}
         if url.path == "/login":
             return self._login(handler, form)
+        if url.path == "/signup":
+            return self._signup(handler, form)
+        if url.path == "/confirm":
+            return self._confirm(handler, form)
         if url.path == "/oauth2/token":
             return self._token(handler, form)
         self._send(handler, 404, self._page("<p>Not found</p>"))
@@ -118,12 +125,85 @@ class HostedUiStandin:
                         for u in self.environment.users)
         back = {"redirect_uri": params.get("redirect_uri", ""), "state": params.get("state", "")}
         cancel = f"/cancel?{urlencode(back)}"
+        demo = ""
+        if self.password:
+            demo = (f"<p id=demo-users style='background:#f4f4f8;padding:.5rem'>Demo users: "
+                    f"{html.escape(', '.join(u for u in self.environment.users))}; password "
+                    f"<code id=demo-password>{html.escape(self.password)}</code></p>")
         return self._page(
-            f"<h1>Sign in</h1><p id=error style='color:#b00'>{html.escape(error)}</p>"
+            f"<h1>Sign in</h1>{demo}<p id=error style='color:#b00'>{html.escape(error)}</p>"
             f"<form method=post action=/login>{hidden}"
             f"<p><label>User <select id=username name=username>{users}</select></label></p>"
             "<p><label>Password <input id=password name=password type=password></label></p>"
-            f"<p><button id=sign-in>Sign in</button> <a id=cancel href=\"{html.escape(cancel)}\">Cancel</a></p></form>")
+            f"<p><button id=sign-in>Sign in</button> <a id=cancel href=\"{html.escape(cancel)}\">Cancel</a></p></form>"
+            f"<p>New here? <a id=sign-up href=\"/signup?{html.escape(urlencode(params))}\">Create an account</a></p>")
+
+    # --- sign-up with an emailed code, as Cognito's managed login does it ------------------------------------------
+    def _signup_form(self, params: dict, error: str = "") -> str:
+        hidden = "".join(f'<input type=hidden name="{html.escape(k)}" value="{html.escape(v)}">'
+                         for k, v in params.items())
+        return self._page(
+            f"<h1>Create an account</h1><p id=error style='color:#b00'>{html.escape(error)}</p>"
+            f"<form method=post action=/signup>{hidden}"
+            "<p><label>Email <input id=new-email name=email type=email></label></p>"
+            "<p><label>Name <input id=new-name name=name></label></p>"
+            "<p><label>Password <input id=new-password name=password type=password></label></p>"
+            "<p><button id=create>Create account</button></p></form>")
+
+    def _signup(self, handler, form: dict) -> None:
+        params = {k: v for k, v in form.items() if k not in ("email", "name", "password")}
+        email, password = form.get("email", "").strip(), form.get("password", "")
+        if "@" not in email or len(password) < 8:
+            return self._send(handler, 400, self._signup_form(params, "Enter an email address and a password of "
+                                                                      "at least 8 characters."))
+        cognito = self.environment.moto.client("cognito-idp")
+        try:
+            cognito.sign_up(ClientId=self.environment.client_id, Username=email, Password=password,
+                            UserAttributes=[{"Name": "email", "Value": email},
+                                            {"Name": "name", "Value": form.get("name", "").strip() or email}])
+        except Exception:  # noqa: BLE001 - taken username, weak password: say so, as the managed login does
+            return self._send(handler, 400, self._signup_form(params, "An account with this email exists already."))
+        code = f"{secrets.randbelow(10**6):06d}"
+        with self.lock:
+            self.pending_signups[email] = {"code": code, "params": params}
+        self._send(handler, 200, self._confirm_form(email, params))
+
+    def _confirm_form(self, email: str, params: dict, error: str = "") -> str:
+        hidden = "".join(f'<input type=hidden name="{html.escape(k)}" value="{html.escape(v)}">'
+                         for k, v in {**params, "email": email}.items())
+        code = self.pending_signups.get(email, {}).get("code", "")
+        return self._page(
+            f"<h1>Confirm your email</h1><p>We sent a code to {html.escape(email)}.</p>"
+            f"<p id=mailbox style='background:#f4f4f8;padding:.5rem'>Stand-in mailbox (local only): the code is "
+            f"<code id=emailed-code>{code}</code></p><p id=error style='color:#b00'>{html.escape(error)}</p>"
+            f"<form method=post action=/confirm>{hidden}"
+            "<p><label>Code <input id=code name=code inputmode=numeric></label></p>"
+            "<p><button id=confirm>Confirm</button> "
+            "<button id=confirm-unverified name=unverified value=1>Confirm without verifying the email "
+            "(as an administrator would)</button></p></form>")
+
+    def _confirm(self, handler, form: dict) -> None:
+        email = form.get("email", "")
+        params = {k: v for k, v in form.items() if k not in ("email", "code", "unverified")}
+        with self.lock:
+            pending = self.pending_signups.get(email)
+        if pending is None:
+            return self._send(handler, 400, self._page("<p id=error>No sign-up is waiting for this address.</p>"))
+        cognito = self.environment.moto.client("cognito-idp")
+        pool = self.environment.user_pool_id
+        if form.get("unverified"):
+            cognito.admin_confirm_sign_up(UserPoolId=pool, Username=email)  # email_verified stays false
+        elif form.get("code", "").strip() == pending["code"]:
+            cognito.admin_confirm_sign_up(UserPoolId=pool, Username=email)
+            cognito.admin_update_user_attributes(UserPoolId=pool, Username=email,
+                                                 UserAttributes=[{"Name": "email_verified", "Value": "true"}])
+        else:
+            return self._send(handler, 400, self._confirm_form(email, params, "That code is not right."))
+        user = cognito.admin_get_user(UserPoolId=pool, Username=email)
+        with self.lock:
+            self.pending_signups.pop(email, None)
+            self.environment.users[email] = next(a["Value"] for a in user["UserAttributes"] if a["Name"] == "sub")
+        self._send(handler, 200, self._login_form(params))
 
     def _login(self, handler, form: dict) -> None:
         params = {k: v for k, v in form.items() if k not in ("username", "password")}

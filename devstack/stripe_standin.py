@@ -509,12 +509,22 @@ class StripeStandin:
         else:
             status = 200
             back = html.escape(session["return_url"] or "")
+            subscriptions = [s for s in customer["_subscriptions"] if s["status"] != "canceled"]
+            rows = "".join(f"<li><code>{html.escape(s['id'])}</code>: <span class=status>{html.escape(s['status'])}"
+                           f"</span></li>" for s in subscriptions) or "<li>No subscriptions yet.</li>"
             page = (
                 "<!doctype html><meta charset=utf-8><title>Stripe stand-in portal</title>"
-                "<p><strong>Stripe stand-in</strong> (local development, not Stripe)</p>"
-                f"<h1>Billing portal</h1><p>Customer: <code id=customer>{html.escape(customer['id'])}</code></p>"
-                f"<p>Name: <span id=name>{html.escape(customer.get('name') or '')}</span></p>"
-                f"<p>Flow: <code id=flow>{html.escape(json.dumps(session['flow']))}</code></p>"
+                "<style>body{font:16px/1.5 system-ui,sans-serif;max-width:36rem;margin:2rem auto;padding:0 1rem}"
+                ".note{background:#fff4d6;padding:.5rem}</style>"
+                "<p class=note><strong>Stripe stand-in</strong> (local development, not Stripe): a preview of what "
+                "Stripe's customer portal shows this customer.</p>"
+                f"<h1>Billing for {html.escape(customer.get('name') or customer.get('email') or 'this customer')}</h1>"
+                f"<p>Customer <code id=customer>{html.escape(customer['id'])}</code>"
+                f"{' · ' + html.escape(customer['email']) if customer.get('email') else ''}</p>"
+                f"<p hidden>Name: <span id=name>{html.escape(customer.get('name') or '')}</span></p>"
+                f"<h2>Subscriptions</h2><ul id=subscriptions>{rows}</ul>"
+                f"<h2>What opens</h2><p id=flow-text>{html.escape(_flow_in_words(session['flow']))}</p>"
+                f"<p hidden><code id=flow>{html.escape((session['flow'] or {}).get('type', 'home'))}</code></p>"
                 f"<p><a id=return href=\"{back}\">Return to the site</a></p>"
             )
         body = page.encode()
@@ -523,6 +533,22 @@ class StripeStandin:
         handler.send_header("Content-Length", str(len(body)))
         handler.end_headers()
         handler.wfile.write(body)
+
+
+def _flow_in_words(flow: dict | None) -> str:
+    """What Stripe's portal would open for a session's flow_data, said the way a customer would."""
+    if not flow:
+        return "The portal home: invoices, payment methods, billing details and subscriptions."
+    subscription = (flow.get(flow.get("type", "")) or {}).get("subscription", "")
+    words = {
+        "payment_method_update": "Straight to updating the payment method.",
+        "customer_update": "Straight to editing the billing details (name, email, address, tax ids).",
+        "subscription_cancel": f"Straight to cancelling subscription {subscription}.",
+        "subscription_pause": f"Straight to pausing subscription {subscription}.",
+        "subscription_update": f"Straight to changing the plan of subscription {subscription}.",
+    }.get(flow.get("type", ""), "A deep link.")
+    after = (flow.get("after_completion") or {}).get("type")
+    return words + (" Afterwards, back to the site." if after == "redirect" else "")
 
 
 def _public(customer: dict, expand: bool) -> dict:

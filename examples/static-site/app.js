@@ -46,12 +46,19 @@ function claims(token) {
 
 async function openWithFetch() {
   $("fetch-error").textContent = "";
-  const response = await fetch(`${cfg.apiUrl}/portal`, {
-    headers: { Authorization: `Bearer ${sessionStorage.getItem("id_token")}`, Accept: "application/json" },
-  });
-  const answer = await response.json();
-  if (answer.url) location.assign(answer.url);
-  else $("fetch-error").textContent = answer.message || "Billing is not available.";
+  let response;
+  try {
+    response = await fetch(`${cfg.apiUrl}/portal`, {
+      headers: { Authorization: `Bearer ${sessionStorage.getItem("id_token")}`, Accept: "application/json" },
+    });
+  } catch (e) {  // offline, DNS, CORS refused: fetch() rejects without an answer
+    $("fetch-error").textContent = "The billing service could not be reached. Check your connection and try again.";
+    return;
+  }
+  let answer = {};
+  try { answer = await response.json(); } catch (e) { /* not JSON: a proxy's or gateway's error page */ }
+  if (response.ok && answer.url) location.assign(answer.url);
+  else $("fetch-error").textContent = answer.message || `The billing service answered unexpectedly (HTTP ${response.status}).`;
 }
 
 function render() {
@@ -65,7 +72,8 @@ function render() {
   $("form-button").disabled = $("fetch-button").disabled = !token;
   $("sign-in").hidden = !!token;
   $("sign-out").hidden = !token;
-  $("who").textContent = token ? `Signed in as ${claims(token).email || "a user"}.` : "Not signed in.";
+  $("who").textContent = token ? `Signed in as ${claims(token).email || "a user"}.`
+    : "Not signed in to this site. The plain link works anyway: it signs you in on the way to billing.";
 }
 
 $("sign-in").addEventListener("click", signIn);

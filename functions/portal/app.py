@@ -230,7 +230,7 @@ def _form() -> dict[str, list[str]]:
 @app.exception_handler(GatewayError)
 def gateway_error(err: GatewayError):
     _log_refusal(err)
-    return _error_response(err.code, err.message)
+    return _error_response(err.code, err.message, err.title)
 
 
 def _log_refusal(err: GatewayError) -> None:
@@ -267,12 +267,13 @@ def count(name: str, **dimensions: str) -> None:
                 metric.add_dimension(name=key, value=value)
 
 
-def _error_response(code: str, message: str):
+def _error_response(code: str, message: str, title: str = GatewayError.title):
     return responses.error_for(
         code,
         message,
         wants_html=responses.wants_html(app.current_event.headers.get("accept")),
         back_url=SETTINGS.return_url,
+        title=title,
     )
 
 

@@ -106,12 +106,14 @@ def test_deep_link_from_plain_link(page, local_stack):
     page.click("#plain-link-card")
     hosted_ui_sign_in(page, "grace@example.com", password(banner))
     portal_customer(page, "07-deep-link-portal")
-    expect(page.locator("#flow")).to_contain_text("payment_method_update")
+    expect(page.locator("#flow")).to_have_text("payment_method_update")
+    expect(page.locator("#flow-text")).to_contain_text("updating the payment method")
 
 
 def test_tampered_callback_shows_error_page(page, local_stack):
     api, site, _ = local_stack
     page.goto(f"{api}/portal/callback?code=forged-code&state={'x' * 43}")
+    expect(page.locator("h1")).to_have_text("This link has expired")
     expect(page.locator("body")).to_contain_text("expired or was already used")
     expect(page.locator("a")).to_have_attribute("href", site)
     page.screenshot(path=str(SHOTS / "08-tampered-callback.png"))
@@ -122,5 +124,76 @@ def test_cancelled_sign_in_shows_error_page(page, local_stack):
     page.goto(site)
     page.click("#plain-link")
     page.click("#cancel")
-    expect(page.locator("body")).to_contain_text("Sign-in did not complete")
+    expect(page.locator("h1")).to_have_text("Sign-in was cancelled")
     page.screenshot(path=str(SHOTS / "09-cancelled-sign-in.png"))
+
+
+def test_a_return_address_off_the_allowlist_says_so(page, local_stack):
+    api, _, _ = local_stack
+    page.goto(f"{api}/portal?return_to=https%3A%2F%2Fevil.example%2F")
+    expect(page.locator("h1")).to_have_text("This return address is not allowed")
+    page.screenshot(path=str(SHOTS / "10-return-address-refused.png"))
+
+
+def test_demo_site_shows_one_account_button_and_handles_an_unreachable_api(page, local_stack):
+    api, site, banner = local_stack
+    page.goto(site)
+    expect(page.locator("#sign-in")).to_be_visible()
+    expect(page.locator("#sign-out")).to_be_hidden()
+    expect(page.locator("#who")).to_contain_text("Not signed in to this site. The plain link works anyway")
+    page.click("#sign-in")
+    expect(page.locator("#demo-users")).to_contain_text("ada@example.com")
+    expect(page.locator("#demo-password")).to_have_text(password(banner))
+    page.screenshot(path=str(SHOTS / "11-hosted-ui-demo-users.png"))
+    hosted_ui_sign_in(page, "ada@example.com", password(banner))
+    page.wait_for_url(re.compile(re.escape(site) + r"$"))
+    expect(page.locator("#sign-out")).to_be_visible()
+    expect(page.locator("#sign-in")).to_be_hidden()
+    page.route(f"{api}/portal", lambda route: route.abort())  # the API is down or unreachable
+    page.click("#fetch-button")
+    expect(page.locator("#fetch-error")).to_have_text(
+        "The billing service could not be reached. Check your connection and try again.")
+    page.screenshot(path=str(SHOTS / "12-api-unreachable.png"))
+
+
+def sign_up(page: Page, email: str, name: str, secret: str, *, verify: bool) -> None:
+    page.click("#sign-up")
+    page.fill("#new-email", email)
+    page.fill("#new-name", name)
+    page.fill("#new-password", secret)
+    page.click("#create")
+    expect(page.locator("#mailbox")).to_contain_text("the code is")
+    page.screenshot(path=str(SHOTS / f"13-confirm-{email.split('@')[0]}.png"))
+    if verify:
+        page.fill("#code", page.inner_text("#emailed-code"))
+        page.click("#confirm")
+    else:
+        page.click("#confirm-unverified")
+    hosted_ui_sign_in(page, email, secret)
+
+
+def test_payment_link_buyer_signs_up_and_lands_in_the_customer_they_already_are(page, local_stack):
+    """The story the service exists for: paid through a Payment Link before having an account (a Stripe
+    customer with their email and a subscription exists), signs up, confirms the email with a code, clicks
+    Manage billing and lands in that customer's portal. Someone whose email is not verified does not."""
+    api, site, banner = local_stack
+    assert "buyer@example.com" in banner and "late-buyer@example.com" in banner
+    page.goto(site)
+    page.click("#plain-link")
+    sign_up(page, "buyer@example.com", "Bea Buyer", "Buyer-Password-1", verify=True)
+    portal_customer(page, "14-payment-link-buyer-portal")
+    expect(page.locator("body")).to_contain_text("buyer@example.com")
+    expect(page.locator("#subscriptions .status")).to_have_text(["active"])
+    expect(page.locator("#flow-text")).to_contain_text("The portal home")
+    paid_customer = page.inner_text("#customer")
+    page.click("#return")
+    page.wait_for_url(re.compile(re.escape(site)))
+
+    page.context.clear_cookies()
+    page.goto(site)
+    page.click("#plain-link")
+    sign_up(page, "late-buyer@example.com", "Lee Late", "Buyer-Password-2", verify=False)
+    other = portal_customer(page, "15-unverified-buyer-portal")
+    assert other != paid_customer
+    expect(page.locator("#subscriptions")).to_contain_text("No subscriptions yet.")
+    expect(page.locator("body")).not_to_contain_text("late-buyer@example.com")  # not matched, email not sent

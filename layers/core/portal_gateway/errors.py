@@ -10,6 +10,7 @@ from __future__ import annotations
 class GatewayError(Exception):
     code = "internal_error"
     message = "Something went wrong on our side. Please try again in a moment."
+    title = "Billing is not available"  # the heading of the HTML error page: what happened, in a few words
 
     def __init__(self, message: str | None = None, *, log_detail: str | None = None):
         super().__init__(message or self.message)
@@ -33,6 +34,7 @@ class TokenInQueryString(BadRequest):
 class ReturnUrlNotAllowed(BadRequest):
     code = "return_url_not_allowed"
     message = "The return address is not on this site's allowlist."
+    title = "This return address is not allowed"
 
 
 class PayloadTooLarge(GatewayError):
@@ -48,12 +50,14 @@ class UnsupportedMediaType(GatewayError):
 class NoBillingAccount(GatewayError):
     code = "no_billing_account"
     message = "There is no billing account for your user yet. Please contact support if you expected one."
+    title = "No billing account yet"
 
 
 # --- authentication ---
 class AuthenticationRequired(GatewayError):
     code = "authentication_required"
     message = "Please sign in to manage your billing."
+    title = "Please sign in"
 
 
 class InvalidToken(GatewayError):
@@ -61,6 +65,7 @@ class InvalidToken(GatewayError):
 
     code = "invalid_token"
     message = "Your sign-in is not valid or has expired. Please sign in again."
+    title = "Your sign-in has expired"
 
     def __init__(self, reason: str, log_detail: str | None = None):
         super().__init__(log_detail=log_detail or reason)

@@ -42,11 +42,18 @@ _STATE = re.compile(r"^[A-Za-z0-9_-]{16,128}$")
 class LoginFailed(GatewayError):
     code = "login_failed"
     message = "Sign-in did not complete. Please try again."
+    title = "Sign-in did not complete"
+
+
+class LoginCancelled(LoginFailed):
+    message = "You cancelled the sign-in, so billing was not opened. You can start again from the site."
+    title = "Sign-in was cancelled"
 
 
 class LoginSessionInvalid(GatewayError):
     code = "login_session_invalid"
     message = "This sign-in link has expired or was already used. Please start again from the site."
+    title = "This link has expired"
 
 
 class OAuthSecretUnavailable(GatewayError):
@@ -164,7 +171,9 @@ class HostedUiLogin:
         if not _STATE.match(state) or not hmac.compare_digest(state, login.state):
             raise LoginSessionInvalid(log_detail="state does not match the login cookie")
         if query.get("error"):
-            raise LoginFailed(log_detail=f"the Hosted UI answered error={query['error'][:40]!r}")
+            # access_denied: the user cancelled (or was refused) at the Hosted UI; OAuth 2.0, section 4.1.2.1
+            failure = LoginCancelled if query["error"] == "access_denied" else LoginFailed
+            raise failure(log_detail=f"the Hosted UI answered error={query['error'][:40]!r}")
         code = query.get("code") or ""
         if not _CODE.match(code):
             raise LoginFailed(log_detail="callback without a valid code")

@@ -83,10 +83,11 @@ def health() -> Response:
 
 
 def error(err: GatewayError, *, wants_html: bool, back_url: str | None) -> Response:
-    return error_for(err.code, err.message, wants_html=wants_html, back_url=back_url)
+    return error_for(err.code, err.message, wants_html=wants_html, back_url=back_url, title=err.title)
 
 
-def error_for(code: str, message: str, *, wants_html: bool, back_url: str | None) -> Response:
+def error_for(code: str, message: str, *, wants_html: bool, back_url: str | None,
+              title: str = GatewayError.title) -> Response:
     status = status_for(code)
     headers = dict(BASE_HEADERS)
     if code == "authentication_required":
@@ -98,19 +99,19 @@ def error_for(code: str, message: str, *, wants_html: bool, back_url: str | None
     if wants_html:
         headers["Content-Security-Policy"] = HTML_CSP
         return Response(status_code=status, content_type="text/html; charset=utf-8", headers=headers,
-                        body=error_page(message, code, back_url))
+                        body=error_page(message, code, back_url, title))
     return Response(status_code=status, content_type="application/json", headers=headers,
                     body=json.dumps({"error": code, "message": message}))
 
 
-def error_page(message: str, code: str, back_url: str | None) -> str:
+def error_page(message: str, code: str, back_url: str | None, title: str = GatewayError.title) -> str:
     back = f'<p><a href="{html.escape(back_url)}">Back to the site</a></p>' if back_url else ""
     return (
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">"
         "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
         "<title>Billing</title><style>body{font:16px/1.5 system-ui,sans-serif;max-width:32rem;margin:4rem auto;"
         "padding:0 1rem;color:#222}code{color:#666}</style></head><body>"
-        f"<h1>Billing is not available</h1><p>{html.escape(message)}</p>{back}"
+        f"<h1>{html.escape(title)}</h1><p>{html.escape(message)}</p>{back}"
         f"<p><code>{html.escape(code)}</code></p></body></html>"
     )
 
