@@ -176,12 +176,6 @@ def test_a_signed_call_sends_json_with_target_and_signature(aws, client):
     assert "/eu-west-1/dynamodb/aws4_request" in sent["headers"]["authorization"]
 
 
-def test_an_unsigned_call_sends_no_credentials(aws, client):
-    client.call("GetUser", {"AccessToken": "x"}, signed=False)
-    assert "authorization" not in aws.received[0]["headers"]
-    assert "x-amz-security-token" not in aws.received[0]["headers"]
-
-
 def test_throttling_and_5xx_are_retried_then_succeed(aws, client, sleeps):
     aws.script += [aws.error(400, "ThrottlingException"), aws.error(503, "ServiceUnavailable", header=False),
                    (200, {}, b'{"ok":true}')]

@@ -197,8 +197,7 @@ class AwsJsonClient:
             raise AwsUnreachable("no AWS region (set AWS_REGION)")
         return region
 
-    def call(self, operation: str, params: dict[str, Any], *, signed: bool = True) -> dict[str, Any]:
-        """`signed=False` for operations authorised by a token in the body (Cognito GetUser)."""
+    def call(self, operation: str, params: dict[str, Any]) -> dict[str, Any]:
         region = self.region
         try:
             url = endpoint_for(self.service, region)
@@ -207,7 +206,7 @@ class AwsJsonClient:
         body = json.dumps(params, separators=(",", ":")).encode("utf-8")
         for attempt in range(1, self._max_attempts + 1):
             try:
-                return self._attempt(operation, url, region, body, signed)
+                return self._attempt(operation, url, region, body)
             except AwsError as error:
                 if attempt == self._max_attempts or not _retryable(error):
                     raise
@@ -215,16 +214,14 @@ class AwsJsonClient:
             self._sleep(random.uniform(0, min(0.5, 0.05 * 2 ** attempt)))  # nosec B311 - backoff jitter, not crypto
         raise AssertionError("unreachable")
 
-    def _attempt(self, operation: str, url: str, region: str, body: bytes, signed: bool) -> dict[str, Any]:
+    def _attempt(self, operation: str, url: str, region: str, body: bytes) -> dict[str, Any]:
         headers = {
             "Host": urlsplit(url).netloc,
             "Content-Type": f"application/x-amz-json-{self.service.json_version}",
             "X-Amz-Target": f"{self.service.target_prefix}.{operation}",
         }
-        if signed:
-            headers = sign_v4(method="POST", url=url, headers=headers, body=body, credentials=self._credentials(),
-                              region=region, service=self.service.signing_name,
-                              now=datetime.datetime.now(datetime.UTC))
+        headers = sign_v4(method="POST", url=url, headers=headers, body=body, credentials=self._credentials(),
+                          region=region, service=self.service.signing_name, now=datetime.datetime.now(datetime.UTC))
         try:
             response = shared_pool().request("POST", url, body=body, headers=headers, timeout=self._timeout,
                                               redirect=False, preload_content=True)
