@@ -36,11 +36,10 @@ class StripeApiError(Exception):
     APIError, APIConnectionError); the message is Stripe's and is never logged or shown."""
 
     def __init__(self, kind: str, *, http_status: int | None = None, code: str | None = None,
-                 param: str | None = None, request_id: str | None = None, error_type: str | None = None,
-                 message: str = ""):
+                 param: str | None = None, request_id: str | None = None, message: str = ""):
         super().__init__(kind)
         self.kind, self.http_status, self.code, self.param = kind, http_status, code, param
-        self.request_id, self.error_type = request_id, error_type
+        self.request_id = request_id
         self.stripe_message = message  # read to classify the error only; it may echo input, so never logged
 
 
@@ -139,4 +138,4 @@ def _error(response) -> StripeApiError:
         error = {}
     return StripeApiError(error_kind(response.status, error), http_status=response.status, code=error.get("code"),
                           param=error.get("param"), request_id=response.headers.get("Request-Id"),
-                          error_type=error.get("type"), message=str(error.get("message") or ""))
+                          message=str(error.get("message") or ""))

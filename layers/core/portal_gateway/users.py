@@ -31,7 +31,6 @@ class UserLookups:
         self._clock = clock
         self._seen: OrderedDict[str, tuple[float, CognitoUser]] = OrderedDict()
         self._lock = threading.Lock()
-        self.lookups = 0  # calls to Cognito, for benchmarks and tests
 
     def get(self, identity: Identity) -> CognitoUser:
         """The user as Cognito last said, asked again when that answer is older than `max_age`."""
@@ -42,7 +41,6 @@ class UserLookups:
             if found and now - found[0] < self.max_age:
                 self._seen.move_to_end(key)
                 return found[1]
-        self.lookups += 1
         user = self.directory.lookup(identity)  # InvalidToken("user_not_found") for a deleted user
         with self._lock:
             self._seen[key] = (now, user)
