@@ -12,9 +12,9 @@ BUILD = ROOT / ".aws-sam" / "build"
 def test_layer_has_package_and_dependencies_under_single_python_folder():
     layer = BUILD / "CoreLayer" / "python"
     assert (layer / "portal_gateway" / "__init__.py").is_file()
-    for dependency in ("urllib3", "aws_lambda_powertools", "cryptography", "jmespath"):
+    for dependency in ("aws_lambda_powertools", "cryptography", "jmespath"):
         assert (layer / dependency).is_dir(), dependency
-    for unused in ("stripe", "jwt", "requests", "bin"):  # what the function no longer imports is not shipped
+    for unused in ("stripe", "jwt", "requests", "urllib3", "bin"):  # what the function no longer imports is not shipped
         assert not (layer / unused).exists(), unused
     assert not (layer / "python").exists()
 
@@ -53,7 +53,7 @@ def test_layer_ships_compiled_bytecode_for_python_313():
     assert len(cached) == len(sources) >= 10
     assert all(_unchecked_hash(pyc) for pyc in cached)  # valid whatever mtimes the zip gives the sources
     assert all(pyc.read_bytes()[:4] == importlib.util.MAGIC_NUMBER for pyc in cached)  # CPython 3.13's
-    assert list((BUILD / "CoreLayer" / "python" / "urllib3" / "__pycache__").glob("*.cpython-313.pyc"))
+    assert list((BUILD / "CoreLayer" / "python" / "jmespath" / "__pycache__").glob("*.cpython-313.pyc"))
 
 
 def test_functions_ship_compiled_bytecode():
@@ -94,6 +94,7 @@ def test_pipx_style_install_gives_a_working_admin_command(tmp_path):
     shown = subprocess.run([command, "check", "--help"], capture_output=True, text=True, timeout=60)
     assert shown.returncode == 0 and "--stack" in shown.stdout, shown.stderr
     imported = subprocess.run([tmp_path / "env/bin/python", "-c", "import portal_gateway.key_check, "
-                               "portal_gateway.auth, portal_gateway.admin, boto3"], capture_output=True, text=True)
+                               "portal_gateway.auth, portal_gateway.admin, portal_gateway.support, boto3"],
+                              capture_output=True, text=True)
     assert imported.returncode == 0, imported.stderr
     assert sys.version_info[:2] == (3, 13)

@@ -232,7 +232,7 @@ def test_locale_is_validated_and_passed(gateway, user, stripe_standin):
     assert bad.status == 400 and bad.json["error"] == "invalid_request"
 
 
-def test_the_portal_path_loads_neither_stripe_python_nor_pyjwt_nor_boto3(stack, stripe_standin, user):
+def test_the_portal_path_loads_neither_stripe_python_nor_pyjwt_nor_boto3_nor_urllib3(stack, stripe_standin, user):
     """Cold-start weight: a whole portal request (new user: list, create, portal) imports none of the heavy
     libraries the function does not need (make bench measures what this saves)."""
     import os
@@ -250,7 +250,7 @@ def test_the_portal_path_loads_neither_stripe_python_nor_pyjwt_nor_boto3(stack, 
         "app = load_handler_module()\n"
         "event = build_event('GET', '/portal', headers={'authorization': 'Bearer ' + sys.argv[1]})\n"
         "answer = app.lambda_handler(event, new_context())\n"
-        "heavy = ('stripe', 'jwt', 'cryptography', 'requests', 'boto3')\n"
+        "heavy = ('stripe', 'jwt', 'cryptography', 'requests', 'boto3', 'urllib3')\n"
         "loaded = {n.split('.')[0] for n in sys.modules if n.split('.')[0] in heavy}\n"
         "# Powertools imports the bare botocore package for its user-agent hook; nothing of botocore beyond it.\n"
         "loaded |= {n for n in sys.modules if n.startswith('botocore.')}\n"

@@ -5,7 +5,7 @@ is in a snapshot or served after a restore."""
 from __future__ import annotations
 
 import pytest
-from portal_gateway import aws_json
+from portal_gateway.http_pool import POOL
 
 from devstack.fault_proxy import FaultProxy
 
@@ -18,8 +18,7 @@ def secrets_proxy(moto_server):
 
 
 def pooled_connections() -> int:
-    pool = aws_json.shared_pool()
-    return sum(len(p.pool.queue) if p.pool else 0 for p in pool.pools._container.values())
+    return POOL.idle_count()
 
 
 def test_service_is_built_during_init_under_snapstart(gateway, monkeypatch):

@@ -1,5 +1,5 @@
 """Where the function's AWS calls go: the services it uses and the partitions it serves, as botocore resolves
-them. Kept apart from the HTTP client (no urllib3 here) so that configuration can check endpoints at start-up
+them. Kept apart from the HTTP client (http_pool) so that configuration can check endpoints at start-up
 without loading it."""
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
 """A small client for the AWS JSON-protocol operations the portal function needs: Secrets Manager
-GetSecretValue, DynamoDB GetItem/PutItem and Cognito AdminGetUser. Signature Version 4 over urllib3.
+GetSecretValue, DynamoDB GetItem/PutItem and Cognito AdminGetUser. Signature Version 4 over the standard
+library's http.client (http_pool.py).
 
 Why not boto3 here: importing boto3 and creating two clients costs more CPU than the rest of a cold start
 (`make bench` prints it: "boto3 alone"), for operations whose wire format is one signed JSON POST each. The
@@ -21,15 +22,12 @@ import json
 import os
 import random
 import re
-import threading
 import time
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlsplit
-
-import urllib3
 
 from .aws_endpoints import (  # noqa: F401 - re-exported: the services are named through this module
     COGNITO_USER_POOLS,
@@ -39,6 +37,7 @@ from .aws_endpoints import (  # noqa: F401 - re-exported: the services are named
     Service,
     endpoint_for,
 )
+from .http_pool import POOL, HttpFailure
 
 USER_AGENT = "stripe-portal-gateway"
 THROTTLING_CODES = frozenset({
@@ -155,26 +154,6 @@ def remove_dot_segments(path: str) -> str:
     return first + "/".join(segments) + last
 
 
-_pool: urllib3.PoolManager | None = None
-_pool_lock = threading.Lock()
-
-
-def close_connections() -> None:
-    """Close every pooled connection (SnapStart: connections do not survive a snapshot)."""
-    with _pool_lock:
-        if _pool is not None:
-            _pool.clear()
-
-
-def shared_pool() -> urllib3.PoolManager:
-    """One connection pool per execution environment: warm requests reuse the TLS connection."""
-    global _pool
-    with _pool_lock:
-        if _pool is None:
-            _pool = urllib3.PoolManager(maxsize=4, retries=False, headers={"User-Agent": USER_AGENT})
-        return _pool
-
-
 class AwsJsonClient:
     """Calls one service's JSON-protocol operations: `call("GetItem", {...})` returns the decoded answer or
     raises AwsError (an error answer) / AwsUnreachable (no answer)."""
@@ -185,7 +164,7 @@ class AwsJsonClient:
                  sleep: Callable[[float], None] = time.sleep):
         self.service = service
         self._region = region
-        self._timeout = urllib3.Timeout(connect=connect_timeout, read=read_timeout)
+        self._connect_timeout, self._read_timeout = connect_timeout, read_timeout
         self._max_attempts = max_attempts
         self._credentials = credentials
         self._sleep = sleep
@@ -223,10 +202,10 @@ class AwsJsonClient:
         headers = sign_v4(method="POST", url=url, headers=headers, body=body, credentials=self._credentials(),
                           region=region, service=self.service.signing_name, now=datetime.datetime.now(datetime.UTC))
         try:
-            response = shared_pool().request("POST", url, body=body, headers=headers, timeout=self._timeout,
-                                              redirect=False, preload_content=True)
-        except urllib3.exceptions.HTTPError as exc:
-            raise AwsUnreachable(type(exc).__name__) from None
+            response = POOL.request("POST", url, body=body, headers={**headers, "User-Agent": USER_AGENT},
+                                    connect_timeout=self._connect_timeout, read_timeout=self._read_timeout)
+        except HttpFailure as failure:
+            raise AwsUnreachable(failure.kind) from None
         data = response.data
         expected_crc = response.headers.get("x-amz-crc32")
         if expected_crc is not None and expected_crc.isdigit() and int(expected_crc) != zlib.crc32(data):
@@ -236,7 +215,7 @@ class AwsJsonClient:
                 return json.loads(data) if data else {}
             except ValueError:
                 raise AwsUnreachable("undecodable answer") from None
-        raise AwsError(_error_code(response.headers.get("x-amzn-ErrorType"), data, response.status),
+        raise AwsError(_error_code(response.headers.get("x-amzn-errortype"), data, response.status),
                        response.status)
 
 

@@ -58,14 +58,14 @@ class PortalService:
         """Forget everything learned since start-up: the Stripe key and the OAuth secret (never in a snapshot),
         the customer and user caches, the open connections. The JWKS (public keys) is kept. Used by the SnapStart
         hooks, before the snapshot and after each restore."""
-        from .aws_json import close_connections
+        from .http_pool import POOL
 
         self.billing.forget_key()
         if self.login is not None:
             self.login.forget_secrets()
         self.resolver.cache.clear()
         self.users.clear()
-        close_connections()
+        POOL.clear()
 
     def check_options(self, options: PortalOptions) -> None:
         """Refuse bad options before anything else happens (also before a sign-in round trip)."""

@@ -1,5 +1,5 @@
 """A small client for the Stripe API calls the portal function makes (at most three per request), over the
-urllib3 pool the AWS client already uses.
+keep-alive connections the AWS client uses too (http_pool.py, standard library).
 
 Why not stripe-python here: importing it (with requests and its helpers) costs more CPU than the rest of a
 cold start, several hundred milliseconds at Lambda's CPU share for 256 MB (`make bench`), for a handful of
@@ -20,10 +20,8 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote, urlencode
 
-import urllib3
-
 from . import __version__
-from .aws_json import shared_pool
+from .http_pool import POOL, HttpFailure
 
 STRIPE_API_VERSION = "2026-10-28.endive"  # what stripe-python 16.1 sends (a test keeps them equal)
 API_BASE = "https://api.stripe.com"
@@ -78,7 +76,7 @@ class StripeHttp:
     def __init__(self, *, api_base: str | None = None, timeout_seconds: float = 4.0, max_network_retries: int = 1,
                  sleep: Callable[[float], None] = time.sleep):
         self.api_base = (api_base or API_BASE).rstrip("/")
-        self._timeout = urllib3.Timeout(connect=min(2.0, timeout_seconds), read=timeout_seconds)
+        self._connect_timeout, self._read_timeout = min(2.0, timeout_seconds), timeout_seconds
         self._retries = max_network_retries
         self._sleep = sleep
 
@@ -98,9 +96,9 @@ class StripeHttp:
             url = f"{url}?{encoded}"
         for attempt in range(self._retries + 1):
             try:
-                response = shared_pool().request(method, url, body=body, headers=headers, timeout=self._timeout,
-                                                  redirect=False, retries=False, preload_content=True)
-            except urllib3.exceptions.HTTPError:
+                response = POOL.request(method, url, body=body, headers=headers,
+                                        connect_timeout=self._connect_timeout, read_timeout=self._read_timeout)
+            except HttpFailure:
                 if attempt < self._retries:
                     self._backoff(attempt + 1)
                     continue
@@ -123,7 +121,7 @@ class StripeHttp:
 
 
 def _should_retry(response) -> bool:
-    advice = response.headers.get("Stripe-Should-Retry")
+    advice = response.headers.get("stripe-should-retry")
     if advice in ("true", "false"):
         return advice == "true"
     return response.status == 409 or response.status >= 500
@@ -137,5 +135,5 @@ def _error(response) -> StripeApiError:
     if not isinstance(error, dict):
         error = {}
     return StripeApiError(error_kind(response.status, error), http_status=response.status, code=error.get("code"),
-                          param=error.get("param"), request_id=response.headers.get("Request-Id"),
+                          param=error.get("param"), request_id=response.headers.get("request-id"),
                           message=str(error.get("message") or ""))

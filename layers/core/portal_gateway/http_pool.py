@@ -1,0 +1,136 @@
+"""Keep-alive HTTP(S) connections for the function's own Stripe and AWS clients, on the standard library.
+
+One idle connection set per host, reused across requests of an execution environment (a warm request pays
+no TLS handshake). As urllib3 does, an idle connection the server has closed is noticed before it is used
+and replaced; a request is never sent twice here (the callers' retry rules decide that). Standard
+library only: importing urllib3 costs tens of milliseconds of CPU, hundreds at Lambda's small CPU shares
+(`make bench`), for what http.client does here.
+
+Failures are reported with the names urllib3 uses (the runbook's table reads them from log details):
+NewConnectionError, ConnectTimeoutError, ReadTimeoutError, ProtocolError.
+"""
+
+from __future__ import annotations
+
+import http.client
+import select
+import ssl
+import threading
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+
+class HttpFailure(Exception):
+    """No answer: `kind` says why, in urllib3's words."""
+
+    def __init__(self, kind: str):
+        super().__init__(kind)
+        self.kind = kind
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    headers: dict[str, str]  # names in lower case
+    data: bytes
+
+
+class ConnectionPool:
+    def __init__(self, max_idle_per_host: int = 4):
+        self._idle: dict[tuple[str, str, int], list[http.client.HTTPConnection]] = {}
+        self._lock = threading.Lock()
+        self._max_idle = max_idle_per_host
+        self._tls: ssl.SSLContext | None = None
+
+    def request(self, method: str, url: str, *, body: bytes | None, headers: dict[str, str],
+                connect_timeout: float, read_timeout: float) -> Answer:
+        parts = urlsplit(url)
+        scheme = parts.scheme.lower()
+        if scheme not in ("http", "https") or not parts.hostname:
+            raise HttpFailure("ProtocolError")
+        key = (scheme, parts.hostname, parts.port or (443 if scheme == "https" else 80))
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        connection = self._take(key) or self._connect(key, connect_timeout)
+        return self._send(key, connection, method, target, body, headers, read_timeout)
+
+    def clear(self) -> None:
+        """Close every idle connection (SnapStart: connections do not survive a snapshot)."""
+        with self._lock:
+            idle, self._idle = self._idle, {}
+        for connections in idle.values():
+            for connection in connections:
+                connection.close()
+
+    def idle_count(self) -> int:
+        with self._lock:
+            return sum(len(connections) for connections in self._idle.values())
+
+    def _take(self, key) -> http.client.HTTPConnection | None:
+        while True:
+            with self._lock:
+                connections = self._idle.get(key)
+                connection = connections.pop() if connections else None
+            if connection is None or not _dropped(connection):
+                return connection
+            connection.close()  # closed by the server while idle (or it sent something unasked): not reused
+
+    def _give(self, key, connection: http.client.HTTPConnection) -> None:
+        with self._lock:
+            connections = self._idle.setdefault(key, [])
+            if len(connections) < self._max_idle:
+                connections.append(connection)
+                return
+        connection.close()
+
+    def _connect(self, key, timeout: float) -> http.client.HTTPConnection:
+        scheme, host, port = key
+        if scheme == "https":
+            if self._tls is None:
+                self._tls = ssl.create_default_context()  # the system's CA certificates, hostname checked
+            connection: http.client.HTTPConnection = http.client.HTTPSConnection(host, port, timeout=timeout,
+                                                                                 context=self._tls)
+        else:
+            connection = http.client.HTTPConnection(host, port, timeout=timeout)
+        try:
+            connection.connect()
+        except TimeoutError:
+            connection.close()
+            raise HttpFailure("ConnectTimeoutError") from None
+        except (OSError, http.client.HTTPException):
+            connection.close()
+            raise HttpFailure("NewConnectionError") from None
+        return connection
+
+    def _send(self, key, connection: http.client.HTTPConnection, method: str, target: str, body: bytes | None,
+              headers: dict[str, str], read_timeout: float) -> Answer:
+        try:
+            connection.sock.settimeout(read_timeout)
+            connection.request(method, target, body=body, headers=headers)
+            response = connection.getresponse()
+            data = response.read()
+        except TimeoutError:
+            connection.close()
+            raise HttpFailure("ReadTimeoutError") from None
+        except (OSError, http.client.HTTPException, AttributeError):
+            connection.close()
+            raise HttpFailure("ProtocolError") from None
+        answer = Answer(response.status, {name.lower(): value for name, value in response.getheaders()}, data)
+        if response.will_close:
+            connection.close()
+        else:
+            self._give(key, connection)
+        return answer
+
+
+def _dropped(connection: http.client.HTTPConnection) -> bool:
+    """An idle connection with something to read has been closed by the server (EOF) or is out of step."""
+    if connection.sock is None:
+        return True
+    try:
+        readable, _, _ = select.select([connection.sock], [], [], 0)
+    except (OSError, ValueError):
+        return True
+    return bool(readable)
+
+
+POOL = ConnectionPool()  # one per execution environment, shared by the Stripe and AWS clients
