@@ -44,3 +44,13 @@ def test_error_answers_map_to_stripe_pythons_exception_classes(status, error):
     body = json.dumps({"error": {"message": "x", **error}})
     expected = requestor.specific_v1_api_error(body, status, {"error": error}, {}, error)
     assert error_kind(status, error) == type(expected).__name__
+
+
+def test_tls_connections_verify_certificates_and_host_names_with_system_cas():
+    import ssl
+
+    from portal_gateway.http_pool import tls_context
+
+    context = tls_context()
+    assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
+    assert context.cert_store_stats()["x509_ca"] > 0  # the system's CA bundle was found

@@ -86,7 +86,7 @@ class ConnectionPool:
         scheme, host, port = key
         if scheme == "https":
             if self._tls is None:
-                self._tls = ssl.create_default_context()  # the system's CA certificates, hostname checked
+                self._tls = tls_context()
             connection: http.client.HTTPConnection = http.client.HTTPSConnection(host, port, timeout=timeout,
                                                                                  context=self._tls)
         else:
@@ -120,6 +120,23 @@ class ConnectionPool:
         else:
             self._give(key, connection)
         return answer
+
+
+# Where Linux distributions keep the CA bundle, for an interpreter whose OpenSSL default paths find none.
+CA_BUNDLES = ("/etc/pki/tls/certs/ca-bundle.crt", "/etc/ssl/certs/ca-certificates.crt", "/etc/ssl/cert.pem")
+
+
+def tls_context() -> ssl.SSLContext:
+    """Certificates and host names verified, with the system's CA certificates (SSL_CERT_FILE is honoured)."""
+    context = ssl.create_default_context()
+    if not context.cert_store_stats().get("x509_ca"):
+        for bundle in CA_BUNDLES:
+            try:
+                context.load_verify_locations(cafile=bundle)
+                break
+            except (OSError, ssl.SSLError):
+                continue
+    return context
 
 
 def _dropped(connection: http.client.HTTPConnection) -> bool:
