@@ -141,7 +141,7 @@ if plan["mode"] == "warm":
     report.update(totals=totals, overheads=overheads, returning_calls=returning, new_calls=new)
     service = app.portal_service() if hasattr(app, "portal_service") else None
     if service is not None and getattr(service, "users", None) is not None:
-        service.users._seen.clear()  # as if the last status answer were over a minute old (CHECK_USER_STATUS)
+        service.users.clear()  # as if the last status answer were over a minute old (CHECK_USER_STATUS)
         _, report["status_due_calls"] = call(plan["returning_token"])
 report["max_rss_kb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 report["layer_modules"] = sorted({name.split(".")[0] for name, module in list(sys.modules.items())

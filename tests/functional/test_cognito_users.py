@@ -79,8 +79,8 @@ def test_user_status_is_asked_at_most_once_a_minute_per_user(gateway, user, stac
     assert cognito.count("AdminGetUser") == 2  # one per user, not one per request
     service = gw.module.portal_service()
     clock = {"now": 1000.0}
-    service.users._clock = lambda: clock["now"]
-    service.users._seen.clear()
+    service.users.cache._clock = lambda: clock["now"]
+    service.users.clear()
     gw.portal(ada["IdToken"])
     clock["now"] += 59
     gw.portal(ada["IdToken"])

@@ -36,12 +36,12 @@ def test_nothing_cached_before_the_snapshot_is_served_after_restore(gateway, use
     assert gw.portal(tokens["IdToken"]).status == 302  # key, mapping, user status cached; connections open
     service = gw.module.portal_service()
     keys = service.billing._keys
-    assert keys._key is not None and service.resolver.cache._items and service.users._seen
+    assert keys._key is not None and service.resolver.cache._items and service.users.cache._items
     assert pooled_connections() > 0
 
     gw.module.before_snapshot()
     assert keys._key is None and keys._prefetch is None
-    assert not service.resolver.cache._items and not service.users._seen
+    assert not service.resolver.cache._items and not service.users.cache._items
     assert pooled_connections() == 0
 
     # The key is rotated while the snapshot sleeps: a restored copy must use the new one, read afresh.

@@ -14,7 +14,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from .auth import Identity
 from .aws import Profile
@@ -49,17 +49,17 @@ class Resolution:
 
 
 class BoundedCache:
-    """A small LRU of mapping key -> customer id, per execution environment. Entries expire after `ttl_seconds`,
-    so a mapping an operator changed (stripe-portal-admin link/unlink) is followed within that time."""
+    """A small LRU per execution environment whose entries expire after `ttl_seconds`: mapping key -> customer id
+    (so a mapping an operator changed with link/unlink is followed within that time), and users' status."""
 
     def __init__(self, capacity: int = 4096, ttl_seconds: float = 300, clock: Callable[[], float] = time.monotonic):
         self.capacity = capacity
         self.ttl = ttl_seconds
         self._clock = clock
-        self._items: OrderedDict[str, tuple[str, float]] = OrderedDict()
+        self._items: OrderedDict[str, tuple[Any, float]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, key: str) -> str | None:
+    def get(self, key: str) -> Any | None:
         with self._lock:
             found = self._items.get(key)
             if found is None:
@@ -70,7 +70,7 @@ class BoundedCache:
             self._items.move_to_end(key)
             return found[0]
 
-    def put(self, key: str, value: str) -> None:
+    def put(self, key: str, value: Any) -> None:
         with self._lock:
             self._items[key] = (value, self._clock())
             self._items.move_to_end(key)

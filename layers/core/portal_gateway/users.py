@@ -5,14 +5,13 @@ of an access token, which carries no email."""
 
 from __future__ import annotations
 
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from typing import Protocol
 
 from .auth import Identity
 from .aws import CognitoUser
+from .customers import BoundedCache
 from .errors import InvalidToken
 
 USER_STATUS_MAX_AGE_SECONDS = 60
@@ -26,32 +25,19 @@ class UserLookups:
     def __init__(self, directory: UserDirectory, *, max_age: float = USER_STATUS_MAX_AGE_SECONDS,
                  capacity: int = 4096, clock: Callable[[], float] = time.monotonic):
         self.directory = directory
-        self.max_age = max_age
-        self.capacity = capacity
-        self._clock = clock
-        self._seen: OrderedDict[str, tuple[float, CognitoUser]] = OrderedDict()
-        self._lock = threading.Lock()
+        self.cache = BoundedCache(capacity, ttl_seconds=max_age, clock=clock)
 
     def get(self, identity: Identity) -> CognitoUser:
         """The user as Cognito last said, asked again when that answer is older than `max_age`."""
         key = f"{identity.user_pool_id}#{identity.sub}"
-        now = self._clock()
-        with self._lock:
-            found = self._seen.get(key)
-            if found and now - found[0] < self.max_age:
-                self._seen.move_to_end(key)
-                return found[1]
-        user = self.directory.lookup(identity)  # InvalidToken("user_not_found") for a deleted user
-        with self._lock:
-            self._seen[key] = (now, user)
-            self._seen.move_to_end(key)
-            while len(self._seen) > self.capacity:
-                self._seen.popitem(last=False)
+        user = self.cache.get(key)
+        if user is None:
+            user = self.directory.lookup(identity)  # InvalidToken("user_not_found") for a deleted user
+            self.cache.put(key, user)
         return user
 
     def clear(self) -> None:
-        with self._lock:
-            self._seen.clear()
+        self.cache.clear()
 
     def confirm_active(self, identity: Identity) -> CognitoUser:
         user = self.get(identity)
