@@ -57,6 +57,16 @@ class SecretsManagerReader:
 
 
 
+def mapping_key(mode: str, user_pool_id: str, sub: str) -> str:
+    """The customers table's key of a user's mapping: one per (Stripe mode, user pool, sub)."""
+    return f"{mode}#{user_pool_id}#{sub}"
+
+
+def claim_key(mode: str, customer_id: str) -> str:
+    """The key of the item recording which user holds an email-matched (or linked) customer."""
+    return f"{mode}#claim#{customer_id}"
+
+
 class CustomerMappingStore:
     """DynamoDB table: one item per (Stripe mode, user pool, sub) naming the Stripe customer.
 
@@ -69,7 +79,7 @@ class CustomerMappingStore:
         self._client = client or AwsJsonClient(DYNAMODB)  # the function's own region
 
     def key_for(self, identity: Identity) -> str:
-        return f"{self.mode}#{identity.user_pool_id}#{identity.sub}"
+        return mapping_key(self.mode, identity.user_pool_id, identity.sub)
 
     def get(self, key: str) -> str | None:
         try:
@@ -98,7 +108,7 @@ class CustomerMappingStore:
         """Claim an existing (email-matched) customer for this user, exclusively: of two users racing for one
         customer, exactly one wins. True if this user holds the claim (now or from before)."""
         owner = self.key_for(identity)
-        item = {"pk": {"S": f"{self.mode}#claim#{customer_id}"}, "owner": {"S": owner},
+        item = {"pk": {"S": claim_key(self.mode, customer_id)}, "owner": {"S": owner},
                 "updated_at": {"N": str(int(time.time()))}}
         return self._put_if("PutItem (claim)", Item=item,
                             ConditionExpression="attribute_not_exists(pk) OR #owner = :owner",

@@ -17,7 +17,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TextIO
 
+from .aws import claim_key, mapping_key
 from .customers import OWNER_POOL, OWNER_SUB
+from .stripe_http import StripeApiError
 
 
 class SupportError(Exception):
@@ -37,10 +39,10 @@ class Context:
     stack: str | None = None
 
     def mapping_key(self, sub: str) -> str:
-        return f"{self.mode}#{self.user_pool_id}#{sub}"
+        return mapping_key(self.mode, self.user_pool_id, sub)
 
     def claim_key(self, customer_id: str) -> str:
-        return f"{self.mode}#claim#{customer_id}"
+        return claim_key(self.mode, customer_id)
 
     def get(self, pk: str) -> dict | None:
         item = self.client("dynamodb").get_item(TableName=self.table, Key={"pk": {"S": pk}},
@@ -56,8 +58,6 @@ def stripe_state(ctx: Context, customer_id: str, sub: str | None = None) -> str:
     """The customer as the deployment's key sees it: exists (and whose it says it is), deleted, or missing."""
     if ctx.stripe is None:
         return "not checked (no Stripe key available)"
-    from .stripe_http import StripeApiError
-
     try:
         customer = ctx.stripe("GET", f"/v1/customers/{customer_id}", None)
     except StripeApiError as exc:
@@ -155,8 +155,6 @@ def link(ctx: Context, sub: str, customer_id: str, *, reason: str, who: str) -> 
     if ctx.stripe is None:
         raise SupportError("the Stripe key could not be read, so the customer cannot be checked",
                            "Check the secret (stripe-portal-admin check)", 3)
-    from .stripe_http import StripeApiError
-
     try:
         customer = ctx.stripe("GET", f"/v1/customers/{customer_id}", None)
     except StripeApiError as exc:
@@ -231,8 +229,6 @@ def unlink(ctx: Context, sub: str, *, reason: str, who: str) -> int:
     customer_id = _remove_mapping(ctx, sub)
     Audit(ctx, who, "unlink", reason, sub=sub, customer=customer_id).done()
     if ctx.stripe is not None:
-        from .stripe_http import StripeApiError
-
         try:
             customer = ctx.stripe("GET", f"/v1/customers/{customer_id}", None)
             if (customer.get("metadata") or {}).get(OWNER_SUB) == sub:
