@@ -525,8 +525,7 @@ def _stripe_caller(target: Target, client: Callable[[str], Any]):
         key = parse_stripe_key(client("secretsmanager").get_secret_value(SecretId=target.secret_id)["SecretString"])
     except StripeKeyUnavailable:
         return None
-    http = StripeHttp(api_base=target.stripe_api_base, timeout_seconds=10)
-    return lambda method, path, params: http.request(method, path, params, api_key=key)
+    return StripeHttp(api_base=target.stripe_api_base, timeout_seconds=10).with_key(key)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ gets "no such customer" and a key without the permission gets 403.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from .errors import StripeKeyUnavailable
@@ -51,10 +52,7 @@ def check_stripe_key(raw_secret_value: str, *, expected_mode: str, api_base: str
         return checks
     checks.append(Check("key mode", True, f"{mode} mode"))
 
-    http = StripeHttp(api_base=api_base, timeout_seconds=timeout, max_network_retries=1)
-
-    def client(method: str, path: str, params: dict | None = None) -> dict:
-        return http.request(method, path, params, api_key=key)
+    client = StripeHttp(api_base=api_base, timeout_seconds=timeout, max_network_retries=1).with_key(key)
 
     try:
         client("GET", "/v1/customers", {"limit": 1})
@@ -150,8 +148,6 @@ class AccountPins:
 
     def pin(self, mode: str, account_id: str) -> str:
         """Record the account unless one is recorded; return whichever is recorded."""
-        import time
-
         try:
             self._client.put_item(TableName=self.table, Item={
                 "pk": {"S": self.key(mode)}, "account_id": {"S": account_id},

@@ -114,6 +114,10 @@ class StripeHttp:
             raise _error(response)
         raise AssertionError("unreachable")
 
+    def with_key(self, api_key: str) -> Callable[..., dict[str, Any]]:
+        """`call(method, path, params=None)` with one key: what the key checks and the support commands use."""
+        return lambda method, path, params=None: self.request(method, path, params, api_key=api_key)
+
     def _backoff(self, retry: int) -> None:
         delay = min(INITIAL_RETRY_DELAY * 2 ** (retry - 1), MAX_RETRY_DELAY)
         delay *= 0.5 * (1 + random.uniform(0, 1))  # nosec B311 - backoff jitter, not crypto
