@@ -14,6 +14,7 @@ import urllib.request
 from urllib.parse import urlsplit
 
 from .key_check import Check
+from .release_check import Invocation, documented_answers
 
 
 class _NoRedirects(urllib.request.HTTPRedirectHandler):
@@ -34,55 +35,33 @@ def _request(url: str, *, method: str = "GET", headers: dict[str, str] | None = 
         return exc.code, {k.lower(): v for k, v in exc.headers.items()}, exc.read(65536).decode("utf-8", "replace")
 
 
+def _probe(url: str, **kwargs) -> Invocation:
+    """The API's answer as an Invocation (what release_check reads), or why there was none."""
+    try:
+        status, headers, body = _request(url, **kwargs)
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        return Invocation(None, function_error=f"no answer ({type(exc).__name__})")
+    return Invocation(status, body, headers)
+
+
 def run_smoke(portal_url: str, *, hosted_ui: bool, origins: tuple[str, ...], token: str | None) -> list[Check]:
-    checks: list[Check] = []
     base = portal_url.rsplit("/portal", 1)[0]
-
-    def attempt(name: str, fix: str, probe) -> None:
-        try:
-            ok, detail = probe()
-        except (urllib.error.URLError, OSError, ValueError) as exc:
-            ok, detail = False, f"no answer ({type(exc).__name__})"
-        checks.append(Check(name, ok, detail, fix))
-
-    def health():
-        status, _, body = _request(f"{base}/health")
-        return status == 200 and '"ok"' in body, f"status {status}"
-
-    def fetch_without_token():
-        status, headers, body = _request(portal_url, headers={"Accept": "application/json"})
-        code = _json(body).get("error")
-        return status == 401 and code == "authentication_required", f"status {status}, error {code}"
-
-    def link_without_token():
-        status, headers, _ = _request(portal_url, headers={"Accept": "text/html"})
-        if hosted_ui:
-            return status == 302 and "/oauth2/authorize?" in headers.get("location", ""), f"status {status}"
-        return status == 401, f"status {status}"
-
-    attempt("/health", "The API or the function is not answering: see the function's log", health)
-    attempt("unauthenticated /portal (fetch)", "Expected 401 authentication_required", fetch_without_token)
-    attempt("unauthenticated /portal (plain link)",
-            "Expected a 302 to the Hosted UI (CognitoDomain, CallbackUrl)" if hosted_ui else "Expected 401",
-            link_without_token)
+    checks = documented_answers(_probe(f"{base}/health"),
+                                _probe(portal_url, headers={"Accept": "application/json"}),
+                                _probe(portal_url, headers={"Accept": "text/html"}), hosted_ui=hosted_ui)
     for origin in origins[:1]:
-        def preflight(origin=origin):
-            status, headers, _ = _request(portal_url, method="OPTIONS", headers={
-                "Origin": origin, "Access-Control-Request-Method": "GET",
-                "Access-Control-Request-Headers": "authorization"})
-            allowed = headers.get("access-control-allow-origin")
-            return status in (200, 204) and allowed == origin, f"status {status}"
-        attempt(f"CORS preflight from {origin}", "Check AllowedOrigins", preflight)
+        answer = _probe(portal_url, method="OPTIONS", headers={"Origin": origin,
+                        "Access-Control-Request-Method": "GET", "Access-Control-Request-Headers": "authorization"})
+        ok = answer.status in (200, 204) and answer.headers.get("access-control-allow-origin") == origin
+        checks.append(Check(f"CORS preflight from {origin}", ok, answer.function_error or f"status {answer.status}",
+                            "Check AllowedOrigins"))
     if token:
-        def whole_way():
-            status, _, body = _request(portal_url, headers={"Accept": "application/json",
-                                                            "Authorization": f"Bearer {token}"})
-            url = _json(body).get("url") or ""
-            parts = urlsplit(url)
-            ok = status == 200 and parts.scheme in ("https", "http") and bool(parts.hostname)
-            return ok, (f"status {status}, a portal URL on {parts.hostname} (not shown)" if ok
-                        else f"status {status}, error {_json(body).get('error')}")
-        attempt("portal session with the token", "See the error code in README, Errors", whole_way)
+        answer = _probe(portal_url, headers={"Accept": "application/json", "Authorization": f"Bearer {token}"})
+        parts = urlsplit(_json(answer.body).get("url") or "")
+        ok = answer.status == 200 and parts.scheme in ("https", "http") and bool(parts.hostname)
+        detail = (f"status 200, a portal URL on {parts.hostname} (not shown)" if ok else
+                  answer.function_error or f"status {answer.status}, error {_json(answer.body).get('error')}")
+        checks.append(Check("portal session with the token", ok, detail, "See the error code in README, Errors"))
     return checks
 
 
