@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 from .errors import (
     CustomerMissing,
@@ -23,7 +23,6 @@ from .stripe_http import StripeApiError, StripeHttp
 from .stripe_key import StripeKeyProvider
 
 logger = logging.getLogger(__name__)
-T = TypeVar("T")
 ACTIVE_SUBSCRIPTION_STATUSES = frozenset({"active", "trialing", "past_due", "unpaid"})
 # Stripe's limits for customer fields (OpenAPI spec, POST /v1/customers: name maxLength 256, email 512).
 CUSTOMER_NAME_MAX = 256
@@ -145,9 +144,7 @@ class StripeBilling:
         key = self._keys.current()
         try:
             return self._attempt(method, path, params, key, idempotency_key)
-        except StripeApiError as exc:
-            if exc.kind != "AuthenticationError":
-                raise
+        except StripeApiError:  # only an AuthenticationError leaves _attempt unmapped
             fresh = self._keys.refresh(key)
             self._on_key_refresh()
             if fresh is None:
@@ -157,10 +154,8 @@ class StripeBilling:
             logger.info("Stripe rejected the cached API key; retrying once with the key just read")
             try:
                 return self._attempt(method, path, params, fresh, idempotency_key)
-            except StripeApiError as again:
-                if again.kind == "AuthenticationError":
-                    raise StripeKeyRejected(log_detail="Stripe rejected the freshly read API key too") from None
-                raise
+            except StripeApiError:
+                raise StripeKeyRejected(log_detail="Stripe rejected the freshly read API key too") from None
 
     def _attempt(self, method: str, path: str, params: dict[str, Any] | None, key: str,
                  idempotency_key: str | None) -> dict[str, Any]:
