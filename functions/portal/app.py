@@ -287,7 +287,8 @@ def lambda_handler(event, context):
         # (or a no-CORS answer) for another origin.
         headers = result.setdefault("headers", {})
         vary = [v.strip() for v in headers.get("Vary", "").split(",") if v.strip()]
-        headers["Vary"] = ", ".join(vary + ["Origin"]) if "Origin" not in vary else headers["Vary"]
+        if "Origin" not in vary:
+            headers["Vary"] = ", ".join([*vary, "Origin"])
     return result
 
 

@@ -11,12 +11,19 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from .aws_endpoints import COGNITO_USER_POOLS, DYNAMODB, SECRETS_MANAGER, EndpointError, cognito_issuer, endpoint_for
+from .aws_endpoints import (
+    COGNITO_USER_POOLS,
+    DYNAMODB,
+    LOOPBACK_HOSTS,
+    SECRETS_MANAGER,
+    EndpointError,
+    cognito_issuer,
+    endpoint_for,
+)
 
 STRIPE_MODES = ("test", "live")
 _POOL_ID = re.compile(r"^(?P<region>[a-z]{2,4}(?:-[a-z]+)+-\d+)_[0-9A-Za-z]+$")
 _CLIENT_ID = re.compile(r"^[0-9A-Za-z]{1,128}$")
-_LOOPBACK = ("localhost", "127.0.0.1", "::1")
 _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off"}
 
@@ -75,7 +82,7 @@ class Settings:
         default_jwks_url = f"{issuer}/.well-known/jwks.json"
         jwks_url = env.get("COGNITO_JWKS_URL", "").strip() or default_jwks_url
         _check_url("COGNITO_JWKS_URL", jwks_url, prefix_ok=False)
-        if (jwks_url != default_jwks_url and urlsplit(jwks_url).hostname not in _LOOPBACK
+        if (jwks_url != default_jwks_url and urlsplit(jwks_url).hostname not in LOOPBACK_HOSTS
                 and not _bool(env, "ALLOW_CUSTOM_JWKS_URL", False)):
             # Whoever serves the JWKS can sign tokens for any user: only the pool's own, or a local stand-in.
             raise ConfigError("COGNITO_JWKS_URL may only point at the user pool's own JWKS or at loopback "
@@ -196,7 +203,7 @@ def _number(env, name, default, kind, low, high):
 
 def _check_url(name: str, url: str, *, prefix_ok: bool) -> None:
     parts = urlsplit(url)
-    local = parts.hostname in _LOOPBACK
+    local = parts.hostname in LOOPBACK_HOSTS
     if parts.scheme != "https" and not (parts.scheme == "http" and local):
         raise ConfigError(f"{name} must use https (http is accepted only for localhost): {url[:80]!r}")
     if not parts.hostname or parts.username or parts.password or "\\" in url:
