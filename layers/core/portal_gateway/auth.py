@@ -270,7 +270,7 @@ def _decode_header(token: object) -> dict:
     if len(parts) != 3 or not all(_B64URL.match(part) for part in parts[:2]) or not _B64URL_OR_EMPTY.match(parts[2]):
         raise InvalidToken("malformed")
     try:
-        header = json.loads(base64.urlsafe_b64decode(parts[0] + "=" * (-len(parts[0]) % 4)))
+        header = json.loads(_b64url_decode(parts[0]))
     except (ValueError, binascii.Error):
         raise InvalidToken("malformed") from None
     if not isinstance(header, dict):
