@@ -22,6 +22,7 @@ HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", 
 @dataclass
 class AwsFault:
     match: str  # substring of "X-Amz-Target" (e.g. "PutItem", "GetSecretValue") or of the path
+    body: str | None = None  # and, if given, a substring of the request body (which item a PutItem writes)
     times: int = 1
     status: int = 400
     error_type: str = "ThrottlingException"
@@ -72,13 +73,13 @@ class FaultProxy:
         self.httpd.shutdown()
         self.httpd.server_close()
 
-    def _take(self, label: str) -> AwsFault | None:
+    def _take(self, label: str, body: bytes = b"") -> AwsFault | None:
         with self.lock:
             self.seen.append(label)
             if self.down:
                 return AwsFault(match="", status=503, error_type="ServiceUnavailable")
             for fault in self.faults:
-                if fault.match in label:
+                if fault.match in label and (fault.body is None or fault.body.encode() in body):
                     fault.times -= 1
                     if fault.times <= 0:
                         self.faults.remove(fault)
@@ -91,7 +92,7 @@ class FaultProxy:
         label = handler.headers.get("X-Amz-Target") or handler.path
         if self.latency:
             time.sleep(self.latency)
-        fault = self._take(label)
+        fault = self._take(label, body)
         if fault is None and self.enforce_cognito_scopes and label.endswith(".GetUser"):
             fault = _scope_refusal(body)
         if fault:

@@ -28,6 +28,7 @@ from portal_gateway.errors import (
     TokenInQueryString,
     UnsupportedMediaType,
 )
+from portal_gateway.http_pool import request_budget
 
 # /health and refused requests publish no metric; that is expected, not worth a warning per request.
 warnings.filterwarnings("ignore", message="No application metrics to publish")
@@ -277,11 +278,25 @@ def _error_response(code: str, message: str, title: str = GatewayError.title):
     )
 
 
+# Kept back from the invocation's remaining time for what follows the last outbound call: the answer itself.
+ANSWER_RESERVE_SECONDS = 0.5
+
+
+def outbound_budget(context) -> float | None:
+    """Seconds every outbound call of this invocation must end within, from the Lambda context's remaining time,
+    so a slow Stripe, AWS or JWKS answer ends in our own 502/503/504 page, never in the platform's timeout."""
+    remaining = getattr(context, "get_remaining_time_in_millis", None)
+    if remaining is None:
+        return None
+    return max(0.0, remaining() / 1000 - ANSWER_RESERVE_SECONDS)
+
+
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP, clear_state=True)
 @metrics.log_metrics
 def lambda_handler(event, context):
     logger.thread_safe_clear_keys()  # no cognito_sub left over from the previous request
-    result = app.resolve(event, context)
+    with request_budget(outbound_budget(context)):
+        result = app.resolve(event, context)
     if SETTINGS.allowed_origins:
         # The CORS headers depend on the request's Origin: a shared cache must not reuse one origin's answer
         # (or a no-CORS answer) for another origin.

@@ -110,7 +110,8 @@ def test_changed_profile_after_a_failed_mapping_write_is_not_an_idempotency_erro
     sub, _ = user("ada", name="Ada Lovelace")
     proxy = FaultProxy(stack.moto.endpoint)
     try:
-        proxy.inject(AwsFault(match="PutItem", times=100, status=500, error_type="InternalServerError"))
+        proxy.inject(AwsFault(match="PutItem", body="customer_id", times=100, status=500,
+                                  error_type="InternalServerError"))
         # Email matching off: nothing but the idempotency key could find the orphaned customer again.
         failing = gateway(AWS_ENDPOINT_URL_DYNAMODB=proxy.url, MATCH_EXISTING_BY_EMAIL="false")
         first = failing.portal(stack.sign_in("ada", "Correct-Horse-9")["IdToken"], accept="application/json")

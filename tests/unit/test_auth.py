@@ -223,24 +223,52 @@ def test_nonce_is_checked_when_expected(verifier, key):
 def test_unknown_kid_flood_downloads_jwks_at_most_once_per_window(verifier, jwks_server, clock, key):
     verifier.verify(key.sign(claims("id")))
     assert len(jwks_server.requests) == 1
-    for _ in range(50):  # within 10 s of the last download: no download at all
+    for _ in range(50):  # the first unknown kid downloads once; that download lacks it: no more for 10 s
         assert reason(verifier, throwaway_key().sign(claims("id"))) == "unknown_kid"
-    assert len(jwks_server.requests) == 1
+    assert len(jwks_server.requests) == 2
     clock.now += 10.5
     for _ in range(50):  # the window has passed: one download for the whole next flood
         assert reason(verifier, throwaway_key().sign(claims("id"))) == "unknown_kid"
-    assert len(jwks_server.requests) == 2
+    assert len(jwks_server.requests) == 3
     verifier.verify(key.sign(claims("id")))  # the real key still works throughout
-    assert len(jwks_server.requests) == 2
+    assert len(jwks_server.requests) == 3
 
 
-def test_rotated_in_key_is_picked_up_after_the_window(verifier, jwks_server, clock, key):
+def test_a_new_signing_key_right_after_a_download_is_picked_up_at_once(verifier, jwks_server, clock, key):
+    # aws-jwt-verify's rule: only a download that came back without the kid (or failed) holds the next one
+    # back. A download that found its kid must not, or Cognito's next key gets 401 for up to 10 s.
     verifier.verify(key.sign(claims("id")))
     new_key = throwaway_key()
     jwks_server.document = {"keys": [key.jwk(), new_key.jwk()]}
-    # The first unknown kid may refetch at once: the window counts from the last download.
-    clock.now += 11
+    clock.now += 1
     assert verifier.verify(new_key.sign(claims("id"))).token_use == "id"
+    assert len(jwks_server.requests) == 2
+
+
+@pytest.mark.parametrize("status, document", [(500, {"keys": []}), (200, {"keys": []}), (200, {"nokeys": 1})])
+def test_a_failed_or_empty_redownload_keeps_the_known_keys(verifier, jwks_server, clock, key, status, document):
+    verifier.verify(key.sign(claims("id")))
+    jwks_server.status, jwks_server.document = status, document
+    with pytest.raises((InvalidToken, AuthUnavailable)):
+        verifier.verify(throwaway_key().sign(claims("id")))  # triggers the re-download that fails
+    assert len(jwks_server.requests) == 2
+    assert verifier.verify(key.sign(claims("id"))).token_use == "id"  # the known key still verifies
+    clock.now += 11
+    with pytest.raises((InvalidToken, AuthUnavailable)):
+        verifier.verify(throwaway_key().sign(claims("id")))
+    assert verifier.verify(key.sign(claims("id"))).token_use == "id"
+
+
+def test_an_oversized_jwks_is_refused_without_reading_it_whole(key, clock):
+    server = JsonServer({"keys": [key.jwk()], "padding": "x" * (200 * 1024)})
+    try:
+        verifier = CognitoJwtVerifier(issuer=ISSUER, user_pool_id=POOL_ID, client_ids=(CLIENT_ID,),
+                                      jwks=JwksCache(server.url, clock=clock))
+        with pytest.raises(AuthUnavailable) as caught:
+            verifier.verify(key.sign(claims("id")))
+        assert caught.value.log_detail == "JWKS document too large"
+    finally:
+        server.close()
 
 
 def test_jwks_unreachable_is_unavailable_not_invalid(key, clock):

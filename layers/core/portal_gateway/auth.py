@@ -18,15 +18,15 @@ import binascii
 import hashlib
 import hmac
 import json
+import math
 import re
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from .errors import AuthUnavailable, InvalidToken
+from .http_pool import POOL, HttpFailure
 
 MAX_TOKEN_LENGTH = 8192
 MIN_RSA_BITS = 2048  # Cognito's keys are 2048-bit; anything weaker is refused as a bad key
@@ -36,6 +36,7 @@ MAX_JWKS_BYTES = 64 * 1024
 _B64URL = re.compile(r"^[A-Za-z0-9_-]+$")
 _B64URL_OR_EMPTY = re.compile(r"^[A-Za-z0-9_-]*$")
 TOKEN_USES = ("id", "access")
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 @dataclass(frozen=True)
@@ -58,7 +59,12 @@ def is_verified_flag(value: object) -> bool:
 
 
 class JwksCache:
-    """Keys of one JWKS URL, cached for the life of the execution environment."""
+    """Keys of one JWKS URL, cached for the life of the execution environment.
+
+    As aws-jwt-verify's penalty box: a download for an unknown kid that does not bring that kid (or fails)
+    stops further downloads for `min_refetch_seconds`; a download that finds its kid stops nothing, so a key
+    Cognito starts signing with is picked up at once. Known-good keys are kept: a failed download, or one with
+    no usable key, never replaces them."""
 
     def __init__(
         self,
@@ -67,21 +73,20 @@ class JwksCache:
         timeout: float = 3.0,
         min_refetch_seconds: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
-        opener: Callable[..., object] = urllib.request.urlopen,
     ):
         self.url = url
         self.timeout = timeout
         self.min_refetch_seconds = min_refetch_seconds
         self._clock = clock
-        self._open = opener
         self._keys: dict[str, tuple[dict, object]] = {}
-        self._last_attempt: float | None = None
-        self._last_attempt_failed = False
+        self._penalty_until: float | None = None
+        self._last_download_failed = False
         self._lock = threading.Lock()
         self.fetch_count = 0
 
     def key_for(self, kid: str) -> tuple[dict, object]:
-        """Return (jwk, public key) for a kid, downloading the JWKS at most once per penalty window."""
+        """Return (jwk, public key) for a kid, downloading the JWKS unless a recent download came back without
+        the kid (or failed)."""
         found = self._keys.get(kid)
         if found:
             return found
@@ -90,16 +95,20 @@ class JwksCache:
             if found:
                 return found
             now = self._clock()
-            in_penalty_box = self._last_attempt is not None and now - self._last_attempt < self.min_refetch_seconds
-            if in_penalty_box:
-                if self._last_attempt_failed:
+            if self._penalty_until is not None and now < self._penalty_until:
+                if self._last_download_failed and not self._keys:
                     raise AuthUnavailable(log_detail="JWKS unreachable (recent download failed)")
                 raise InvalidToken("unknown_kid")
-            self._last_attempt = now
-            self._last_attempt_failed = True
-            self._keys = self._download()
-            self._last_attempt_failed = False
-        found = self._keys.get(kid)
+            try:
+                downloaded = self._download()
+            except AuthUnavailable:
+                self._penalty_until, self._last_download_failed = now + self.min_refetch_seconds, True
+                raise
+            self._last_download_failed = False
+            if not self._keys or any(key is not None for _, key in downloaded.values()):
+                self._keys = downloaded  # a key Cognito no longer publishes stops verifying
+            found = self._keys.get(kid)
+            self._penalty_until = None if found else now + self.min_refetch_seconds
         if not found:
             raise InvalidToken("unknown_kid")
         return found
@@ -107,15 +116,18 @@ class JwksCache:
     def _download(self) -> dict[str, tuple[dict, object]]:
         self.fetch_count += 1
         try:
-            # bandit B310 (urlopen scheme): the URL is operator configuration, checked to be https at start-up.
-            with self._open(self.url, timeout=self.timeout) as response:  # nosec B310
-                body = response.read(MAX_JWKS_BYTES + 1)
-        except (urllib.error.URLError, OSError, ValueError) as exc:
-            raise AuthUnavailable(log_detail=f"JWKS download failed: {type(exc).__name__}") from None
-        if len(body) > MAX_JWKS_BYTES:
-            raise AuthUnavailable(log_detail="JWKS document too large")
+            # Through the shared pool: a wall-clock bound, a size bound, and the invocation's time budget.
+            answer = POOL.request("GET", self.url, body=None, headers={"Accept": "application/json"},
+                                  connect_timeout=min(self.timeout, 2.0), read_timeout=self.timeout,
+                                  max_bytes=MAX_JWKS_BYTES)
+        except HttpFailure as failure:
+            detail = "JWKS document too large" if failure.kind == "ResponseTooLarge" else \
+                f"JWKS download failed: {failure.kind}"
+            raise AuthUnavailable(log_detail=detail) from None
+        if answer.status != 200:
+            raise AuthUnavailable(log_detail=f"JWKS download failed: http {answer.status}")
         try:
-            document = json.loads(body)
+            document = json.loads(answer.data)
             entries = document["keys"]
         except (ValueError, KeyError, TypeError):
             raise AuthUnavailable(log_detail="JWKS document is not valid JSON with a 'keys' list") from None
@@ -216,11 +228,15 @@ class CognitoJwtVerifier:
                 raise InvalidToken("wrong_client_id")
         if nonce is not None:
             claimed = claims.get("nonce")
-            if not isinstance(claimed, str) or not hmac.compare_digest(claimed, nonce):
+            # Compared as UTF-8 bytes: compare_digest refuses non-ASCII str (a TypeError, not a refusal).
+            if not isinstance(claimed, str) or not hmac.compare_digest(
+                    claimed.encode("utf-8", "surrogatepass"), nonce.encode("utf-8", "surrogatepass")):
                 raise InvalidToken("wrong_nonce")
         sub = claims.get("sub")
         if not isinstance(sub, str) or not sub:
             raise InvalidToken("missing_claim")
+        if _LONE_SURROGATE.search(sub):
+            raise InvalidToken("malformed")  # the key of the user's mapping and customer stamp must be sendable
         email = claims.get("email") if token_use == "id" else None
         username = claims.get("cognito:username" if token_use == "id" else "username")
         return Identity(
@@ -253,7 +269,10 @@ class CognitoJwtVerifier:
                 raise InvalidToken("missing_claim")
         now = time.time()
         for name in ("exp", "iat", "nbf"):
-            if name in claims and (isinstance(claims[name], bool) or not isinstance(claims[name], (int, float))):
+            value = claims.get(name)
+            # NaN and Infinity are JSON to Python's parser; a NaN exp would compare as never expired.
+            if name in claims and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                   or not math.isfinite(value)):
                 raise InvalidToken("malformed")
         if claims["exp"] <= now - self.leeway:
             raise InvalidToken("expired")
@@ -275,4 +294,7 @@ def _decode_header(token: object) -> dict:
         raise InvalidToken("malformed") from None
     if not isinstance(header, dict):
         raise InvalidToken("malformed")
+    if "crit" in header:
+        # RFC 7515, 4.1.11: extensions listed in "crit" must be understood or the token refused; we know none.
+        raise InvalidToken("unsupported_crit")
     return header

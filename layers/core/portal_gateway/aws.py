@@ -6,6 +6,7 @@ speak to AWS through aws_json.AwsJsonClient (not boto3: see there why); nothing 
 
 from __future__ import annotations
 
+import secrets
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -62,6 +63,15 @@ def mapping_key(mode: str, user_pool_id: str, sub: str) -> str:
     return f"{mode}#{user_pool_id}#{sub}"
 
 
+def ticket_key(mapping: str) -> str:
+    """The key of the item holding a user's customer-creation ticket (what their idempotency key is made of)."""
+    return f"{mapping}#create"
+
+
+# A ticket outlives Stripe's 24 h idempotency window; after that nothing is saved under it any more.
+TICKET_TTL_SECONDS = 2 * 24 * 3600
+
+
 def claim_key(mode: str, customer_id: str) -> str:
     """The key of the item recording which user holds an email-matched (or linked) customer."""
     return f"{mode}#claim#{customer_id}"
@@ -114,6 +124,43 @@ class CustomerMappingStore:
                             ConditionExpression="attribute_not_exists(pk) OR #owner = :owner",
                             ExpressionAttributeNames={"#owner": "owner"},
                             ExpressionAttributeValues={":owner": {"S": owner}})
+
+    def creation_ticket(self, key: str) -> str:
+        """This user's current creation ticket, made now if there is none. Concurrent first requests of one
+        user agree on it (a conditional write), so they send Stripe the same idempotency key."""
+        fresh = secrets.token_hex(12)
+        if self._put_if("PutItem (ticket)", Item=self._ticket_item(key, fresh),
+                        ConditionExpression="attribute_not_exists(pk)"):
+            return fresh
+        return self._current_ticket(key) or self.renew_creation_ticket(key, None)
+
+    def renew_creation_ticket(self, key: str, spent: str | None) -> str:
+        """Replace a ticket whose idempotency key Stripe has tied to an answer we cannot use (a saved 500, a
+        customer now someone else's), unless another request already did; return the ticket in force."""
+        fresh = secrets.token_hex(12)
+        condition = "attribute_not_exists(pk)" if spent is None else "attribute_not_exists(pk) OR ticket = :spent"
+        extra = {} if spent is None else {"ExpressionAttributeValues": {":spent": {"S": spent}}}
+        if self._put_if("PutItem (ticket)", Item=self._ticket_item(key, fresh), ConditionExpression=condition,
+                        **extra):
+            return fresh
+        current = self._current_ticket(key)
+        if current is None:
+            raise MappingStoreUnavailable(log_detail="creation ticket vanished while being renewed")
+        return current
+
+    def _current_ticket(self, key: str) -> str | None:
+        try:
+            item = self._client.call("GetItem", {"TableName": self.table, "Key": {"pk": {"S": ticket_key(key)}},
+                                                 "ConsistentRead": True}).get("Item")
+        except AwsError as exc:
+            raise MappingStoreUnavailable(log_detail=f"DynamoDB GetItem (ticket) failed: {exc.code}") from None
+        return item["ticket"]["S"] if item and "ticket" in item else None
+
+    @staticmethod
+    def _ticket_item(key: str, ticket: str) -> dict:
+        now = int(time.time())
+        return {"pk": {"S": ticket_key(key)}, "ticket": {"S": ticket}, "updated_at": {"N": str(now)},
+                "expires_at": {"N": str(now + TICKET_TTL_SECONDS)}}
 
     def _put_if(self, what: str, **request: Any) -> bool:
         """A conditional PutItem: True if written, False if the condition failed; any other failure is 503."""

@@ -14,12 +14,14 @@ from typing import Any
 
 from .errors import (
     CustomerMissing,
+    PortalConfigurationInvalid,
     PortalNotConfigured,
     StripeKeyPermissions,
     StripeKeyRejected,
+    StripeTimeout,
     StripeUnavailable,
 )
-from .stripe_http import StripeApiError, StripeHttp
+from .stripe_http import StripeApiError, StripeHttp, StripeResult, path_of
 from .stripe_key import StripeKeyProvider
 
 logger = logging.getLogger(__name__)
@@ -33,11 +35,30 @@ class StripeRequestRefused(StripeUnavailable):
     """Stripe refused the request's parameters (400), as opposed to failing (5xx, timeouts)."""
 
 
+class StripeSavedFailure(StripeUnavailable):
+    """Stripe failed (5xx) on a request with an idempotency key: it saves that answer for 24 h and replays it
+    to every request with the same key, so only a new key can succeed."""
+
+
+@dataclass(frozen=True)
+class CreatedCustomer:
+    id: str
+    replayed: bool  # Stripe answered from the idempotency key's saved result: made earlier, maybe for someone else
+
+
+def _has_lone_surrogate(text: str) -> bool:
+    # JSON allows "\udc80" alone (a signed claim can carry it); it has no UTF-8 form, so it cannot be sent.
+    return any("\ud800" <= character <= "\udfff" for character in text)
+
+
 def fit_customer_name(name: str | None) -> str | None:
     """The name cut to Stripe's limit. Counted in UTF-16 code units (the strictest way Stripe could count), cut
-    between code points, so a character outside the BMP is dropped whole, never split into half a pair."""
+    between code points, so a character outside the BMP is dropped whole, never split into half a pair. A lone
+    surrogate (no character at all) becomes U+FFFD, as a browser shows it."""
     if not name:
         return None
+    if _has_lone_surrogate(name):
+        name = "".join("\ufffd" if "\ud800" <= c <= "\udfff" else c for c in name)
     name = name.strip()
     while len(name.encode("utf-16-le")) // 2 > CUSTOMER_NAME_MAX:
         name = name[:-1]
@@ -45,8 +66,11 @@ def fit_customer_name(name: str | None) -> str | None:
 
 
 def fit_customer_email(email: str | None) -> str | None:
-    """An address longer than Stripe accepts is not sent at all: a cut address would be someone else's."""
-    return email if email and len(email) <= CUSTOMER_EMAIL_MAX else None
+    """An address longer than Stripe accepts is not sent at all: a cut address would be someone else's. Nor is
+    one with a lone surrogate: no mailbox has that name, and a repaired one would be another address."""
+    if not email or len(email) > CUSTOMER_EMAIL_MAX or _has_lone_surrogate(email):
+        return None
+    return email
 
 
 @dataclass(frozen=True)
@@ -102,18 +126,28 @@ class StripeBilling:
         return records
 
     def create_customer(self, *, metadata: dict[str, str], idempotency_key: str, email: str | None = None,
-                        name: str | None = None) -> str:
+                        name: str | None = None) -> CreatedCustomer:
         params: dict[str, Any] = {"metadata": metadata}
         if email:
             params["email"] = email
         if name:
             params["name"] = name
-        return self._call("POST", "/v1/customers", params, idempotency_key=idempotency_key)["id"]
+        try:
+            result = self._exchange("POST", "/v1/customers", params, idempotency_key=idempotency_key)
+        except StripeUnavailable as exc:
+            if exc.http_status is not None and exc.http_status >= 500:
+                raise StripeSavedFailure(log_detail=exc.log_detail, http_status=exc.http_status) from None
+            raise
+        return CreatedCustomer(result.data["id"], result.replayed)
 
     def customer_deleted(self, customer_id: str) -> bool:
         """True if Stripe reports the customer deleted; raises CustomerMissing if it does not exist at all for
         this key (another account's customer, or an id that never existed)."""
-        return self._call("GET", f"/v1/customers/{customer_id}").get("deleted") is True
+        return self.customer(customer_id).get("deleted") is True
+
+    def customer(self, customer_id: str) -> dict[str, Any]:
+        """The customer as Stripe has it now ({"id", "deleted": true} once deleted)."""
+        return self._call("GET", path_of("v1", "customers", customer_id))
 
     def active_subscriptions(self, customer_id: str) -> list[str]:
         page = self._call("GET", "/v1/subscriptions", {"customer": customer_id, "limit": 10})
@@ -121,7 +155,7 @@ class StripeBilling:
 
     def claim_customer(self, customer_id: str, metadata: dict[str, str]) -> None:
         """Stamp an existing customer with its owner, so no other user can ever match it by email."""
-        self._call("POST", f"/v1/customers/{customer_id}", {"metadata": metadata})
+        self._call("POST", path_of("v1", "customers", customer_id), {"metadata": metadata})
 
     def create_portal_session(self, *, customer_id: str, return_url: str, locale: str,
                               configuration: str | None = None, flow_data: dict | None = None) -> str:
@@ -141,6 +175,10 @@ class StripeBilling:
     # --- plumbing -----------------------------------------------------------------------------------------
     def _call(self, method: str, path: str, params: dict[str, Any] | None = None, *,
               idempotency_key: str | None = None) -> dict[str, Any]:
+        return self._exchange(method, path, params, idempotency_key=idempotency_key).data
+
+    def _exchange(self, method: str, path: str, params: dict[str, Any] | None = None, *,
+                  idempotency_key: str | None = None) -> StripeResult:
         key = self._keys.current()
         try:
             return self._attempt(method, path, params, key, idempotency_key)
@@ -158,10 +196,10 @@ class StripeBilling:
                 raise StripeKeyRejected(log_detail="Stripe rejected the freshly read API key too") from None
 
     def _attempt(self, method: str, path: str, params: dict[str, Any] | None, key: str,
-                 idempotency_key: str | None) -> dict[str, Any]:
+                 idempotency_key: str | None) -> StripeResult:
         self.calls += 1
         try:
-            return self._http.request(method, path, params, api_key=key, idempotency_key=idempotency_key)
+            return self._http.exchange(method, path, params, api_key=key, idempotency_key=idempotency_key)
         except StripeApiError as exc:
             self._on_error(exc.kind)
             if exc.kind == "AuthenticationError":
@@ -174,13 +212,19 @@ def _mapped(exc: StripeApiError) -> Exception:
         return StripeKeyPermissions(log_detail=f"the Stripe key lacks a permission: {_describe(exc)}")
     if exc.kind == "InvalidRequestError":
         return _invalid_request(exc)
-    return StripeUnavailable(log_detail=f"Stripe call failed: {_describe(exc)}")
+    if exc.timed_out:
+        return StripeTimeout(log_detail=f"Stripe did not answer within the request's time budget: {_describe(exc)}")
+    return StripeUnavailable(log_detail=f"Stripe call failed: {_describe(exc)}", http_status=exc.http_status)
 
 
 def _invalid_request(exc: StripeApiError) -> Exception:
     text = exc.stripe_message
     if "default configuration has not been created" in text or "No configuration provided" in text:
         return PortalNotConfigured(log_detail="no default customer portal configuration in Stripe")
+    if exc.param == "configuration":
+        # The configured PORTAL_CONFIGURATION_ID is unknown to this key's account, or no longer active: an
+        # operator's fix, not an outage to wait out.
+        return PortalConfigurationInvalid(log_detail=f"Stripe refused the portal configuration: {_describe(exc)}")
     if exc.code == "resource_missing" and exc.param in ("customer", "id", None):
         return CustomerMissing(log_detail=f"Stripe says the customer is missing: {_describe(exc)}")
     return StripeRequestRefused(log_detail=f"Stripe refused the request: {_describe(exc)}")
@@ -189,6 +233,8 @@ def _invalid_request(exc: StripeApiError) -> Exception:
 def _describe(exc: StripeApiError) -> str:
     # Type, status, code, param and request id only: Stripe's message text may echo input we must not log.
     parts = [exc.kind, f"http_status={exc.http_status}"]
+    if exc.replayed:
+        parts.append("idempotent_replayed=true")
     if exc.code:
         parts.append(f"code={exc.code}")
     if exc.param:

@@ -18,8 +18,8 @@ from typing import Any, Protocol
 
 from .auth import Identity
 from .aws import Profile
-from .billing import CustomerRecord, fit_customer_email, fit_customer_name
-from .errors import NoBillingAccount
+from .billing import CreatedCustomer, CustomerRecord, StripeSavedFailure, fit_customer_email, fit_customer_name
+from .errors import CustomerMissing, NoBillingAccount, StripeUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +29,8 @@ OWNER_POOL = "cognito_user_pool"
 
 class MappingStore(Protocol):
     def key_for(self, identity: Identity) -> str: ...
+    def creation_ticket(self, key: str) -> str: ...
+    def renew_creation_ticket(self, key: str, spent: str | None) -> str: ...
     def get(self, key: str) -> str | None: ...
     def put_if_absent(self, key: str, customer_id: str) -> str: ...
     def replace(self, key: str, old_customer_id: str, new_customer_id: str) -> str: ...
@@ -38,7 +40,8 @@ class MappingStore(Protocol):
 class Billing(Protocol):
     def customers_with_email(self, email: str) -> list[CustomerRecord]: ...
     def create_customer(self, *, metadata: dict[str, str], idempotency_key: str, email: str | None = None,
-                        name: str | None = None) -> str: ...
+                        name: str | None = None) -> CreatedCustomer: ...
+    def customer(self, customer_id: str) -> dict[str, Any]: ...
     def claim_customer(self, customer_id: str, metadata: dict[str, str]) -> None: ...
 
 
@@ -120,14 +123,17 @@ def customer_fields(identity: Identity, profile: Profile) -> dict[str, object]:
     return fields
 
 
-def creation_idempotency_key(identity: Identity, mode: str, replacing: str | None, fields: dict[str, object]) -> str:
-    # Derived, not random: every concurrent first request for one user sends the same key, so Stripe creates
-    # one customer and replays it to the others. The key covers the parameters too: Stripe refuses a key
-    # reused with other parameters for 24 h, so a profile changed after a failed mapping write would
-    # otherwise be refused until then. A replacement (the old customer was deleted) gets its own key.
+def creation_idempotency_key(identity: Identity, mode: str, replacing: str | None, fields: dict[str, object],
+                             ticket: str) -> str:
+    # Derived, not random: every concurrent first request for one user shares the user's creation ticket (a
+    # conditional write in the table), so they send the same key, and Stripe creates one customer and replays
+    # it to the others. The ticket is renewed when the key is spent on an answer we cannot use (Stripe saves
+    # a 500 for 24 h, or replays a customer that is now someone else's). The key covers the parameters too:
+    # Stripe refuses a key reused with other parameters for 24 h. A replacement (the old customer was
+    # deleted) gets its own key.
     parameters = json.dumps(fields, sort_keys=True, ensure_ascii=True)
-    material = (f"stripe-portal-gateway:v2:{mode}:{identity.user_pool_id}:{identity.sub}:{replacing or 'first'}:"
-                f"{parameters}")
+    material = (f"stripe-portal-gateway:v3:{mode}:{identity.user_pool_id}:{identity.sub}:{replacing or 'first'}:"
+                f"{ticket}:{parameters}")
     return "spg-" + hashlib.sha256(material.encode()).hexdigest()[:48]
 
 
@@ -193,6 +199,10 @@ class CustomerResolver:
         if not profile.email_verified:
             logger.info("Email not verified; not matching existing Stripe customers by email")
             return None
+        if fit_customer_email(profile.email) is None:
+            # Longer than Stripe stores (and its list filter accepts): no Stripe customer can have it.
+            logger.info("Email longer than Stripe accepts; not matching existing Stripe customers by email")
+            return None
         # Stripe's list filter is case-sensitive: try the address as given and its lower-case form (ASCII
         # letters only), and keep only customers whose address is the verified one but for ASCII case.
         verified = ascii_lower(profile.email)
@@ -226,8 +236,47 @@ class CustomerResolver:
             logger.info("No Stripe customer for this user and creation is disabled")
             raise NoBillingAccount()
         fields = customer_fields(identity, profile)
-        customer_id = self.billing.create_customer(
-            **fields, idempotency_key=creation_idempotency_key(identity, self.mode, replacing, fields))
-        logger.info("Created a Stripe customer for this user", extra={"customer_id": customer_id})
-        self._count("CustomerCreated")
-        return Resolution(customer_id, "created")
+        key = self.store.key_for(identity)
+        ticket = self.store.creation_ticket(key)
+        for attempt in (1, 2):
+            idempotency_key = creation_idempotency_key(identity, self.mode, replacing, fields, ticket)
+            try:
+                created = self.billing.create_customer(**fields, idempotency_key=idempotency_key)
+            except StripeSavedFailure:
+                # Stripe keeps this 5xx under the key for 24 h: every retry with it would fail the same way.
+                ticket = self.store.renew_creation_ticket(key, ticket)
+                self._count("CustomerCreateKeyRenewed")
+                if attempt == 2:
+                    raise
+                logger.warning("Stripe failed creating the customer and saved that answer; trying a new key")
+                continue
+            if created.replayed and not self._still_ours(created.id, identity):
+                ticket = self.store.renew_creation_ticket(key, ticket)
+                self._count("CustomerCreateKeyRenewed")
+                logger.warning("Stripe replayed a customer that is no longer this user's; creating a new one",
+                               extra={"customer_id": created.id})
+                if attempt == 2:
+                    raise StripeUnavailable(log_detail="a fresh idempotency key replayed another user's customer")
+                continue
+            if created.replayed:
+                logger.info("Stripe replayed the customer created for this user earlier",
+                            extra={"customer_id": created.id})
+                self._count("CustomerCreateReplayed")
+            else:
+                logger.info("Created a Stripe customer for this user", extra={"customer_id": created.id})
+                self._count("CustomerCreated")
+            return Resolution(created.id, "created")
+        raise AssertionError("unreachable")
+
+    def _still_ours(self, customer_id: str, identity: Identity) -> bool:
+        """A replay repeats what Stripe answered when the key was first used, with the owner stamp of then.
+        Whose the customer is now (support may have unlinked it and linked it to someone else since, or it was
+        deleted) only Stripe's current copy says."""
+        try:
+            current = self.billing.customer(customer_id)
+        except CustomerMissing:
+            return False
+        if current.get("deleted") is True:
+            return False
+        metadata = current.get("metadata") if isinstance(current.get("metadata"), dict) else {}
+        return metadata.get(OWNER_SUB) == identity.sub and metadata.get(OWNER_POOL) == identity.user_pool_id

@@ -103,6 +103,24 @@ class StripeUnavailable(GatewayError):
     code = "billing_provider_error"
     message = "The billing provider did not answer as expected. Please try again in a moment."
 
+    def __init__(self, message: str | None = None, *, log_detail: str | None = None, http_status: int | None = None):
+        super().__init__(message, log_detail=log_detail)
+        self.http_status = http_status  # Stripe's, when it answered
+
+
+class StripeTimeout(StripeUnavailable):
+    """Stripe did not answer within what was left of the request's time budget."""
+
+    code = "billing_provider_timeout"
+    message = "The billing provider is taking too long to answer. Please try again in a moment."
+
+
+class PortalConfigurationInvalid(GatewayError):
+    """PORTAL_CONFIGURATION_ID names a configuration Stripe refuses (unknown to the key's account, or inactive)."""
+
+    code = "portal_configuration_invalid"
+    message = "Billing is temporarily unavailable. The billing portal is not set up correctly for this site."
+
 
 class MappingStoreUnavailable(GatewayError):
     code = "customer_store_unavailable"

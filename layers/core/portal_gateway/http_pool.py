@@ -6,18 +6,49 @@ and replaced; a request is never sent twice here (the callers' retry rules decid
 library only: importing urllib3 costs tens of milliseconds of CPU, hundreds at Lambda's small CPU shares
 (`make bench`), for what http.client does here.
 
+Every request is bounded in wall-clock time, not only per socket read: an answer trickling one byte a
+second ends at its deadline. The deadline is the call's own (connect + read timeout) or the invocation's
+budget (`request_budget`, set by the handler from the Lambda context), whichever comes first. Answers are
+read up to a size limit; a longer one is a failure, never held whole in memory.
+
 Failures are reported with the names urllib3 uses (the runbook's table reads them from log details):
-NewConnectionError, ConnectTimeoutError, ReadTimeoutError, ProtocolError.
+NewConnectionError, ConnectTimeoutError, ReadTimeoutError, ProtocolError; and ResponseTooLarge.
 """
 
 from __future__ import annotations
 
+import functools
 import http.client
+import io
 import select
 import ssl
 import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from urllib.parse import urlsplit
+
+MAX_ANSWER_BYTES = 1024 * 1024  # far above any answer these clients read (a page of 20 customers: ~60 kB)
+_budget = threading.local()  # per thread: the local HTTP adapter serves requests in parallel threads
+
+
+@contextmanager
+def request_budget(seconds: float | None) -> Iterator[None]:
+    """Every outbound call made inside ends by `seconds` from now (the invocation's remaining time, less what
+    the answer itself needs), so the caller always gets the service's own answer, never the platform's."""
+    previous = getattr(_budget, "deadline", None)
+    _budget.deadline = None if seconds is None else time.monotonic() + seconds
+    try:
+        yield
+    finally:
+        _budget.deadline = previous
+
+
+def remaining_budget() -> float | None:
+    """Seconds left for outbound calls in this invocation, or None without a budget."""
+    deadline = getattr(_budget, "deadline", None)
+    return None if deadline is None else deadline - time.monotonic()
 
 
 class HttpFailure(Exception):
@@ -43,15 +74,22 @@ class ConnectionPool:
         self._tls: ssl.SSLContext | None = None
 
     def request(self, method: str, url: str, *, body: bytes | None, headers: dict[str, str],
-                connect_timeout: float, read_timeout: float) -> Answer:
+                connect_timeout: float, read_timeout: float, max_bytes: int = MAX_ANSWER_BYTES) -> Answer:
         parts = urlsplit(url)
         scheme = parts.scheme.lower()
         if scheme not in ("http", "https") or not parts.hostname:
             raise HttpFailure("ProtocolError")
         key = (scheme, parts.hostname, parts.port or (443 if scheme == "https" else 80))
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        connection = self._take(key) or self._connect(key, connect_timeout)
-        return self._send(key, connection, method, target, body, headers, read_timeout)
+        now = time.monotonic()
+        deadline = now + connect_timeout + read_timeout
+        invocation_deadline = getattr(_budget, "deadline", None)
+        if invocation_deadline is not None and invocation_deadline < deadline:
+            deadline = invocation_deadline
+            if deadline - now <= 0:
+                raise HttpFailure("ReadTimeoutError")  # no time left to even try
+        connection = self._take(key) or self._connect(key, min(connect_timeout, deadline - now))
+        return self._send(key, connection, method, target, body, headers, deadline, max_bytes)
 
     def clear(self) -> None:
         """Close every idle connection (SnapStart: connections do not survive a snapshot)."""
@@ -102,24 +140,70 @@ class ConnectionPool:
         return connection
 
     def _send(self, key, connection: http.client.HTTPConnection, method: str, target: str, body: bytes | None,
-              headers: dict[str, str], read_timeout: float) -> Answer:
+              headers: dict[str, str], deadline: float, max_bytes: int) -> Answer:
         try:
-            connection.sock.settimeout(read_timeout)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError
+            connection.sock.settimeout(left)
             connection.request(method, target, body=body, headers=headers)
+            # The answer is read through a file that checks the deadline before every receive.
+            connection.response_class = functools.partial(_BoundedResponse, deadline=deadline)
             response = connection.getresponse()
-            data = response.read()
+            data = response.read(max_bytes + 1)
         except TimeoutError:
             connection.close()
             raise HttpFailure("ReadTimeoutError") from None
         except (OSError, http.client.HTTPException, AttributeError):
             connection.close()
             raise HttpFailure("ProtocolError") from None
+        if len(data) > max_bytes:
+            connection.close()
+            raise HttpFailure("ResponseTooLarge")
         answer = Answer(response.status, {name.lower(): value for name, value in response.getheaders()}, data)
-        if response.will_close:
+        if response.will_close or not response.isclosed():
             connection.close()
         else:
             self._give(key, connection)
         return answer
+
+
+class _DeadlineReader(io.RawIOBase):
+    """A socket's receiving side that gives up at a wall-clock deadline, however slowly the bytes come."""
+
+    def __init__(self, sock, deadline: float):
+        super().__init__()
+        # The socket's own raw file: it keeps the socket open until read to the end, as http.client expects.
+        self._sock, self._raw, self._deadline = sock, sock.makefile("rb", buffering=0), deadline
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        left = self._deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("deadline reached")
+        self._sock.settimeout(left)
+        return self._raw.readinto(buffer)
+
+    def close(self) -> None:
+        self._raw.close()
+        super().close()
+
+
+class _DeadlineSocket:
+    """What http.client.HTTPResponse needs of a socket (makefile), with the deadline built in."""
+
+    def __init__(self, sock, deadline: float):
+        self._sock, self._deadline = sock, deadline
+
+    def makefile(self, mode: str, *args, **kwargs):
+        return io.BufferedReader(_DeadlineReader(self._sock, self._deadline))
+
+
+class _BoundedResponse(http.client.HTTPResponse):
+    def __init__(self, sock, *args, deadline: float, **kwargs):
+        super().__init__(_DeadlineSocket(sock, deadline), *args, **kwargs)
 
 
 # Where Linux distributions keep the CA bundle, for an interpreter whose OpenSSL default paths find none.

@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass
 
 from .errors import StripeKeyUnavailable
-from .stripe_http import StripeApiError, StripeHttp
+from .stripe_http import StripeApiError, StripeHttp, path_of
 from .stripe_key import key_mode, parse_stripe_key
 
 PROBE_CUSTOMER = "cus_portalgatewayprobe0"
@@ -72,7 +72,8 @@ def check_stripe_key(raw_secret_value: str, *, expected_mode: str, api_base: str
 
     checks.append(_account(client))
     checks.append(_probe("permission: Customers write", "Give the restricted key Customers: Write",
-                         lambda: client("POST", f"/v1/customers/{PROBE_CUSTOMER}", {"metadata": {"probe": ""}})))
+                         lambda: client("POST", path_of("v1", "customers", PROBE_CUSTOMER),
+                                        {"metadata": {"probe": ""}})))
     checks.append(_probe("permission: Customer portal write", "Give the restricted key Customer portal: Write",
                          lambda: client("POST", "/v1/billing_portal/sessions",
                                         {"customer": PROBE_CUSTOMER, "return_url": PROBE_RETURN_URL})))
@@ -181,7 +182,7 @@ def _portal_configuration(client, mode: str, configuration_id: str | None) -> Ch
            "(Settings > Billing > Customer portal)")
     try:
         if configuration_id:
-            config = client("GET", f"/v1/billing_portal/configurations/{configuration_id}")
+            config = client("GET", path_of("v1", "billing_portal", "configurations", configuration_id))
             if not config.get("active"):
                 return Check(name, False, f"{configuration_id} is not active", "Activate it or set another id")
             return Check(name, True, configuration_id)

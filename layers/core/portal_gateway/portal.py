@@ -13,6 +13,7 @@ _DEFAULT_PORTS = {"http": 80, "https": 443}
 # segments are not refused here but resolved (below), as browsers resolve them, before the prefix check.
 _AMBIGUOUS = re.compile(r"[\x00-\x20\x7f\\]|%(?:2f|5c|00|09|0a|0d)", re.IGNORECASE)
 _ENCODED_DOT = re.compile(r"%2e", re.IGNORECASE)
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")  # no URL can carry one (it has no UTF-8 form)
 
 # Locales the Stripe customer portal accepts (billing_portal.sessions.create `locale`).
 STRIPE_PORTAL_LOCALES = frozenset(
@@ -23,15 +24,18 @@ _LOCALE_BY_LOWER = {locale.lower(): locale for locale in STRIPE_PORTAL_LOCALES}
 
 
 def _origin(parts) -> tuple[str, str, int]:
-    return parts.scheme, (parts.hostname or ""), parts.port or _DEFAULT_PORTS.get(parts.scheme, 0)
+    # An explicit port is kept as written: ":0" is port 0 (refused by _parse), not the scheme's default.
+    port = parts.port
+    return parts.scheme, (parts.hostname or ""), _DEFAULT_PORTS.get(parts.scheme, 0) if port is None else port
 
 
 def _parse(url: str):
-    if not url or len(url) > MAX_RETURN_URL_LENGTH or _AMBIGUOUS.search(url):
+    if not url or len(url) > MAX_RETURN_URL_LENGTH or _AMBIGUOUS.search(url) or _LONE_SURROGATE.search(url):
         return None
     try:
         parts = urlsplit(url)
-        parts.port  # noqa: B018 - raises ValueError on a bad port
+        if parts.port == 0:  # raises ValueError on a bad port; 0 is no port a browser can reach
+            return None
     except ValueError:
         return None
     if parts.scheme not in _DEFAULT_PORTS or not parts.hostname or parts.username is not None or "@" in parts.netloc:

@@ -24,6 +24,7 @@ STATUS_BY_CODE: dict[str, int] = {
     "unsupported_media_type": 415,
     "internal_error": 500,
     "billing_provider_error": 502,
+    "billing_provider_timeout": 504,
     "auth_unavailable": 503,
     "identity_unavailable": 503,
     "customer_store_unavailable": 503,
@@ -33,10 +34,12 @@ STATUS_BY_CODE: dict[str, int] = {
     "stripe_key_missing_permission": 503,
     "stripe_account_mismatch": 503,
     "portal_not_configured": 503,
+    "portal_configuration_invalid": 503,
     "login_unavailable": 503,
 }
 # Worth retrying soon: the dependency is probably back in a moment.
-_TRANSIENT = {"auth_unavailable", "identity_unavailable", "customer_store_unavailable", "billing_provider_error"}
+_TRANSIENT = {"auth_unavailable", "identity_unavailable", "customer_store_unavailable", "billing_provider_error",
+              "billing_provider_timeout"}
 REALM = 'Bearer realm="billing-portal"'
 
 BASE_HEADERS = {

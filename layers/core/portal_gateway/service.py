@@ -145,6 +145,12 @@ class PortalService:
         )
 
 
+def _kept_last_good_key(problem: Exception, count: Callable[..., None]) -> None:
+    logger.error("The Stripe secret has no usable key now; still using the last good key",
+                 extra={"detail": getattr(problem, "log_detail", None), "error_code": getattr(problem, "code", None)})
+    count("StripeSecretUnusable")
+
+
 def build_service(
     settings: Settings,
     *,
@@ -157,6 +163,7 @@ def build_service(
         expected_mode=settings.stripe_mode,
         ttl_seconds=settings.stripe_key_ttl_seconds,
         read_secret=SecretsManagerReader(),
+        on_kept_last_good=lambda problem: _kept_last_good_key(problem, count),
     )
     billing = StripeBilling(
         keys,

@@ -17,28 +17,48 @@ import random
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlencode
 
 from . import __version__
-from .http_pool import POOL, HttpFailure
+from .http_pool import POOL, HttpFailure, remaining_budget
 
 STRIPE_API_VERSION = "2026-10-28.endive"  # what stripe-python 16.1 sends (a test keeps them equal)
 API_BASE = "https://api.stripe.com"
 INITIAL_RETRY_DELAY, MAX_RETRY_DELAY = 0.5, 5.0  # stripe-python's
+# While another request holds the idempotency key (409 idempotency_key_in_use), its result is coming: ask again
+# every so often until it is saved (then Stripe replays it) or the request's time budget runs out.
+IN_FLIGHT_POLL_DELAY = 0.25
+MAX_IN_FLIGHT_POLLS = 40  # 10 s: the bound when no time budget is set (the admin command)
 
 
 class StripeApiError(Exception):
     """Stripe answered with an error, or did not answer. `kind` is stripe-python's class name for it
     (AuthenticationError, PermissionError, InvalidRequestError, IdempotencyError, RateLimitError, CardError,
-    APIError, APIConnectionError); the message is Stripe's and is never logged or shown."""
+    APIError, APIConnectionError); the message is Stripe's and is never logged or shown. `replayed`: Stripe
+    answered from an idempotency key's saved result (`Idempotent-Replayed: true`), so asking again with the
+    same key can only give the same answer. `timed_out`: the request's time budget ran out."""
 
     def __init__(self, kind: str, *, http_status: int | None = None, code: str | None = None,
-                 param: str | None = None, request_id: str | None = None, message: str = ""):
+                 param: str | None = None, request_id: str | None = None, message: str = "",
+                 replayed: bool = False, timed_out: bool = False):
         super().__init__(kind)
         self.kind, self.http_status, self.code, self.param = kind, http_status, code, param
         self.request_id = request_id
         self.stripe_message = message  # read to classify the error only; it may echo input, so never logged
+        self.replayed, self.timed_out = replayed, timed_out
+
+
+@dataclass(frozen=True)
+class StripeResult:
+    data: dict[str, Any]
+    replayed: bool  # Stripe's `Idempotent-Replayed: true`: the saved result of an earlier request with this key
+
+
+def path_of(*segments: str) -> str:
+    """An API path with each id escaped whole: `cus_1/../..` stays one segment, never walks the path."""
+    return "/" + "/".join(quote(segment, safe="") for segment in segments)
 
 
 def error_kind(status: int, error: dict) -> str:
@@ -82,8 +102,14 @@ class StripeHttp:
 
     def request(self, method: str, path: str, params: dict[str, Any] | None = None, *, api_key: str,
                 idempotency_key: str | None = None) -> dict[str, Any]:
+        return self.exchange(method, path, params, api_key=api_key, idempotency_key=idempotency_key).data
+
+    def exchange(self, method: str, path: str, params: dict[str, Any] | None = None, *, api_key: str,
+                 idempotency_key: str | None = None) -> StripeResult:
+        """The answer and whether Stripe replayed it. Retries as stripe-python does, within the time budget;
+        a replayed failure is not retried (the same key can only replay it again)."""
         encoded = encode_form(params or {})
-        url = f"{self.api_base}{quote(path)}"
+        url = f"{self.api_base}{quote(path, safe='/%')}"  # ids in it come escaped (path_of)
         headers = {"Authorization": f"Bearer {api_key}", "Stripe-Version": STRIPE_API_VERSION,
                    "User-Agent": f"stripe-portal-gateway/{__version__}", "Accept": "application/json"}
         body = None
@@ -94,34 +120,58 @@ class StripeHttp:
             headers["Idempotency-Key"] = idempotency_key or str(uuid.uuid4())
         elif encoded:
             url = f"{url}?{encoded}"
-        for attempt in range(self._retries + 1):
+        retries = polls = 0
+        while True:
             try:
                 response = POOL.request(method, url, body=body, headers=headers,
                                         connect_timeout=self._connect_timeout, read_timeout=self._read_timeout)
-            except HttpFailure:
-                if attempt < self._retries:
-                    self._backoff(attempt + 1)
+            except HttpFailure as failure:
+                if retries < self._retries and self._backoff(retries + 1):
+                    retries += 1
                     continue
-                raise StripeApiError("APIConnectionError") from None
+                raise StripeApiError("APIConnectionError", timed_out=_out_of_time(failure)) from None
+            replayed = response.headers.get("idempotent-replayed") == "true"
             if 200 <= response.status < 300:
                 try:
-                    return json.loads(response.data)
+                    return StripeResult(json.loads(response.data), replayed)
                 except ValueError:
                     raise StripeApiError("APIError", http_status=response.status) from None
-            if attempt < self._retries and _should_retry(response):
-                self._backoff(attempt + 1)
+            error = _error(response, replayed)
+            if error.code == "idempotency_key_in_use":
+                # Not a failure: a double click whose twin is still being served. Its result will be replayed.
+                if polls < MAX_IN_FLIGHT_POLLS and self._wait(IN_FLIGHT_POLL_DELAY):
+                    polls += 1
+                    continue
+                raise StripeApiError("APIConnectionError", http_status=409, code=error.code, timed_out=True)
+            if not replayed and retries < self._retries and _should_retry(response) and self._backoff(retries + 1):
+                retries += 1
                 continue
-            raise _error(response)
-        raise AssertionError("unreachable")
+            raise error
 
     def with_key(self, api_key: str) -> Callable[..., dict[str, Any]]:
         """`call(method, path, params=None)` with one key: what the key checks and the support commands use."""
         return lambda method, path, params=None: self.request(method, path, params, api_key=api_key)
 
-    def _backoff(self, retry: int) -> None:
+    def _backoff(self, retry: int) -> bool:
         delay = min(INITIAL_RETRY_DELAY * 2 ** (retry - 1), MAX_RETRY_DELAY)
         delay *= 0.5 * (1 + random.uniform(0, 1))  # nosec B311 - backoff jitter, not crypto
-        self._sleep(max(INITIAL_RETRY_DELAY, delay))
+        return self._wait(max(INITIAL_RETRY_DELAY, delay))
+
+    def _wait(self, delay: float) -> bool:
+        """Sleep before asking again, unless the time budget would be gone by then (False: do not retry)."""
+        left = remaining_budget()
+        if left is not None and left < delay + MIN_ATTEMPT_SECONDS:
+            return False
+        self._sleep(delay)
+        return True
+
+
+MIN_ATTEMPT_SECONDS = 0.2  # no retry is started with less time than this left in the budget
+
+
+def _out_of_time(failure: HttpFailure) -> bool:
+    left = remaining_budget()
+    return failure.kind == "ReadTimeoutError" and left is not None and left <= 0.05
 
 
 def _should_retry(response) -> bool:
@@ -131,13 +181,16 @@ def _should_retry(response) -> bool:
     return response.status == 409 or response.status >= 500
 
 
-def _error(response) -> StripeApiError:
+def _error(response, replayed: bool = False) -> StripeApiError:
     try:
-        error = json.loads(response.data).get("error") or {}
+        error = json.loads(response.data).get("error")
     except (ValueError, AttributeError):
-        error = {}
+        error = None
+    request_id = response.headers.get("request-id")
     if not isinstance(error, dict):
-        error = {}
+        # Not Stripe's JSON (a proxy's or load balancer's HTML page): whatever its status, Stripe did not judge
+        # the key or the request, so it is a provider failure, never "the key was rejected".
+        return StripeApiError("APIError", http_status=response.status, request_id=request_id, replayed=replayed)
     return StripeApiError(error_kind(response.status, error), http_status=response.status, code=error.get("code"),
-                          param=error.get("param"), request_id=response.headers.get("request-id"),
-                          message=str(error.get("message") or ""))
+                          param=error.get("param"), request_id=request_id,
+                          message=str(error.get("message") or ""), replayed=replayed)

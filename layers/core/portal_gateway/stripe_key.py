@@ -2,7 +2,9 @@
 
 The secret holds either the bare key or JSON {"api_key": "..."}. The key's mode must match STRIPE_MODE.
 A forced refresh (after Stripe rejects the key) picks up a rotated key at once. If Secrets Manager is down
-when the TTL runs out, the last good key keeps serving (stale-if-error) rather than failing every request.
+when the TTL runs out, or the secret now holds something that is not a usable key (a typo, the wrong mode),
+the last good key keeps serving (last-good) rather than failing every request; only Stripe rejecting that
+key ends its use.
 On a cold start the read can begin in the background (prefetch) while the token and the mapping are checked.
 """
 
@@ -15,6 +17,7 @@ import time
 from collections.abc import Callable
 
 from .errors import StripeKeyUnavailable, StripeModeMismatch
+from .http_pool import remaining_budget, request_budget
 
 PLACEHOLDER = "REPLACE_WITH_STRIPE_KEY"  # what template.yaml puts in a secret it creates
 # A prefetch failure this recent is the request's own answer; an older one (whose request was refused) is not.
@@ -82,8 +85,10 @@ class StripeKeyProvider:
         ttl_seconds: float,
         read_secret: Callable[[str], str],
         clock: Callable[[], float] = time.monotonic,
+        on_kept_last_good: Callable[[StripeKeyUnavailable], None] = lambda problem: None,
     ):
         self.secret_id = secret_id
+        self._on_kept_last_good = on_kept_last_good
         self.expected_mode = expected_mode
         self.ttl = ttl_seconds
         self._read = read_secret
@@ -108,13 +113,15 @@ class StripeKeyProvider:
         if self._prefetch_started_at is not None and now - self._prefetch_started_at < max(self.ttl, 1):
             return
         self._prefetch_started_at = now
-        self._prefetch = threading.Thread(target=self._run_prefetch, name="stripe-key-prefetch", daemon=True)
+        # The read belongs to this invocation: it gets the invocation's time budget in its own thread.
+        self._prefetch = threading.Thread(target=self._run_prefetch, args=(remaining_budget(),),
+                                          name="stripe-key-prefetch", daemon=True)
         self._prefetch.start()
 
-    def _run_prefetch(self) -> None:
+    def _run_prefetch(self, budget: float | None) -> None:
         # A success sets the key (and an earlier error is then ignored); a failure replaces any earlier one.
         try:
-            with self._lock:
+            with self._lock, request_budget(budget):
                 if self._key is None:
                     self._load()
         except Exception as exc:  # noqa: BLE001 - handed to the request that waits for it, raised there
@@ -140,11 +147,13 @@ class StripeKeyProvider:
                 return self._key
             try:
                 return self._load()
-            except SecretUnreadable:
+            except StripeKeyUnavailable as problem:
                 if self._key is None:
                     raise
-                # Stale-if-error: the old key is still the best we have; try again after a short pause.
+                # Last-good: the secret cannot be read, or holds no usable key; the key in memory still works
+                # (Stripe alone can say it does not). Keep it, and look again after a short pause.
                 self._loaded_at = self._clock() - self.ttl + min(self.ttl, 10)
+                self._on_kept_last_good(problem)
                 return self._key
 
     def forget(self) -> None:

@@ -17,9 +17,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TextIO
 
-from .aws import claim_key, mapping_key
+from .aws import claim_key, mapping_key, ticket_key
 from .customers import OWNER_POOL, OWNER_SUB
-from .stripe_http import StripeApiError
+from .stripe_http import StripeApiError, path_of
 
 
 class SupportError(Exception):
@@ -59,7 +59,7 @@ def stripe_state(ctx: Context, customer_id: str, sub: str | None = None) -> str:
     if ctx.stripe is None:
         return "not checked (no Stripe key available)"
     try:
-        customer = ctx.stripe("GET", f"/v1/customers/{customer_id}", None)
+        customer = ctx.stripe("GET", path_of("v1", "customers", customer_id), None)
     except StripeApiError as exc:
         if exc.kind == "InvalidRequestError" and exc.code == "resource_missing":
             return "missing for this deployment's key (another Stripe account's customer, or a wrong id)"
@@ -156,7 +156,7 @@ def link(ctx: Context, sub: str, customer_id: str, *, reason: str, who: str) -> 
         raise SupportError("the Stripe key could not be read, so the customer cannot be checked",
                            "Check the secret (stripe-portal-admin check)", 3)
     try:
-        customer = ctx.stripe("GET", f"/v1/customers/{customer_id}", None)
+        customer = ctx.stripe("GET", path_of("v1", "customers", customer_id), None)
     except StripeApiError as exc:
         if exc.code == "resource_missing":
             raise SupportError("no such customer for this deployment's Stripe key",
@@ -192,7 +192,8 @@ def link(ctx: Context, sub: str, customer_id: str, *, reason: str, who: str) -> 
         raise SupportError("the user's mapping changed while linking", "Run the command again", 1) from None
     if seen and seen["customer_id"]["S"] != customer_id:
         _release_claim(ctx, seen["customer_id"]["S"], owner)
-    ctx.stripe("POST", f"/v1/customers/{customer_id}", {"metadata": {OWNER_SUB: sub, OWNER_POOL: ctx.user_pool_id}})
+    ctx.stripe("POST", path_of("v1", "customers", customer_id),
+               {"metadata": {OWNER_SUB: sub, OWNER_POOL: ctx.user_pool_id}})
     audit.done()
     previous = f" (was {seen['customer_id']['S']})" if seen else ""
     print(f"linked {sub} -> {customer_id}{previous}; running functions follow within 5 minutes", file=ctx.out)
@@ -222,6 +223,9 @@ def _remove_mapping(ctx: Context, sub: str) -> str:
     except dynamodb.exceptions.ConditionalCheckFailedException:
         raise SupportError("the user's mapping changed meanwhile", "Run the command again", 1) from None
     _release_claim(ctx, customer_id, ctx.mapping_key(sub))
+    # The creation ticket goes too: the next visit's idempotency key is a new one, never one whose saved answer
+    # is the customer just unlinked (which may be linked to someone else next).
+    dynamodb.delete_item(TableName=ctx.table, Key={"pk": {"S": ticket_key(ctx.mapping_key(sub))}})
     return customer_id
 
 
@@ -230,9 +234,10 @@ def unlink(ctx: Context, sub: str, *, reason: str, who: str) -> int:
     Audit(ctx, who, "unlink", reason, sub=sub, customer=customer_id).done()
     if ctx.stripe is not None:
         try:
-            customer = ctx.stripe("GET", f"/v1/customers/{customer_id}", None)
+            customer = ctx.stripe("GET", path_of("v1", "customers", customer_id), None)
             if (customer.get("metadata") or {}).get(OWNER_SUB) == sub:
-                ctx.stripe("POST", f"/v1/customers/{customer_id}", {"metadata": {OWNER_SUB: "", OWNER_POOL: ""}})
+                ctx.stripe("POST", path_of("v1", "customers", customer_id),
+                           {"metadata": {OWNER_SUB: "", OWNER_POOL: ""}})
         except StripeApiError:
             print(f"note: the customer's owner stamp could not be removed in Stripe; remove the metadata "
                   f"{OWNER_SUB} and {OWNER_POOL} in the Dashboard", file=ctx.out)
