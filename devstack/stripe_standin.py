@@ -1,9 +1,14 @@
 """A local stand-in for the Stripe API, for tests and the local stack. NOT Stripe.
 
 It speaks Stripe's HTTP dialect to the real `stripe` library: form-encoded bracket params, Bearer keys
-(secret and restricted, per mode), Stripe-shaped error bodies, idempotency keys that replay the first result
-(and refuse reuse with other parameters, or a concurrent in-flight duplicate, like Stripe), and injectable
-faults (429 with or without Stripe-Should-Retry, 5xx, latency, dropped connections). It also serves a plain
+(secret and restricted, per mode), Stripe-shaped error bodies, and idempotency as Stripe documents it: keys
+are per account (any key of the account shares them), the first result is saved for 24 h and replayed with
+`Idempotent-Replayed: true`, 500s included, except when the request never started executing (parameter
+validation, authentication, permissions, rate limits); reuse with other parameters is refused; a duplicate
+while the first is executing gets 409 `idempotency_key_in_use`. `latency` is execution time: it elapses while
+the key is held. Restricted keys get 403 on GET /v1/account whatever their permissions (Stripe offers no
+permission for it). Injectable faults: 429 with or without Stripe-Should-Retry, 5xx (saved under the key
+like a real one), latency, dropped connections, answers trickled byte by byte. It also serves a plain
 "portal" page at each session URL that says which customer it is for and links back to return_url.
 """
 
@@ -20,7 +25,8 @@ from urllib.parse import parse_qsl, urlsplit
 
 # Restricted-key permissions per resource, as in the Dashboard: "<resource>_read" or "<resource>_write",
 # where write includes read. A secret key (sk_) has them all.
-ALL_PERMISSIONS = frozenset({"customers_write", "portal_write", "subscriptions_read", "account_read"})
+# GET /v1/account has no restricted-key permission at all: only a secret key (sk_) may call it.
+ALL_PERMISSIONS = frozenset({"customers_write", "portal_write", "subscriptions_read"})
 # Portal flows (API 2026-10-28) and the configuration feature each one needs enabled.
 FLOW_FEATURES = {"customer_update": "customer_update", "payment_method_update": "payment_method_update",
                  "subscription_cancel": "subscription_cancel", "subscription_pause": "subscription_pause",
@@ -79,6 +85,8 @@ class Fault:
     delay: float = 0.0
     drop_connection: bool = False
     error_type: str | None = None
+    trickle: float = 0.0  # seconds between the answer's bytes (a connection that answers, but barely)
+    non_json: bool = False  # an HTML page (a proxy or load balancer in front of Stripe), not Stripe's JSON
 
 
 @dataclass
@@ -167,6 +175,10 @@ class StripeStandin:
                 account.default_configuration[mode] = configuration["id"]
             return configuration["id"]
 
+    def set_configuration_active(self, config_id: str, active: bool, *, account: Account | None = None) -> None:
+        with self.lock:
+            (account or self.account).configurations[config_id]["active"] = active
+
     def set_portal_feature(self, feature: str, enabled: bool, *, mode: str = "test",
                            account: Account | None = None) -> None:
         """Switch a feature of the default configuration, as in the Dashboard's portal settings."""
@@ -232,12 +244,19 @@ class StripeStandin:
         body = handler.rfile.read(length).decode("utf-8") if length else ""
         if url.path.startswith("/p/session/"):
             return self._portal_page(handler, url.path.rsplit("/", 1)[-1])
-        if self.latency:
-            time.sleep(self.latency)
         params = decode_stripe_form(parse_qsl(url.query if method != "POST" else body, keep_blank_values=True))
         record = {"method": method, "path": url.path, "mode": None, "replayed": False, "fault": None,
                   "params": params, "status": None, "body": None}
-        fault = self._take_fault(method, url.path)
+        key = (handler.headers.get("Authorization") or "").removeprefix("Bearer ").strip()
+        idem_key = handler.headers.get("Idempotency-Key") if method == "POST" else None
+        with self.lock:
+            account = next((a for a in self.accounts.values() if key in a.keys), None)
+        # A key whose result is saved replays it, whatever else is going on at Stripe (no fault is consumed).
+        saved = None
+        if idem_key and account is not None:
+            with self.lock:
+                saved = self._idempotency.get((account.id, idem_key))
+        fault = None if saved is not None and saved["done"] else self._take_fault(method, url.path)
         if fault:
             record["fault"] = fault.status
             with self.lock:
@@ -258,12 +277,18 @@ class StripeStandin:
                                  "https://docs.stripe.com/rate-limits.", code="rate_limit")
             else:
                 payload = _error(fault.error_type or "api_error", "Something went wrong on Stripe's end.")
-            return self._send(handler, record, fault.status, payload, headers)
+            if fault.status >= 500 and idem_key and account is not None:
+                # It failed while executing: Stripe saves that answer under the key and replays it for 24 h.
+                fingerprint = json.dumps([url.path, params], sort_keys=True)
+                with self.lock:
+                    self._idempotency.setdefault((account.id, idem_key), {
+                        "fingerprint": fingerprint, "done": True, "status": fault.status, "body": payload})
+            if fault.non_json:
+                return self._send_html(handler, record, fault.status)
+            return self._send(handler, record, fault.status, payload, headers, trickle=fault.trickle)
 
-        key = (handler.headers.get("Authorization") or "").removeprefix("Bearer ").strip()
         with self.lock:
             self.requests.append(record)
-            account = next((a for a in self.accounts.values() if key in a.keys), None)
             permissions = account.keys[key] if account else None
         if permissions is None:
             masked = key[:8] + "*" * 4 + key[-4:] if len(key) > 12 else "****"
@@ -271,11 +296,10 @@ class StripeStandin:
                                                            f"Invalid API Key provided: {masked}"))
         mode = "live" if "_live_" in key else "test"
         record["mode"] = mode
-        idem_key = handler.headers.get("Idempotency-Key")
 
-        if method == "POST" and idem_key:
+        if idem_key:
             fingerprint = json.dumps([url.path, params], sort_keys=True)
-            slot = (key, idem_key)
+            slot = (account.id, idem_key)  # keys are per account, not per API key
             with self.lock:
                 previous = self._idempotency.get(slot)
                 if previous is None:
@@ -295,15 +319,19 @@ class StripeStandin:
                         "again later.", code="idempotency_key_in_use"))
                 record["replayed"] = True
                 return self._send(handler, record, previous["status"], previous["body"],
-                                  {"Idempotent-Replayed": "true"})
-            status, payload = self._route(account, method, url.path, params, mode, permissions)
+                                  {"Idempotent-Replayed": "true", "Idempotency-Key": idem_key})
+            if self.latency:
+                time.sleep(self.latency)  # executing: the key is held meanwhile
+            status, payload = self._route(account, key, method, url.path, params, mode, permissions)
             with self.lock:
-                if status >= 500:
-                    del self._idempotency[slot]
-                else:
+                if _saved(status, payload):
                     self._idempotency[slot].update(done=True, status=status, body=payload)
-            return self._send(handler, record, status, payload)
-        status, payload = self._route(account, method, url.path, params, mode, permissions)
+                else:
+                    del self._idempotency[slot]  # never started executing: nothing is saved
+            return self._send(handler, record, status, payload, {"Idempotency-Key": idem_key})
+        if self.latency:
+            time.sleep(self.latency)
+        status, payload = self._route(account, key, method, url.path, params, mode, permissions)
         return self._send(handler, record, status, payload)
 
     def _take_fault(self, method: str, path: str) -> Fault | None:
@@ -316,7 +344,8 @@ class StripeStandin:
                     return fault
         return None
 
-    def _send(self, handler, record: dict, status: int, payload: dict, headers: dict | None = None) -> None:
+    def _send(self, handler, record: dict, status: int, payload: dict, headers: dict | None = None, *,
+              trickle: float = 0.0) -> None:
         record["status"], record["body"] = status, payload
         body = json.dumps(payload).encode()
         handler.send_response(status)
@@ -326,13 +355,38 @@ class StripeStandin:
         for name, value in (headers or {}).items():
             handler.send_header(name, value)
         handler.end_headers()
+        if not trickle:
+            handler.wfile.write(body)
+            return
+        try:
+            for index in range(len(body)):
+                handler.wfile.write(body[index:index + 1])
+                handler.wfile.flush()
+                time.sleep(trickle)
+        except OSError:
+            pass  # the client gave up waiting, as it should
+
+    def _send_html(self, handler, record: dict, status: int) -> None:
+        record["status"], record["body"] = status, None
+        body = b"<html><body><h1>Forbidden</h1><p>Request blocked.</p></body></html>"
+        handler.send_response(status)
+        handler.send_header("Content-Type", "text/html")
+        handler.send_header("Content-Length", str(len(body)))
+        handler.end_headers()
         handler.wfile.write(body)
 
     # --- the API --------------------------------------------------------------------------------------------
-    def _route(self, account: Account, method: str, path: str, params: dict, mode: str, permissions: frozenset):
+    def _route(self, account: Account, key: str, method: str, path: str, params: dict, mode: str,
+               permissions: frozenset):
         parts = path.strip("/").split("/")
+        if parts[1:2] == ["account"] and key.startswith("rk_"):
+            masked = key[:8] + "*" * 20 + key[-6:]
+            return 403, _error("invalid_request_error",
+                               f"The provided key '{masked}' does not have the required permissions for this endpoint "
+                               f"on account '{account.id}'. This is a restricted API key, but the required "
+                               f"permissions are not available for use by restricted keys.")
         needs = {
-            ("GET", "account"): "account_read",
+            ("GET", "account"): "secret_key",
             ("GET", "customers"): "customers_read",
             ("POST", "customers"): "customers_write",
             ("DELETE", "customers"): "customers_write",
@@ -376,7 +430,7 @@ class StripeStandin:
 
     @staticmethod
     def _granted(needs: str, permissions: frozenset) -> bool:
-        return needs in permissions or needs.replace("_read", "_write") in permissions
+        return needs == "secret_key" or needs in permissions or needs.replace("_read", "_write") in permissions
 
     def _new_customer(self, account: Account, mode: str, params: dict, *, created: int | None = None,
                       customer_id: str | None = None) -> dict:
@@ -411,6 +465,11 @@ class StripeStandin:
             if method == "POST":
                 return self._too_long(params) or (
                     200, _public(self._new_customer(account, mode, params), expand=False))
+            if len(params.get("email") or "") > FIELD_LIMITS["email"]:
+                return 400, _error("invalid_request_error",
+                                   f"Invalid string: {params['email'][:20]}...; must be at most "
+                                   f"{FIELD_LIMITS['email']} characters", code="parameter_invalid_string",
+                                   param="email")
             limit = int(params.get("limit", 10))
             expand = "data.subscriptions" in (params.get("expand") or [])
             found = [c for c in account.customers.values()
@@ -458,6 +517,10 @@ class StripeStandin:
             if config_id not in account.configurations:
                 return 400, _error("invalid_request_error", f"No such configuration: '{config_id}'",
                                    code="resource_missing", param="configuration")
+            if not account.configurations[config_id]["active"]:
+                return 400, _error("invalid_request_error",
+                                   f"The configuration '{config_id}' is not active. Activate it or use another "
+                                   "configuration.", param="configuration")
         else:
             config_id = account.default_configuration[mode]
             if config_id is None:
@@ -641,6 +704,15 @@ def _account(account: Account) -> dict:
 
 def _list(data: list, url: str) -> dict:
     return {"object": "list", "data": data, "has_more": False, "url": url}
+
+
+def _saved(status: int, payload: dict) -> bool:
+    """Whether Stripe saves this answer under the idempotency key: only once the endpoint started executing.
+    Parameter validation, authentication, permission and rate-limit refusals are not saved."""
+    if status in (401, 403, 429):
+        return False
+    code = (payload.get("error") or {}).get("code") or ""
+    return not (status == 400 and code.startswith("parameter_"))
 
 
 def _error(error_type: str, message: str, *, code: str | None = None, param: str | None = None) -> dict:

@@ -10,7 +10,7 @@ import os
 import boto3
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
-from portal_gateway.key_check import AccountPins, Check, check_account_pin, check_stripe_key
+from portal_gateway.key_check import AccountPins, Check, check_stripe_key
 from portal_gateway.release_check import Invocation, check_release, outcome
 
 logger = Logger(service="stripe-portal-gateway-pre-traffic")
@@ -34,9 +34,9 @@ def invoke(event: dict) -> Invocation:
 
 def key_checks() -> list[Check]:
     value = secrets.get_secret_value(SecretId=os.environ["STRIPE_SECRET_ID"]).get("SecretString") or ""
-    checks = check_stripe_key(value, expected_mode=STRIPE_MODE,
-                              portal_configuration_id=os.environ.get("PORTAL_CONFIGURATION_ID") or None)
-    return checks + [check_account_pin(checks, account_pins, STRIPE_MODE)]
+    return check_stripe_key(value, expected_mode=STRIPE_MODE,
+                            portal_configuration_id=os.environ.get("PORTAL_CONFIGURATION_ID") or None,
+                            pins=account_pins)
 
 
 @logger.inject_lambda_context(clear_state=True)

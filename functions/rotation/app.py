@@ -7,7 +7,7 @@ import os
 import boto3
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
-from portal_gateway.key_check import AccountPins, check_account_pin, check_stripe_key
+from portal_gateway.key_check import AccountPins, check_stripe_key
 from portal_gateway.rotation import RotationError, rotate
 
 logger = Logger(service="stripe-portal-gateway-rotation")
@@ -21,9 +21,8 @@ account_pins = AccountPins(os.environ["CUSTOMERS_TABLE"], boto3.client("dynamodb
 
 
 def validate(value: str):
-    checks = check_stripe_key(value, expected_mode=STRIPE_MODE, api_base=STRIPE_API_BASE,
-                              portal_configuration_id=PORTAL_CONFIGURATION_ID)
-    return checks + [check_account_pin(checks, account_pins, STRIPE_MODE)]
+    return check_stripe_key(value, expected_mode=STRIPE_MODE, api_base=STRIPE_API_BASE,
+                            portal_configuration_id=PORTAL_CONFIGURATION_ID, pins=account_pins)
 
 
 @logger.inject_lambda_context(clear_state=True)

@@ -60,14 +60,17 @@ class Reply:
 class Gateway:
     """The deployed function as API Gateway would call it."""
 
-    def __init__(self, module):
+    def __init__(self, module, timeout_seconds: float = 15):
         self.module = module
+        self.timeout_seconds = timeout_seconds  # the function's timeout: the Lambda context's remaining time
 
     def call(self, method: str, path: str, *, query: dict | str = "", headers: dict | None = None,
              body: bytes | str | None = None) -> Reply:
         query_string = query if isinstance(query, str) else urlencode(query)
-        event = build_event(method, path, query=query_string, headers=headers, body=body)
-        result = self.module.lambda_handler(event, new_context())
+        return self.invoke(build_event(method, path, query=query_string, headers=headers, body=body))
+
+    def invoke(self, event: dict) -> Reply:
+        result = self.module.lambda_handler(event, new_context(self.timeout_seconds))
         return Reply(result["statusCode"], result.get("headers") or {}, result.get("body") or "",
                      result.get("cookies") or [])
 

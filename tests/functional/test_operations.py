@@ -52,8 +52,8 @@ def current_version(stack) -> str:
 
 # --- rotation -------------------------------------------------------------------------------------------------
 def test_valid_staged_key_goes_live(rotation, stack, stripe_standin):
-    new_key = stripe_standin.add_key(fake_key("rk", "test"),
-                                     frozenset({"customers_write", "portal_write", "account_read"}))
+    # A restricted key with exactly the permissions the README lists: Stripe refuses it GET /v1/account.
+    new_key = stripe_standin.add_key(fake_key("rk", "test"), frozenset({"customers_write", "portal_write"}))
     old_version = current_version(stack)
     token = stage(stack, new_key)
     rotation(token)
@@ -68,9 +68,9 @@ def test_valid_staged_key_goes_live(rotation, stack, stripe_standin):
 @pytest.mark.parametrize("make_key, reason", [
     (lambda s: s.add_key(fake_key("sk", "live")), "live-mode key"),
     (lambda s: fake_key("sk", "test"), "rejected the key"),  # unknown to Stripe: revoked or mistyped
-    (lambda s: s.add_key(fake_key("rk", "test"), frozenset({"customers_write", "account_read"})),
+    (lambda s: s.add_key(fake_key("rk", "test"), frozenset({"customers_write"})),
      "Customer portal write"),
-    (lambda s: s.add_key(fake_key("rk", "test"), frozenset({"customers_read", "portal_write", "account_read"})),
+    (lambda s: s.add_key(fake_key("rk", "test"), frozenset({"customers_read", "portal_write"})),
      "Customers write"),
     (lambda s: "pk_test_" + "x" * 24, "publishable"),
 ])
@@ -290,3 +290,67 @@ def test_check_fails_when_the_secret_holds_another_accounts_key(stack, stripe_st
     code, out = run_admin(stack, ["check", *explicit(stack)])
     assert code == 1 and "FAIL  same Stripe account as before" in out
     assert "fix: Use a key of the account ending" in out
+
+
+# --- restricted keys: their account is proven by what only this deployment's account has ---------------------------
+RESTRICTED = frozenset({"customers_write", "portal_write"})  # the README's permissions, and nothing else
+
+
+def map_customers(stack, stripe_standin, count: int = 2, account=None) -> list[str]:
+    """Customers of `account` mapped to users of this deployment, as first visits would leave them."""
+    ids = []
+    for index in range(count):
+        customer = stripe_standin.add_customer(email=f"user{index}@example.com", account=account)
+        stack.moto.client("dynamodb").put_item(TableName=stack.table_name, Item={
+            "pk": {"S": f"test#{stack.user_pool_id}#sub-{index}"}, "customer_id": {"S": customer}})
+        ids.append(customer)
+    return ids
+
+
+def test_a_restricted_key_of_the_same_account_is_checked_and_goes_live(rotation, stack, stripe_standin):
+    rotation(stage(stack, stripe_standin.add_key(fake_key("sk", "test"))))  # set-up pins the account
+    map_customers(stack, stripe_standin)
+    restricted = stripe_standin.add_key(fake_key("rk", "test"), RESTRICTED)
+    token = stage(stack, restricted)
+    rotation(token)
+    assert current_version(stack) == token
+    # Stripe was never asked GET /v1/account with it (it always refuses restricted keys there).
+    assert not [c for c in stripe_standin.calls("GET", "/v1/account") if c["status"] == 403]
+
+
+def test_a_restricted_key_of_another_account_never_goes_live(rotation, stack, stripe_standin):
+    rotation(stage(stack, stripe_standin.add_key(fake_key("sk", "test"))))
+    map_customers(stack, stripe_standin)
+    other = stripe_standin.add_account()
+    stripe_standin.create_default_portal_configuration("test", account=other)
+    foreign = stripe_standin.add_key(fake_key("rk", "test"), RESTRICTED, account=other)
+    before = current_version(stack)
+    with pytest.raises(RotationError, match="cannot see 2 of 2 mapped customers"):
+        rotation(stage(stack, foreign))
+    assert current_version(stack) == before
+
+
+def test_a_restricted_first_key_pins_the_configuration_that_later_keys_must_see(rotation, stack, stripe_standin):
+    # No customers yet, no secret key ever: the portal configuration is the account's evidence.
+    first = stripe_standin.add_key(fake_key("rk", "test"), RESTRICTED)
+    rotation(stage(stack, first))
+    item = stack.moto.client("dynamodb").get_item(
+        TableName=stack.table_name, Key={"pk": {"S": "test#stripe-account"}})["Item"]
+    assert "account_id" not in item and item["configuration_id"]["S"].startswith("bpc_")
+    other = stripe_standin.add_account()
+    stripe_standin.create_default_portal_configuration("test", account=other)
+    foreign = stripe_standin.add_key(fake_key("rk", "test"), RESTRICTED, account=other)
+    with pytest.raises(RotationError, match="the portal configuration bpc_"):
+        rotation(stage(stack, foreign))
+    # A secret key of the right account later fills in the account id the restricted key could not read.
+    rotation(stage(stack, stripe_standin.add_key(fake_key("sk", "test"))))
+    assert pinned(stack) == stripe_standin.account.id
+
+
+def test_check_passes_with_a_restricted_key_in_the_secret(stack, stripe_standin, admin_env):
+    map_customers(stack, stripe_standin, 1)
+    stack.put_stripe_key(stripe_standin.add_key(fake_key("rk", "test"), RESTRICTED))
+    code, out = run_admin(stack, ["check", *explicit(stack)])
+    assert code == 0, out
+    assert "PASS  Stripe account" in out and "restricted key" in out
+    assert "PASS  same Stripe account as before" in out

@@ -11,7 +11,7 @@ import boto3
 import pytest
 from botocore.response import StreamingBody
 from botocore.stub import Stubber
-from portal_gateway.key_check import AccountPins, check_account_pin, check_stripe_key
+from portal_gateway.key_check import AccountPins, check_stripe_key
 from portal_gateway.release_check import Invocation, check_release, outcome
 
 from devstack.http_api import load_handler_module, new_context
@@ -58,9 +58,8 @@ def release(stack, stripe_standin, monkeypatch, capsys):
 
         def key_checks():
             value = stack.moto.client("secretsmanager").get_secret_value(SecretId=stack.secret_id)["SecretString"]
-            checks = check_stripe_key(value, expected_mode="test", api_base=stripe_standin.base_url)
             pins = AccountPins(stack.table_name, stack.moto.client("dynamodb"))
-            return checks + [check_account_pin(checks, pins, "test")]
+            return check_stripe_key(value, expected_mode="test", api_base=stripe_standin.base_url, pins=pins)
 
         checks = check_release(invoke=LocalVersion(capsys), key_checks=key_checks,
                                hosted_ui=bool(overrides.get("COGNITO_DOMAIN")))

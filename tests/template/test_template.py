@@ -182,7 +182,7 @@ def test_sample_events_are_http_api_v2_events_for_real_routes(path, template):
 def test_rotation_function_may_only_rotate_the_one_secret(template):
     fn = template["Resources"]["RotationFunction"]["Properties"]
     statements = {s["Sid"]: s for p in fn["Policies"] for s in p["Statement"]}
-    assert set(statements) == {"RotateStripeKey", "StripeAccountPin"}
+    assert set(statements) == {"RotateStripeKey", "StripeAccountPin", "SampleMappedCustomers"}
     rotate = statements["RotateStripeKey"]
     # No PutSecretValue: Stripe keys cannot be minted, the function only checks and promotes the staged one.
     assert sorted(rotate["Action"]) == ["secretsmanager:DescribeSecret", "secretsmanager:GetSecretValue",
@@ -190,10 +190,11 @@ def test_rotation_function_may_only_rotate_the_one_secret(template):
     secret = {"Fn::If": ["CreateStripeSecret", {"Ref": "StripeApiKeySecret"}, {"Ref": "ExistingStripeSecretArn"}]}
     assert rotate["Resource"] == secret
     pin = statements["StripeAccountPin"]
-    assert sorted(pin["Action"]) == ["dynamodb:GetItem", "dynamodb:PutItem"]
+    assert sorted(pin["Action"]) == ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"]
     assert pin["Resource"] == {"Fn::GetAtt": ["CustomersTable", "Arn"]}
     assert pin["Condition"] == {"ForAllValues:StringEquals": {
         "dynamodb:LeadingKeys": [{"Fn::Sub": "${StripeMode}#stripe-account"}]}}  # the pin item, no mapping
+    assert statements["SampleMappedCustomers"] == SAMPLE_MAPPED_CUSTOMERS
     assert fn["Environment"]["Variables"]["STRIPE_MODE"] == {"Ref": "StripeMode"}
     assert fn["Environment"]["Variables"]["CUSTOMERS_TABLE"] == {"Ref": "CustomersTable"}
     permission = template["Resources"]["RotationFunctionPermission"]["Properties"]
@@ -317,11 +318,22 @@ def test_pre_traffic_hook_checks_the_new_version_with_least_privilege(template):
     assert hook["DeploymentPreference"] == {"Enabled": False}
     assert hook["Environment"]["Variables"]["NEW_VERSION"] == {"Ref": "PortalFunction.Version"}
     statements = {s["Sid"]: s for p in hook["Policies"] for s in p["Statement"]}
-    assert set(statements) == {"InvokeNewVersion", "ReportToCodeDeploy", "ReadStripeKey", "StripeAccountPin"}
+    assert set(statements) == {"InvokeNewVersion", "ReportToCodeDeploy", "ReadStripeKey", "StripeAccountPin",
+                               "SampleMappedCustomers"}
+    assert statements["SampleMappedCustomers"] == SAMPLE_MAPPED_CUSTOMERS
     assert statements["InvokeNewVersion"]["Resource"] == {"Ref": "PortalFunction.Version"}  # that version only
     assert statements["ReportToCodeDeploy"]["Action"] == "codedeploy:PutLifecycleEventHookExecutionStatus"
     assert statements["StripeAccountPin"]["Condition"] == {"ForAllValues:StringEquals": {
         "dynamodb:LeadingKeys": [{"Fn::Sub": "${StripeMode}#stripe-account"}]}}
+
+
+# Scan, but only customer ids come back (and pk, which the filter reads): how a restricted key's account is proven.
+SAMPLE_MAPPED_CUSTOMERS = {
+    "Sid": "SampleMappedCustomers", "Effect": "Allow", "Action": "dynamodb:Scan",
+    "Resource": {"Fn::GetAtt": ["CustomersTable", "Arn"]},
+    "Condition": {"ForAllValues:StringEquals": {"dynamodb:Attributes": ["pk", "customer_id"]},
+                  "StringEquals": {"dynamodb:Select": "SPECIFIC_ATTRIBUTES"}},
+}
 
 
 def test_samconfig_prod_releases_by_canary_and_dev_all_at_once():

@@ -376,3 +376,25 @@ def test_weak_or_malformed_rsa_keys_are_not_used():
     assert rsa_public_key({"n": strong_n, "e": "AQ"}) is None  # e = 1
     assert rsa_public_key({"n": "not base64!", "e": "AQAB"}) is None
     assert rsa_public_key({"e": "AQAB"}) is None
+
+
+# --- hostile but signed: refused, never a crash ---------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["exp", "iat", "nbf"])
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_time_claims_that_are_not_finite_numbers_are_malformed(verifier, key, name, value):
+    # Python's json reads NaN and Infinity; a NaN exp compares as "not expired" for ever.
+    assert reason(verifier, key.sign(claims("id", **{name: value}))) == "malformed"
+
+
+def test_a_crit_header_is_refused_as_rfc_7515_requires(verifier, key):
+    token = key.sign(claims("id"), headers={"crit": ["exp"], "exp": 1})
+    assert reason(verifier, token) == "unsupported_crit"
+
+
+@pytest.mark.parametrize("claimed", ["n\u00e9-123", "\u2603", "\udc80"])
+def test_a_non_ascii_nonce_is_a_wrong_nonce_not_a_crash(verifier, key, claimed):
+    assert reason(verifier, key.sign(claims("id", nonce=claimed)), nonce="n-123") == "wrong_nonce"
+
+
+def test_a_signed_sub_with_a_lone_surrogate_is_malformed(verifier, key):
+    assert reason(verifier, key.sign(claims("id", sub="abc\udc80"))) == "malformed"

@@ -54,3 +54,13 @@ def test_tls_connections_verify_certificates_and_host_names_with_system_cas():
     context = tls_context()
     assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
     assert context.cert_store_stats()["x509_ca"] > 0  # the system's CA bundle was found
+
+
+def test_lone_surrogates_in_a_signed_name_or_email_never_reach_the_encoder():
+    from portal_gateway.billing import fit_customer_email, fit_customer_name
+    from portal_gateway.stripe_http import encode_form
+
+    name = fit_customer_name("Ada \udc80 Lovelace")
+    assert name == "Ada \ufffd Lovelace"
+    assert fit_customer_email("ada\udc80@example.com") is None
+    encode_form({"name": name, "metadata": {"cognito_sub": "abc"}})  # no UnicodeEncodeError

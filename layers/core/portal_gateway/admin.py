@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TextIO
 
-from .key_check import AccountPins, Check, check_account_pin, check_stripe_key, passed
+from .key_check import AccountPins, Check, check_stripe_key, passed
 
 # 0 done / all checks passed; 1 a check failed or a change was refused; 2 the command line is incomplete or
 # wrong; 3 AWS or Stripe could not be reached or refused the credentials; 4 what was asked for does not exist.
@@ -170,12 +170,9 @@ def run_check(target: Target, client: Callable[[str], Any] = _boto) -> list[Chec
         try:
             value = client("secretsmanager").get_secret_value(SecretId=target.secret_id).get("SecretString")
             checks.append(Check("secret readable", True))
-            key_checks = check_stripe_key(value or "", expected_mode=target.mode, api_base=target.stripe_api_base,
-                                          portal_configuration_id=target.portal_configuration_id)
-            checks += key_checks
-            if target.table:
-                checks.append(check_account_pin(key_checks, AccountPins(target.table, client("dynamodb")),
-                                                target.mode))
+            pins = AccountPins(target.table, client("dynamodb")) if target.table else None
+            checks += check_stripe_key(value or "", expected_mode=target.mode, api_base=target.stripe_api_base,
+                                       portal_configuration_id=target.portal_configuration_id, pins=pins)
         except (ClientError, BotoCoreError) as exc:
             checks.append(Check("secret readable", False, aws_error(exc),
                                 "Check the secret id and that your credentials may read it"))
@@ -302,10 +299,9 @@ def run_rotate(target: Target, new_key: str, *, stage_only: bool, wait_seconds: 
     if not target.secret_id or not target.mode:
         print("FAIL  need --stack NAME, or --secret-id and --mode", file=out)
         return EXIT_USAGE
+    pins = AccountPins(target.table, client("dynamodb")) if target.table else None
     checks = check_stripe_key(new_key, expected_mode=target.mode, api_base=target.stripe_api_base,
-                              portal_configuration_id=target.portal_configuration_id)
-    if target.table:
-        checks.append(check_account_pin(checks, AccountPins(target.table, client("dynamodb")), target.mode))
+                              portal_configuration_id=target.portal_configuration_id, pins=pins)
     print_checks(checks, out)
     if not target.table:
         print("note  no --table (or --stack): the rotation function checks the Stripe account instead", file=out)

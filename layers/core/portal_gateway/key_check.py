@@ -3,6 +3,11 @@
 
 Permission probes have no side effects: they address a customer id that cannot exist, so a permitted key
 gets "no such customer" and a key without the permission gets 403.
+
+Which Stripe account a key belongs to: a secret key may read GET /v1/account; a restricted key never may
+(Stripe offers no permission for it: 403 whatever the key's permissions). So the account is also proven by
+what only this deployment's account has: the customers it has mapped and the portal configuration recorded
+with the account pin must exist for the key. A key of another account sees neither.
 """
 
 from __future__ import annotations
@@ -36,15 +41,17 @@ def masked_account(account_id: str) -> str:
 
 
 def check_stripe_key(raw_secret_value: str, *, expected_mode: str, api_base: str | None = None,
-                     portal_configuration_id: str | None = None, timeout: float = 10.0) -> list[Check]:
-    """Run the checks in order; stop at the first one later checks depend on. Never echoes the key."""
+                     portal_configuration_id: str | None = None, timeout: float = 10.0,
+                     pins: AccountPins | None = None) -> list[Check]:
+    """Run the checks in order; stop at the first one later checks depend on. Never echoes the key. With
+    `pins` (the deployment's customers table), the key is also held to the deployment's Stripe account."""
     checks: list[Check] = []
     try:
         key = parse_stripe_key(raw_secret_value)
     except StripeKeyUnavailable as exc:
         return [Check("key format", False, exc.log_detail or "", "Use a secret (sk_) or restricted (rk_) key")]
-    kind = "restricted" if key.startswith("rk_") else "secret"
-    checks.append(Check("key format", True, f"{kind} key"))
+    restricted = key.startswith("rk_")
+    checks.append(Check("key format", True, f"{'restricted' if restricted else 'secret'} key"))
     mode = key_mode(key)
     if mode != expected_mode:
         checks.append(Check("key mode", False, f"STRIPE_MODE is '{expected_mode}' but this is a {mode}-mode key",
@@ -70,7 +77,7 @@ def check_stripe_key(raw_secret_value: str, *, expected_mode: str, api_base: str
         checks.append(Check("permission: Customers read", False, "403 listing customers",
                             "Give the restricted key Customers: Write"))
 
-    checks.append(_account(client))
+    checks.append(_account(client, restricted))
     checks.append(_probe("permission: Customers write", "Give the restricted key Customers: Write",
                          lambda: client("POST", path_of("v1", "customers", PROBE_CUSTOMER),
                                         {"metadata": {"probe": ""}})))
@@ -78,17 +85,24 @@ def check_stripe_key(raw_secret_value: str, *, expected_mode: str, api_base: str
                          lambda: client("POST", "/v1/billing_portal/sessions",
                                         {"customer": PROBE_CUSTOMER, "return_url": PROBE_RETURN_URL})))
     checks.append(_portal_configuration(client, mode, portal_configuration_id))
+    if pins is not None:
+        checks.append(_account_pin(checks, pins, mode, client))
     return checks
 
 
-def _account(client) -> Check:
-    """Which Stripe account the key belongs to (GET /v1/account), so it can be held to the pinned one."""
+def _account(client, restricted: bool) -> Check:
+    """Which Stripe account the key belongs to (GET /v1/account), so it can be held to the pinned one. A
+    restricted key cannot be asked (Stripe refuses every restricted key there): its account is proven by the
+    deployment's own customers and portal configuration instead (`same Stripe account as before`)."""
+    if restricted:
+        return Check(ACCOUNT_CHECK, True, "a restricted key cannot read its account id; proven by this "
+                                          "deployment's customers and portal configuration")
     try:
         account_id = client("GET", "/v1/account")["id"]
     except StripeApiError as exc:
         if exc.kind == "PermissionError":
             return Check(ACCOUNT_CHECK, False, "403 reading the key's own account",
-                         "Give the restricted key read access to the account (GET /v1/account)")
+                         "Use the account's secret key, or a restricted key (rk_)")
         return Check(ACCOUNT_CHECK, False, f"{exc.kind} (http {exc.http_status})", "Try again; check Stripe status")
     return Check(ACCOUNT_CHECK, True, masked_account(account_id), value=account_id)
 
@@ -97,35 +111,105 @@ def key_account(checks: list[Check]) -> str | None:
     return next((c.value for c in checks if c.name == ACCOUNT_CHECK and c.ok), None)
 
 
-def check_account_pin(checks: list[Check], pins: AccountPins, mode: str) -> Check:
-    """Hold the key's account to the one this deployment is pinned to. The first key that passes every other
-    check pins its account (set-up); after that a key of any other account is refused."""
-    name = "same Stripe account as before"
+PIN_CHECK = "same Stripe account as before"
+SAMPLE_CUSTOMERS = 3  # mapped customers a new key must see: one would do; three survive a deleted one
+
+
+def _account_pin(checks: list[Check], pins: AccountPins, mode: str, client) -> Check:
+    """Hold the key to the Stripe account this deployment's customers live in. The first key that passes every
+    other check pins the account (its id when a secret key tells it, and the portal configuration); after that
+    a key is refused if its account id differs, or if it cannot see the deployment's mapped customers or the
+    pinned portal configuration (Stripe: no such customer / configuration, i.e. another account)."""
     account_id = key_account(checks)
-    if account_id is None:
-        return Check(name, False, "the key's account is unknown (see above)", "Fix the check above first")
+    configuration_id = next((c.value for c in checks if c.name == CONFIGURATION_CHECK and c.ok), None)
+    if not any(c.name == ACCOUNT_CHECK and c.ok for c in checks):
+        return Check(PIN_CHECK, False, "the key's account is unknown (see above)", "Fix the check above first")
     try:
-        pinned = pins.get(mode)
-        if pinned is None and passed(checks):
-            pinned = pins.pin(mode, account_id)
-            if pinned == account_id:
-                return Check(name, True, f"pinned to {masked_account(account_id)} (first key of this deployment)")
+        pin = pins.get(mode)
+        customers = pins.sample_customers(mode, SAMPLE_CUSTOMERS)
     except PinStoreError as exc:
-        return Check(name, False, f"could not read the account pin: {exc}",
+        return Check(PIN_CHECK, False, f"could not read the account pin: {exc}",
                      "Check the customers table name and that your credentials may read it")
-    if pinned is None:
-        return Check(name, False, "not pinned yet, and this key has other failures", "Fix the checks above")
-    if pinned != account_id:
-        return Check(name, False,
+    pinned_account = pin.account_id if pin else None
+    if pinned_account and account_id and pinned_account != account_id:
+        return Check(PIN_CHECK, False,
                      f"this key belongs to Stripe account {masked_account(account_id)}, but this deployment's "
-                     f"customers are in {masked_account(pinned)}",
-                     f"Use a key of the account ending {pinned[-4:]}; moving to another account needs its own "
-                     f"deployment (docs/runbook.md)")
-    return Check(name, True, masked_account(account_id))
+                     f"customers are in {masked_account(pinned_account)}",
+                     f"Use a key of the account ending {pinned_account[-4:]}; moving to another account needs its "
+                     f"own deployment (docs/runbook.md)")
+    unseen = _unseen(client, customers, pin.configuration_id if pin else None)
+    if isinstance(unseen, Check):
+        return unseen
+    if unseen:
+        where = f" (pinned to {masked_account(pinned_account)})" if pinned_account else ""
+        return Check(PIN_CHECK, False,
+                     f"this key cannot see {' and '.join(unseen)} of this deployment{where}: it belongs to "
+                     "another Stripe account",
+                     "Use a key of the Stripe account this deployment's customers are in; moving to another "
+                     "account needs its own deployment (docs/runbook.md)")
+    try:
+        if pin is None:
+            if not passed(checks):
+                return Check(PIN_CHECK, False, "not pinned yet, and this key has other failures",
+                             "Fix the checks above")
+            pin = pins.pin(mode, account_id, configuration_id)
+            if pin.account_id == account_id and pin.configuration_id == configuration_id:
+                return Check(PIN_CHECK, True, f"pinned to {_describe_pin(pin)} (first key of this deployment)")
+            return _account_pin(checks, pins, mode, client)  # another check pinned first: hold this key to it
+        if (pin.account_id is None and account_id) or (pin.configuration_id is None and configuration_id):
+            pins.complete(mode, account_id, configuration_id)  # what an older pin, or a restricted key, lacked
+    except PinStoreError as exc:
+        return Check(PIN_CHECK, False, f"could not write the account pin: {exc}",
+                     "Check that your credentials may write the customers table")
+    evidence = [f"{len(customers)} mapped customer(s)"] if customers else []
+    if pin.configuration_id:
+        evidence.append("the pinned portal configuration")
+    if account_id:
+        evidence.insert(0, masked_account(account_id))
+    return Check(PIN_CHECK, True, ", ".join(evidence) or "nothing to compare yet")
+
+
+def _unseen(client, customers: list[str], configuration_id: str | None) -> list[str] | Check:
+    """What of this deployment's account the key cannot see: a list of descriptions, or a failed Check when
+    Stripe could not be asked."""
+    missing = 0
+    try:
+        for customer_id in customers:
+            try:
+                client("GET", path_of("v1", "customers", customer_id))
+            except StripeApiError as exc:
+                if exc.kind != "InvalidRequestError" or exc.code != "resource_missing":
+                    raise
+                missing += 1
+        configuration_missing = False
+        if configuration_id:
+            try:
+                client("GET", path_of("v1", "billing_portal", "configurations", configuration_id))
+            except StripeApiError as exc:
+                if exc.kind != "InvalidRequestError" or exc.code != "resource_missing":
+                    raise
+                configuration_missing = True
+    except StripeApiError as exc:
+        return Check(PIN_CHECK, False, f"{exc.kind} (http {exc.http_status}) reading this deployment's customers",
+                     "Give the restricted key Customers: Write and Customer portal: Write; or try again")
+    unseen = [f"{missing} of {len(customers)} mapped customers"] if missing else []
+    if configuration_missing:
+        unseen.append(f"the portal configuration {configuration_id}")
+    return unseen
+
+
+def _describe_pin(pin: Pin) -> str:
+    return masked_account(pin.account_id) if pin.account_id else f"the account of {pin.configuration_id}"
 
 
 class PinStoreError(Exception):
     """The account pin could not be read or written; the message is an AWS error code, never a secret."""
+
+
+@dataclass(frozen=True)
+class Pin:
+    account_id: str | None  # known when a secret key pinned it (restricted keys cannot read it)
+    configuration_id: str | None  # a portal configuration only this account has
 
 
 class AccountPins:
@@ -139,25 +223,61 @@ class AccountPins:
     def key(mode: str) -> str:
         return f"{mode}#stripe-account"
 
-    def get(self, mode: str) -> str | None:
+    def get(self, mode: str) -> Pin | None:
         try:
             item = self._client.get_item(TableName=self.table, Key={"pk": {"S": self.key(mode)}},
                                          ConsistentRead=True).get("Item")
         except Exception as exc:  # noqa: BLE001 - botocore errors, reported by code
             raise PinStoreError(_aws_code(exc)) from None
-        return item["account_id"]["S"] if item else None
+        if not item:
+            return None
+        return Pin((item.get("account_id") or {}).get("S"), (item.get("configuration_id") or {}).get("S"))
 
-    def pin(self, mode: str, account_id: str) -> str:
+    def pin(self, mode: str, account_id: str | None, configuration_id: str | None) -> Pin:
         """Record the account unless one is recorded; return whichever is recorded."""
+        item = {"pk": {"S": self.key(mode)}, "pinned_at": {"N": str(int(time.time()))}}
+        if account_id:
+            item["account_id"] = {"S": account_id}
+        if configuration_id:
+            item["configuration_id"] = {"S": configuration_id}
         try:
-            self._client.put_item(TableName=self.table, Item={
-                "pk": {"S": self.key(mode)}, "account_id": {"S": account_id},
-                "pinned_at": {"N": str(int(time.time()))}}, ConditionExpression="attribute_not_exists(pk)")
-            return account_id
+            self._client.put_item(TableName=self.table, Item=item, ConditionExpression="attribute_not_exists(pk)")
+            return Pin(account_id, configuration_id)
         except Exception as exc:  # noqa: BLE001
             if _aws_code(exc) != "ConditionalCheckFailedException":
                 raise PinStoreError(_aws_code(exc)) from None
-        return self.get(mode) or account_id
+        return self.get(mode) or Pin(account_id, configuration_id)
+
+    def complete(self, mode: str, account_id: str | None, configuration_id: str | None) -> None:
+        """Add what the pin lacks (never change what it has)."""
+        for name, value in (("account_id", account_id), ("configuration_id", configuration_id)):
+            if not value:
+                continue
+            try:
+                self._client.update_item(TableName=self.table, Key={"pk": {"S": self.key(mode)}},
+                                         UpdateExpression="SET #n = :v", ConditionExpression="attribute_not_exists(#n)",
+                                         ExpressionAttributeNames={"#n": name},
+                                         ExpressionAttributeValues={":v": {"S": value}})
+            except Exception as exc:  # noqa: BLE001
+                if _aws_code(exc) != "ConditionalCheckFailedException":
+                    raise PinStoreError(_aws_code(exc)) from None
+
+    def sample_customers(self, mode: str, count: int, max_pages: int = 5) -> list[str]:
+        """Up to `count` customer ids this deployment has mapped in `mode` (a few scan pages at most)."""
+        found: list[str] = []
+        request = {"TableName": self.table, "ProjectionExpression": "customer_id", "Select": "SPECIFIC_ATTRIBUTES",
+                   "FilterExpression": "begins_with(pk, :mode) AND attribute_exists(customer_id)",
+                   "ExpressionAttributeValues": {":mode": {"S": f"{mode}#"}}}
+        try:
+            for _ in range(max_pages):
+                page = self._client.scan(**request)
+                found += [item["customer_id"]["S"] for item in page.get("Items", [])]
+                if len(found) >= count or "LastEvaluatedKey" not in page:
+                    break
+                request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        except Exception as exc:  # noqa: BLE001
+            raise PinStoreError(_aws_code(exc)) from None
+        return sorted(set(found))[:count]
 
 
 def _aws_code(exc: Exception) -> str:
@@ -176,8 +296,11 @@ def _probe(name: str, fix: str, call) -> Check:
     return Check(name, True)
 
 
+CONFIGURATION_CHECK = "portal configuration"
+
+
 def _portal_configuration(client, mode: str, configuration_id: str | None) -> Check:
-    name = "portal configuration"
+    name = CONFIGURATION_CHECK
     fix = (f"Save the customer portal settings in the Stripe Dashboard in {mode} mode "
            "(Settings > Billing > Customer portal)")
     try:
@@ -185,7 +308,7 @@ def _portal_configuration(client, mode: str, configuration_id: str | None) -> Ch
             config = client("GET", path_of("v1", "billing_portal", "configurations", configuration_id))
             if not config.get("active"):
                 return Check(name, False, f"{configuration_id} is not active", "Activate it or set another id")
-            return Check(name, True, configuration_id)
+            return Check(name, True, configuration_id, value=configuration_id)
         page = client("GET", "/v1/billing_portal/configurations", {"is_default": True, "limit": 1})
     except StripeApiError as exc:
         if exc.kind == "PermissionError":
@@ -197,7 +320,7 @@ def _portal_configuration(client, mode: str, configuration_id: str | None) -> Ch
         return Check(name, False, f"{exc.kind} (http {exc.http_status})", "Try again; check Stripe status")
     if not page.get("data"):
         return Check(name, False, f"no default portal configuration in {mode} mode", fix)
-    return Check(name, True, "default configuration")
+    return Check(name, True, "default configuration", value=page["data"][0].get("id"))
 
 
 def passed(checks: list[Check]) -> bool:

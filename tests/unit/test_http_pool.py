@@ -1,0 +1,97 @@
+"""The connection pool's bounds: a wall-clock deadline per call (however slowly bytes come), the invocation's
+budget, a size limit, and keep-alive reuse that survives them."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import pytest
+from portal_gateway.http_pool import ConnectionPool, HttpFailure, remaining_budget, request_budget
+
+
+class SlowServer:
+    """Answers every request with `body`, `gap` seconds between bytes (after the headers)."""
+
+    def __init__(self, body: bytes, gap: float = 0.0):
+        self.body, self.gap = body, gap
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}/"
+        self.connections = 0
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
+
+    def _answer(self, conn):
+        try:
+            while conn.recv(65536):
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(self.body))
+                for index in range(len(self.body)):
+                    conn.sendall(self.body[index:index + 1])
+                    if self.gap:
+                        time.sleep(self.gap)
+        except OSError:
+            pass
+        finally:
+            conn.close()
+
+    def close(self):
+        self.listener.close()
+
+
+def get(pool, url, **kwargs):
+    options = {"connect_timeout": 1.0, "read_timeout": 1.0, **kwargs}
+    return pool.request("GET", url, body=None, headers={}, **options)
+
+
+def test_a_trickling_answer_ends_at_the_call_deadline_not_per_read():
+    server = SlowServer(b"x" * 100, gap=0.2)  # each byte well within a 1 s read timeout; all of it: 20 s
+    try:
+        started = time.monotonic()
+        with pytest.raises(HttpFailure) as failed:
+            get(ConnectionPool(), server.url, connect_timeout=0.5, read_timeout=1.0)
+        assert failed.value.kind == "ReadTimeoutError"
+        assert time.monotonic() - started < 2.0
+    finally:
+        server.close()
+
+
+def test_the_invocation_budget_caps_every_call_and_ends_with_its_block():
+    server = SlowServer(b"x" * 100, gap=0.05)  # 5 s in all
+    try:
+        started = time.monotonic()
+        with request_budget(0.6):
+            assert 0 < remaining_budget() <= 0.6
+            with pytest.raises(HttpFailure):
+                get(ConnectionPool(), server.url, connect_timeout=2.0, read_timeout=10.0)
+            assert time.monotonic() - started < 1.2
+            time.sleep(0.1)
+            with pytest.raises(HttpFailure):  # nothing left: not even tried
+                get(ConnectionPool(), server.url)
+        assert remaining_budget() is None
+    finally:
+        server.close()
+
+
+def test_an_answer_over_the_size_limit_is_refused_and_its_connection_not_reused():
+    server = SlowServer(b"y" * 5000)
+    try:
+        pool = ConnectionPool()
+        with pytest.raises(HttpFailure) as failed:
+            get(pool, server.url, max_bytes=1000)
+        assert failed.value.kind == "ResponseTooLarge"
+        assert pool.idle_count() == 0
+        assert get(pool, server.url).data == b"y" * 5000
+        assert pool.idle_count() == 1  # a whole answer leaves its connection for the next call
+        assert get(pool, server.url).status == 200
+        assert server.connections == 2
+    finally:
+        server.close()
