@@ -222,6 +222,8 @@ def test_alarms_cover_5xx_rate_stripe_errors_function_errors_and_throttles(templ
     watched = {(a["Properties"].get("Namespace"), a["Properties"].get("MetricName")) for a in alarms.values()}
     assert ("StripePortalGateway", "StripeErrors") in watched
     assert ("StripePortalGateway", "StripeAccountMismatch") in watched
+    assert ("StripePortalGateway", "StripeSecretUnusable") in watched  # serving on the last good key
+    assert ("StripePortalGateway", "PortalConfigurationInvalid") in watched
     assert ("AWS/Lambda", "Errors") in watched and ("AWS/Lambda", "Throttles") in watched
     rate = alarms["Api5xxRateAlarm"]["Properties"]["Metrics"]
     assert {m["MetricStat"]["Metric"]["MetricName"] for m in rate if "MetricStat" in m} == {"5xx", "Count"}

@@ -12,7 +12,13 @@ from .aws import CognitoUserDirectory, CustomerMappingStore, Profile, SecretsMan
 from .billing import StripeBilling
 from .config import Settings
 from .customers import CustomerResolver
-from .errors import CustomerMissing, StripeAccountMismatch, StripeKeyPermissions, StripeUnavailable
+from .errors import (
+    CustomerMissing,
+    PortalConfigurationInvalid,
+    StripeAccountMismatch,
+    StripeKeyPermissions,
+    StripeUnavailable,
+)
 from .portal import SUBSCRIPTION_FLOWS, ReturnUrlPolicy, choose_flow, choose_locale, flow_data
 from .stripe_key import StripeKeyProvider
 from .users import UserLookups
@@ -136,13 +142,17 @@ class PortalService:
             else:
                 logger.info("Deep link needs exactly one active subscription; opening the portal home",
                             extra={"flow": flow, "active_subscriptions": len(subscriptions)})
-        return self.billing.create_portal_session(
-            customer_id=customer_id,
-            return_url=return_url,
-            locale=locale,
-            configuration=self.settings.portal_configuration_id,
-            flow_data=flow_data(flow, return_url=return_url, subscription_id=subscription_id),
-        )
+        try:
+            return self.billing.create_portal_session(
+                customer_id=customer_id,
+                return_url=return_url,
+                locale=locale,
+                configuration=self.settings.portal_configuration_id,
+                flow_data=flow_data(flow, return_url=return_url, subscription_id=subscription_id),
+            )
+        except PortalConfigurationInvalid:
+            self._count("PortalConfigurationInvalid")  # alarmed: every user is refused until the operator acts
+            raise
 
 
 def _kept_last_good_key(problem: Exception, count: Callable[..., None]) -> None:
