@@ -111,7 +111,9 @@ def after_restore() -> None:
 
 @app.get("/health")
 def health():
-    return responses.health()
+    # Says when a deploy step is still to do (the Stripe key not put in yet), naming the step, never a value;
+    # the key read is the one the first portal request needs anyway, cached for STRIPE_KEY_TTL_SECONDS.
+    return responses.health(portal_service().setup_missing())
 
 
 @app.get("/portal")
@@ -129,7 +131,8 @@ def _start_sign_in(login, query: dict[str, str]):
     """A plain link: no token yet, so send the browser to the Hosted UI and come back to /portal/callback."""
     options = _options(query)
     portal_service().check_options(options)  # a bad return_to is refused now, not after signing in
-    authorize_url, cookie_value = login.start(return_to=options.return_to, flow=options.flow, locale=options.locale)
+    authorize_url, cookie_value = login.start(return_to=options.return_to, flow=options.flow, locale=options.locale,
+                                              api_domain=_api_domain())
     return responses.redirect(authorize_url, 302, cookies=[responses.login_cookie(cookie_value)])
 
 
@@ -142,7 +145,7 @@ def portal_callback():
         return not_found(None)
     try:
         id_token, pending = login.finish(app.current_event.query_string_parameters or {},
-                                         _cookie(COOKIE_NAME))
+                                         _cookie(COOKIE_NAME), api_domain=_api_domain())
         options = _options({"return_to": pending.return_to, "locale": pending.locale, "flow": pending.flow})
         url = portal_service().open_portal(id_token, options, nonce=pending.nonce)
         response = responses.redirect(url, 302)
@@ -151,6 +154,11 @@ def portal_callback():
         response = responses.error(err, wants_html=True, back_url=SETTINGS.return_url)
     response.cookies.append(responses.clear_login_cookie())  # one use, success or not
     return response
+
+
+def _api_domain() -> str | None:
+    """The domain API Gateway was called on: the callback URL's host when CALLBACK_URL is not set."""
+    return app.current_event.request_context.domain_name
 
 
 def _cookie(name: str) -> str | None:

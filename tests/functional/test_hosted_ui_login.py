@@ -186,3 +186,32 @@ def test_login_cookie_key_must_be_in_secrets_manager(oauth_gateway, stack):
     reply = oauth_gateway(OAUTH_SECRET_ID=weak).call("GET", "/portal", headers={"accept": "text/html"})
     assert reply.status == 503 and "login_unavailable" in reply.body
     assert re.search(r"cookie_key", reply.body) is None
+
+
+def test_without_callback_url_the_callback_is_the_apis_own_address(oauth_gateway, user, hosted_ui,
+                                                                  stripe_standin):
+    """The README's first deploy leaves CallbackUrl empty: the function must start, and sign-in must use the
+    domain API Gateway was called on (requestContext.domainName) + /portal/callback, at both ends."""
+    sub, _ = user()
+    gw = oauth_gateway(CALLBACK_URL="")
+    host = urllib.parse.urlsplit(CALLBACK).hostname
+    start = gw.call("GET", "/portal", headers={"accept": "text/html", "host": host})
+    assert start.status == 302
+    params = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(start.location).query))
+    assert params["redirect_uri"] == CALLBACK
+    code = sign_in(start.location, "ada")
+    landed = gw.call("GET", "/portal/callback", query=code,
+                     headers={"accept": "text/html", "cookie": cookie_header(start), "host": host})
+    assert landed.status == 302, landed.body
+    session = stripe_standin.account.sessions[landed.location.rsplit("/", 1)[-1]]
+    assert stripe_standin.account.customers[session["customer"]]["metadata"]["cognito_sub"] == sub
+
+
+def test_a_derived_callback_on_an_unregistered_domain_is_refused_by_the_hosted_ui(oauth_gateway, user, hosted_ui):
+    user()
+    gw = oauth_gateway(CALLBACK_URL="")
+    start = gw.call("GET", "/portal", headers={"accept": "text/html", "host": "other.example.org"})
+    assert start.status == 302
+    assert "redirect_uri=https%3A%2F%2Fother.example.org%2Fportal%2Fcallback" in start.location
+    status, location, _, _ = hosted_ui_client.fetch(start.location)
+    assert status == 400 and location == ""  # Cognito (and its stand-in) send no code to an unregistered callback

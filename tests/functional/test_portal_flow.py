@@ -19,10 +19,27 @@ def session_customer(stripe_standin, url):
     return stripe_standin.account.sessions[session_id]["customer"]
 
 
-def test_health_touches_no_secret_and_no_stripe(gateway, stripe_standin, moto_server):
-    reply = gateway().call("GET", "/health")
-    assert reply.status == 200 and reply.json == {"status": "ok"}
+def test_health_touches_no_stripe_and_reads_the_secret_once_per_ttl(gateway, stripe_standin, moto_server):
+    gw = gateway()
+    for _ in range(3):
+        reply = gw.call("GET", "/health")
+        assert reply.status == 200 and reply.json == {"status": "ok"}
     assert stripe_standin.requests == []
+    assert gw.module.portal_service().billing._keys.reads == 1
+
+
+@pytest.mark.parametrize("value", ['{"api_key":"REPLACE_WITH_STRIPE_KEY"}', ""])
+def test_health_of_a_stack_whose_key_is_not_in_yet_says_which_step_is_missing(gateway, stack, value):
+    """A first deploy creates the secret with a placeholder: /health says so, by name, and nothing else."""
+    if value:
+        stack.put_stripe_key(value)
+    else:
+        stack.moto.client("secretsmanager").delete_secret(SecretId=stack.secret_id, ForceDeleteWithoutRecovery=True)
+    reply = gateway().call("GET", "/health")
+    assert reply.status == 503
+    assert reply.json["status"] == "setup_incomplete" and reply.json["missing"] == ["stripe_key"]
+    assert "rotate-key" in reply.json["fix"][0]
+    assert "REPLACE" not in reply.body and stack.secret_id not in reply.body
 
 
 def test_first_visit_creates_customer_maps_it_and_redirects(gateway, user, stripe_standin, stack):

@@ -117,10 +117,23 @@ def test_iam_is_least_privilege(template):
         {"Fn::If": ["CreateStripeSecret", {"Ref": "StripeApiKeySecret"}, {"Ref": "ExistingStripeSecretArn"}]},
         {"Fn::If": ["UseHostedUi", {"Ref": "OAuthSecret"}, {"Ref": "AWS::NoValue"}]}]
     assert sorted(by_sid["CustomerMapping"]["Action"]) == ["dynamodb:GetItem", "dynamodb:PutItem"]
-    assert by_sid["CustomerMapping"]["Resource"] == {"Fn::GetAtt": ["CustomersTable", "Arn"]}
+    assert by_sid["CustomerMapping"]["Resource"] == TABLE_ARN
     for statement in statements:
         assert statement["Effect"] == "Allow"
         assert "*" not in json.dumps(statement["Action"]) and "*" not in json.dumps(statement["Resource"])
+
+
+# The stack's own table, or one kept from an earlier stack (ExistingCustomersTableName): every reference alike.
+TABLE_NAME = {"Fn::If": ["CreateCustomersTable", {"Ref": "CustomersTable"}, {"Ref": "ExistingCustomersTableName"}]}
+TABLE_ARN = {"Fn::If": ["CreateCustomersTable", {"Fn::GetAtt": ["CustomersTable", "Arn"]}, {"Fn::Sub": (
+    "arn:${AWS::Partition}:dynamodb:${AWS::Region}:${AWS::AccountId}:table/${ExistingCustomersTableName}")}]}
+
+
+def test_every_reference_to_the_table_follows_the_existing_table_parameter(template):
+    text = json.dumps(template["Resources"]) + json.dumps(template["Outputs"])
+    assert text.count('{"Ref": "CustomersTable"}') == text.count(json.dumps(TABLE_NAME))
+    assert text.count('{"Fn::GetAtt": ["CustomersTable", "Arn"]}') == text.count(json.dumps(TABLE_ARN))
+    assert template["Resources"]["CustomersTable"]["Condition"] == "CreateCustomersTable"
 
 
 def test_table_is_on_demand_encrypted_and_retained(template):
@@ -191,12 +204,12 @@ def test_rotation_function_may_only_rotate_the_one_secret(template):
     assert rotate["Resource"] == secret
     pin = statements["StripeAccountPin"]
     assert sorted(pin["Action"]) == ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"]
-    assert pin["Resource"] == {"Fn::GetAtt": ["CustomersTable", "Arn"]}
+    assert pin["Resource"] == TABLE_ARN
     assert pin["Condition"] == {"ForAllValues:StringEquals": {
         "dynamodb:LeadingKeys": [{"Fn::Sub": "${StripeMode}#stripe-account"}]}}  # the pin item, no mapping
     assert statements["SampleMappedCustomers"] == SAMPLE_MAPPED_CUSTOMERS
     assert fn["Environment"]["Variables"]["STRIPE_MODE"] == {"Ref": "StripeMode"}
-    assert fn["Environment"]["Variables"]["CUSTOMERS_TABLE"] == {"Ref": "CustomersTable"}
+    assert fn["Environment"]["Variables"]["CUSTOMERS_TABLE"] == TABLE_NAME
     permission = template["Resources"]["RotationFunctionPermission"]["Properties"]
     assert permission["Principal"] == "secretsmanager.amazonaws.com"
     assert permission["SourceAccount"] == {"Ref": "AWS::AccountId"}
@@ -270,6 +283,8 @@ PARAMETER_SAMPLES = {
     "ExistingStripeSecretArn": (["", "arn:aws:secretsmanager:eu-west-1:123456789012:secret:stripe-AbCdEf"],
                                 ["stripe-key", "arn:aws:s3:::bucket"]),
     "PortalConfigurationId": (["", "bpc_1AbC"], ["bpc_", "cus_123"]),
+    "ExistingCustomersTableName": (["", "stripe-portal-gateway-dev-CustomersTable-1A2B3C4D5E6F"],
+                                   ["ab", "table name", "arn:aws:dynamodb:eu-west-1:123456789012:table/t"]),
     "AlarmTopicArn": (["", "arn:aws:sns:eu-west-1:123456789012:alarms"], ["alarms"]),
 }
 
@@ -332,7 +347,7 @@ def test_pre_traffic_hook_checks_the_new_version_with_least_privilege(template):
 # Scan, but only customer ids come back (and pk, which the filter reads): how a restricted key's account is proven.
 SAMPLE_MAPPED_CUSTOMERS = {
     "Sid": "SampleMappedCustomers", "Effect": "Allow", "Action": "dynamodb:Scan",
-    "Resource": {"Fn::GetAtt": ["CustomersTable", "Arn"]},
+    "Resource": TABLE_ARN,
     "Condition": {"ForAllValues:StringEquals": {"dynamodb:Attributes": ["pk", "customer_id"]},
                   "StringEquals": {"dynamodb:Select": "SPECIFIC_ATTRIBUTES"}},
 }

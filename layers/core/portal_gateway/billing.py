@@ -18,11 +18,12 @@ from .errors import (
     PortalNotConfigured,
     StripeKeyPermissions,
     StripeKeyRejected,
+    StripeKeyUnavailable,
     StripeTimeout,
     StripeUnavailable,
 )
 from .stripe_http import StripeApiError, StripeHttp, StripeResult, path_of
-from .stripe_key import StripeKeyProvider
+from .stripe_key import SecretUnreadable, StripeKeyProvider
 
 logger = logging.getLogger(__name__)
 ACTIVE_SUBSCRIPTION_STATUSES = frozenset({"active", "trialing", "past_due", "unpaid"})
@@ -103,6 +104,17 @@ class StripeBilling:
 
     def forget_key(self) -> None:
         self._keys.forget()
+
+    def key_missing(self) -> bool:
+        """True when the secret holds no key this service could use (still the placeholder the stack created,
+        empty, malformed, another mode) and none is in memory. Secrets Manager being unreachable is not that."""
+        try:
+            self._keys.current()
+        except SecretUnreadable:
+            return False
+        except StripeKeyUnavailable:
+            return True
+        return False
 
     def prefetch_key(self) -> None:
         """Start reading the Stripe key in the background if none is in memory yet (a cold start)."""

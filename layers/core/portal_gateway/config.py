@@ -112,10 +112,14 @@ class Settings:
             oauth_client_id = env.get("OAUTH_CLIENT_ID", "").strip() or client_ids[0]
             if oauth_client_id not in client_ids:
                 raise ConfigError("OAUTH_CLIENT_ID must be one of COGNITO_CLIENT_IDS")
-            callback_url = _required(env, "CALLBACK_URL")
-            _check_url("CALLBACK_URL", callback_url, prefix_ok=False)
-            if not urlsplit(callback_url).path.endswith("/portal/callback"):
-                raise ConfigError("CALLBACK_URL must be this API's /portal/callback URL")
+            # Optional: without it the callback is this API's own address (the domain API Gateway was called
+            # on) + /portal/callback, so a first deploy needs no value it cannot know yet. Set it only when
+            # the API is reached through a path-mapped custom domain.
+            callback_url = env.get("CALLBACK_URL", "").strip() or None
+            if callback_url:
+                _check_url("CALLBACK_URL", callback_url, prefix_ok=False)
+                if not urlsplit(callback_url).path.endswith("/portal/callback"):
+                    raise ConfigError("CALLBACK_URL must be this API's /portal/callback URL")
             oauth_secret_id = _required(env, "OAUTH_SECRET_ID")
         return cls(
             allowed_origins=tuple(o.rstrip("/") for o in origins),

@@ -37,6 +37,9 @@ SCOPE = "openid email"
 _AAD = b"stripe-portal-gateway login cookie v1"
 _CODE = re.compile(r"^[A-Za-z0-9._~-]{1,512}$")
 _STATE = re.compile(r"^[A-Za-z0-9_-]{16,128}$")
+# A host name as API Gateway reports the domain it was called on (requestContext.domainName): no port, no path.
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_DOMAIN = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(?:\.{_LABEL})+$")
 
 
 class LoginFailed(GatewayError):
@@ -109,7 +112,7 @@ class CookieSealer:
 
 
 class HostedUiLogin:
-    def __init__(self, *, domain: str, client_id: str, callback_url: str, read_secret: Callable[[], str],
+    def __init__(self, *, domain: str, client_id: str, callback_url: str | None, read_secret: Callable[[], str],
                  timeout: float = 5.0, clock: Callable[[], float] = time.time,
                  opener: Callable[..., object] = urllib.request.urlopen):
         self.domain = domain
@@ -143,8 +146,20 @@ class HostedUiLogin:
             self._loaded_at = self._clock()
         return self._sealer, self._client_secret
 
-    def start(self, *, return_to: str | None, flow: str | None, locale: str | None) -> tuple[str, str]:
+    def redirect_uri(self, api_domain: str | None) -> str:
+        """The configured callback URL, else this API's own: https://<the domain it was called on>/portal/callback
+        (Cognito accepts only callback URLs registered on the app client, so no other domain can be made to
+        receive a code)."""
+        if self.callback_url:
+            return self.callback_url
+        if not api_domain or not _DOMAIN.match(api_domain):
+            raise LoginFailed(log_detail="no CALLBACK_URL and no API domain in the request to derive it from")
+        return f"https://{api_domain.lower()}/portal/callback"
+
+    def start(self, *, return_to: str | None, flow: str | None, locale: str | None,
+              api_domain: str | None = None) -> tuple[str, str]:
         """Returns (authorize URL, sealed cookie value)."""
+        redirect_uri = self.redirect_uri(api_domain)
         sealer, _ = self._secrets()
         login = PendingLogin(state=secrets.token_urlsafe(32), nonce=secrets.token_urlsafe(32),
                              verifier=secrets.token_urlsafe(64), issued_at=int(self._clock()),
@@ -152,7 +167,7 @@ class HostedUiLogin:
         query = urllib.parse.urlencode({
             "response_type": "code",
             "client_id": self.client_id,
-            "redirect_uri": self.callback_url,
+            "redirect_uri": redirect_uri,
             "scope": SCOPE,
             "state": login.state,
             "nonce": login.nonce,
@@ -161,7 +176,8 @@ class HostedUiLogin:
         })
         return f"{self.domain}/oauth2/authorize?{query}", sealer.seal(login)
 
-    def finish(self, query: dict[str, str], cookie_value: str | None) -> tuple[str, PendingLogin]:
+    def finish(self, query: dict[str, str], cookie_value: str | None,
+               api_domain: str | None = None) -> tuple[str, PendingLogin]:
         """Check the callback against the cookie and exchange the code. Returns (ID token, pending login)."""
         if not cookie_value:
             raise LoginSessionInvalid(log_detail="no login cookie (expired, other browser, or already used)")
@@ -177,11 +193,12 @@ class HostedUiLogin:
         code = query.get("code") or ""
         if not _CODE.match(code):
             raise LoginFailed(log_detail="callback without a valid code")
-        return self._exchange(code, login.verifier, client_secret), login
+        # The callback request came to the redirect_uri the sign-in started with: the same address, derived alike.
+        return self._exchange(code, login.verifier, client_secret, self.redirect_uri(api_domain)), login
 
-    def _exchange(self, code: str, verifier: str, client_secret: str | None) -> str:
+    def _exchange(self, code: str, verifier: str, client_secret: str | None, redirect_uri: str) -> str:
         body = urllib.parse.urlencode({"grant_type": "authorization_code", "client_id": self.client_id,
-                                       "code": code, "redirect_uri": self.callback_url,
+                                       "code": code, "redirect_uri": redirect_uri,
                                        "code_verifier": verifier}).encode()
         headers = {"Content-Type": "application/x-www-form-urlencoded", "Accept": "application/json"}
         if client_secret:

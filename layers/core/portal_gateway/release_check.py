@@ -44,6 +44,9 @@ def api_event(method: str, path: str, headers: dict[str, str]) -> dict:
         "headers": {k.lower(): v for k, v in headers.items()},
         "requestContext": {"http": {"method": method, "path": path, "protocol": "HTTP/1.1",
                                     "sourceIp": "127.0.0.1", "userAgent": "pre-traffic-check"},
+                           # The hook cannot know the API's domain (naming it would make a dependency cycle):
+                           # a reserved name (RFC 2606), where sign-in's derived callback would point.
+                           "domainName": "pre-traffic-check.invalid",
                            "requestId": str(uuid.uuid4()), "routeKey": f"{method} {path}", "stage": "$default",
                            "timeEpoch": int(time.time() * 1000)},
         "isBase64Encoded": False,

@@ -80,7 +80,16 @@ def portal_url_json(url: str) -> Response:
                     body=json.dumps({"url": url}))
 
 
-def health() -> Response:
+# What /health names when a deploy step is still to do, and where the README says how (never any value).
+SETUP_STEPS = {"stripe_key": "Put the Stripe key in: stripe-portal-admin rotate-key --stack <stack> "
+                             "(README, Deploy to AWS, step 4)"}
+
+
+def health(missing: tuple[str, ...] = ()) -> Response:
+    if missing:
+        body = {"status": "setup_incomplete", "missing": list(missing), "fix": [SETUP_STEPS[m] for m in missing]}
+        return Response(status_code=503, content_type="application/json", headers=dict(BASE_HEADERS),
+                        body=json.dumps(body))
     return Response(status_code=200, content_type="application/json", headers=dict(BASE_HEADERS),
                     body=json.dumps({"status": "ok"}))
 

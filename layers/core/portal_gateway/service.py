@@ -73,6 +73,10 @@ class PortalService:
         self.users.clear()
         POOL.clear()
 
+    def setup_missing(self) -> tuple[str, ...]:
+        """Deploy steps not done yet, by name (for /health): the Stripe key not put in."""
+        return ("stripe_key",) if self.billing.key_missing() else ()
+
     def check_options(self, options: PortalOptions) -> None:
         """Refuse bad options before anything else happens (also before a sign-in round trip)."""
         self.return_policy.choose(options.return_to)
