@@ -1,0 +1,134 @@
+"""The README's way into AWS, driven through the real SAM CLI with exactly the README's answers and no AWS
+credentials: every prompt must be one the README lists, in its order and number, and SAM must stop only where
+it has to reach AWS."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.deploy.readme_script import (
+    ROOT,
+    Answer,
+    guided_answers,
+    promised_question_count,
+    redeploy_answers,
+    shell_commands,
+)
+from tests.deploy.sam_cli import run_sam, saved_parameters, scratch_project
+
+NO_AUTH = "PortalFunction has no authentication. Is this okay?"
+AWS_BOUNDARY = "Unable to locate credentials"  # what SAM says when it first needs AWS
+
+
+@pytest.fixture(scope="module")
+def guided_deploy(tmp_path_factory):
+    """The README's first deploy of a samconfig environment, once per environment: (project, home, run)."""
+    done: dict[str, tuple] = {}
+
+    def deploy(environment: str = "dev"):
+        if environment not in done:
+            project = scratch_project(tmp_path_factory.mktemp(f"project-{environment}"))
+            home = tmp_path_factory.mktemp(f"home-{environment}")
+            run = run_sam(["deploy", "--guided", "--config-env", environment], cwd=project, home=home,
+                          script=guided_answers(), managed_bucket_stand_in=True)
+            done[environment] = (project, home, run)
+        return done[environment]
+
+    return deploy
+
+
+@pytest.fixture(scope="module")
+def first_deploy(guided_deploy):
+    return guided_deploy("dev")
+
+
+def stopped_at_aws(run, after: str) -> bool:
+    """SAM ended with one error, and that error is the first call needing AWS credentials."""
+    tail = run.output[run.output.rindex(after):]
+    errors = [index for index, line in enumerate(tail.splitlines()) if line.startswith("Error")]
+    if run.exit_code == 0 or len(errors) != 1 or "Traceback" in tail:
+        return False
+    return AWS_BOUNDARY in "\n".join(tail.splitlines()[errors[0]:])
+
+
+def test_the_readmes_answers_get_through_every_prompt_in_order(first_deploy):
+    _, _, run = first_deploy
+    assert run.unexpected == [], "prompts the README does not list"
+    expected = [answer.prompt for answer in guided_answers() for _ in range(answer.times)]
+    assert [prompt for prompt, _, _ in run.asked] == expected
+    assert len(run.asked) == promised_question_count()
+    assert sum(1 for prompt, _, _ in run.asked if prompt == NO_AUTH) == 5  # once per HttpApi route
+
+
+def test_the_guided_deploy_stops_only_where_it_must_reach_aws(first_deploy):
+    _, _, run = first_deploy
+    assert "Security Constraints Not Satisfied" not in run.output
+    assert "Looking for resources needed for deployment" in run.output
+    assert stopped_at_aws(run, "SAM configuration environment")
+
+
+def test_what_the_readme_says_to_type_is_what_gets_saved(first_deploy):
+    project, _, run = first_deploy
+    parameters, deploy = saved_parameters(project / "samconfig.toml", "dev")
+    typed = {a.prompt.removeprefix("Parameter "): a.typed for a in guided_answers()
+             if a.prompt.startswith("Parameter ")}
+    for name, value in typed.items():
+        if value:
+            assert parameters[name] == value, name
+    assert deploy["region"] == next(a.typed for a in guided_answers() if a.prompt == "AWS Region")
+    assert deploy["stack_name"] == "stripe-portal-gateway-dev"
+    assert deploy["capabilities"] == "CAPABILITY_IAM" and deploy["confirm_changeset"] is True
+
+
+def test_answering_no_to_one_unauthenticated_route_stops_the_deploy_as_the_readme_warns(tmp_path):
+    project = scratch_project(tmp_path / "project")
+    script = [Answer(a.prompt, a.typed, a.times) for a in guided_answers() if a.prompt != NO_AUTH]
+    script.append(Answer(NO_AUTH, "y", 2))
+    (tmp_path / "home").mkdir()
+    run = run_sam(["deploy", "--guided", "--config-env", "dev"], cwd=project, home=tmp_path / "home", script=script)
+    assert [p for p, _, typed in run.asked if p == NO_AUTH][2:3] == [NO_AUTH]  # the third one got Enter: N
+    assert "Security Constraints Not Satisfied!" in run.output
+
+
+@pytest.mark.parametrize("environment", ["dev", "prod", "default"])
+def test_later_deploys_of_every_samconfig_environment_ask_nothing_and_stop_only_at_aws(guided_deploy, environment):
+    project, home, first = guided_deploy(environment)
+    assert first.unexpected == [] and stopped_at_aws(first, "SAM configuration environment")
+    parameters, deploy = saved_parameters(project / "samconfig.toml", environment)
+    assert parameters["StripeMode"] == {"prod": "live"}.get(environment, "test")  # Enter kept samconfig's mode
+    run = run_sam(["deploy", "--config-env", environment], cwd=project, home=home)
+    assert run.asked == [], "a later deploy must not ask anything"
+    assert stopped_at_aws(run, run.output[:1])
+
+
+def test_teardown_then_redeploy_takes_the_kept_table_and_secret_back(first_deploy, tmp_path):
+    project, home, _ = first_deploy
+    delete = run_sam(["delete", "--config-env", "dev"], cwd=project, home=home, script=[Answer(
+        "Are you sure you want to delete the stack stripe-portal-gateway-dev in the region eu-west-1 ?", "y", 1)])
+    assert delete.unexpected == [], delete.output
+    assert stopped_at_aws(delete, delete.output[:1]), delete.output
+    kept = {a.prompt: a.typed for a in redeploy_answers()}
+    # The README: Enter keeps every saved answer; the two kept resources are typed in; the five questions about
+    # unauthenticated routes still want `y`.
+    script = [Answer(a.prompt, kept.get(a.prompt, "y" if a.prompt == NO_AUTH else ""), a.times)
+              for a in guided_answers()]
+    run = run_sam(["deploy", "--guided", "--config-env", "dev"], cwd=project, home=home, script=script,
+                  managed_bucket_stand_in=True)
+    assert run.unexpected == []
+    assert stopped_at_aws(run, "SAM configuration environment")
+    parameters, _ = saved_parameters(project / "samconfig.toml", "dev")
+    assert parameters["ExistingCustomersTableName"] == kept["Parameter ExistingCustomersTableName"]
+    assert parameters["ExistingStripeSecretArn"] == kept["Parameter ExistingStripeSecretArn"]
+    first = {a.prompt.removeprefix("Parameter "): a.typed for a in guided_answers() if a.typed}
+    assert parameters["CognitoUserPoolId"] == first["CognitoUserPoolId"]  # Enter kept the saved answer
+
+
+def test_every_command_of_the_deploy_section_is_one_the_rehearsal_runs():
+    rehearsed = {
+        ".venv-sam/bin/sam build": "make build (part of make test) runs `sam build` on this template",
+        ".venv-sam/bin/sam deploy --guided --config-env dev": "test_the_readmes_answers_get_through_every_prompt",
+        ".venv/bin/stripe-portal-admin rotate-key --stack stripe-portal-gateway-dev": "test_deploy_steps",
+        ".venv-sam/bin/sam build && .venv-sam/bin/sam deploy --config-env dev": "test_later_deploys",
+    }
+    assert shell_commands() == list(rehearsed)
+    assert "$(SAM) build --template template.yaml" in (ROOT / "Makefile").read_text()
