@@ -33,8 +33,9 @@ def invoke(event: dict) -> Invocation:
 
 
 def key_checks() -> list[Check]:
-    value = secrets.get_secret_value(SecretId=os.environ["STRIPE_SECRET_ID"]).get("SecretString") or ""
-    return check_stripe_key(value, expected_mode=STRIPE_MODE,
+    current = secrets.get_secret_value(SecretId=os.environ["STRIPE_SECRET_ID"], VersionStage="AWSCURRENT")
+    value = current.get("SecretString") or ""
+    return check_stripe_key(value, expected_mode=STRIPE_MODE, api_base=os.environ.get("STRIPE_API_BASE") or None,
                             portal_configuration_id=os.environ.get("PORTAL_CONFIGURATION_ID") or None,
                             pins=account_pins)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 
+from tests.deploy.conftest import NO_AUTH, stopped_at_aws
 from tests.deploy.readme_script import (
     ROOT,
     Answer,
@@ -15,40 +16,6 @@ from tests.deploy.readme_script import (
     shell_commands,
 )
 from tests.deploy.sam_cli import run_sam, saved_parameters, scratch_project
-
-NO_AUTH = "PortalFunction has no authentication. Is this okay?"
-AWS_BOUNDARY = "Unable to locate credentials"  # what SAM says when it first needs AWS
-
-
-@pytest.fixture(scope="module")
-def guided_deploy(tmp_path_factory):
-    """The README's first deploy of a samconfig environment, once per environment: (project, home, run)."""
-    done: dict[str, tuple] = {}
-
-    def deploy(environment: str = "dev"):
-        if environment not in done:
-            project = scratch_project(tmp_path_factory.mktemp(f"project-{environment}"))
-            home = tmp_path_factory.mktemp(f"home-{environment}")
-            run = run_sam(["deploy", "--guided", "--config-env", environment], cwd=project, home=home,
-                          script=guided_answers(), managed_bucket_stand_in=True)
-            done[environment] = (project, home, run)
-        return done[environment]
-
-    return deploy
-
-
-@pytest.fixture(scope="module")
-def first_deploy(guided_deploy):
-    return guided_deploy("dev")
-
-
-def stopped_at_aws(run, after: str) -> bool:
-    """SAM ended with one error, and that error is the first call needing AWS credentials."""
-    tail = run.output[run.output.rindex(after):]
-    errors = [index for index, line in enumerate(tail.splitlines()) if line.startswith("Error")]
-    if run.exit_code == 0 or len(errors) != 1 or "Traceback" in tail:
-        return False
-    return AWS_BOUNDARY in "\n".join(tail.splitlines()[errors[0]:])
 
 
 def test_the_readmes_answers_get_through_every_prompt_in_order(first_deploy):

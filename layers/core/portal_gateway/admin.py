@@ -118,7 +118,8 @@ def resolve_target(args: argparse.Namespace, client: Callable[[str], Any] = _bot
             portal_configuration_id=params.get("PortalConfigurationId") or None,
             rotation_function_arn=outputs.get("RotationFunctionArn"),
             cognito_domain=params.get("CognitoDomain") or None,
-            callback_url=params.get("CallbackUrl") or None,
+            # Without a CallbackUrl parameter the function derives this very address (README, Deploy step 5).
+            callback_url=params.get("CallbackUrl") or outputs.get("CallbackUrlToRegister") or None,
             oauth_client_id=params.get("OAuthClientId") or None,
             oauth_secret_id=outputs.get("OAuthSecretArn"),
             portal_url=outputs.get("PortalUrl"),
@@ -140,6 +141,35 @@ def resolve_target(args: argparse.Namespace, client: Callable[[str], Any] = _bot
         region = target.user_pool_id.split("_", 1)[0]
         target.jwks_url = f"https://cognito-idp.{region}.amazonaws.com/{target.user_pool_id}/.well-known/jwks.json"
     return target
+
+
+# Which step of the README's "Deploy to AWS" a failed check belongs to, so a fresh stack's `check` reads as a
+# to-do list in the README's order.
+README_STEPS = (
+    (1, "prepare Cognito (user pool, app client, Hosted UI domain, code grant, scopes)",
+     ("app client", "sign-in domain", "sign-in app client", "authorization code flow", "sign-in scopes",
+      "JWKS reachable")),
+    (2, "prepare Stripe (save the customer portal settings; a restricted key with the listed permissions)",
+     ("portal configuration", "permission: Customers read", "permission: Customers write",
+      "permission: Customer portal write")),
+    (3, "deploy the stack (sam deploy --guided)", ("customers table", "OAuth secret", "secret readable")),
+    (4, "put the Stripe key in: stripe-portal-admin rotate-key --stack <stack>",
+     ("key format", "key mode", "Stripe accepts the key", "Stripe reachable", "Stripe account",
+      "same Stripe account as before")),
+    (5, "register the stack output CallbackUrlToRegister on the app client", ("callback URL registered",)),
+)
+
+
+def steps_to_do(checks: list[Check]) -> list[tuple[int, str]]:
+    """The README steps the failed checks point at, once each, in the README's order."""
+    failed = {"app client" if c.name.startswith("app client ") else c.name for c in checks if not c.ok}
+    return [(number, text) for number, text, names in README_STEPS if failed.intersection(names)]
+
+
+def current_secret(client: Callable[[str], Any], secret_id: str) -> str:
+    """The AWSCURRENT value, by name (what a plain read means in AWS; moto needs it said after a rotation)."""
+    return client("secretsmanager").get_secret_value(SecretId=secret_id, VersionStage="AWSCURRENT").get(
+        "SecretString") or ""
 
 
 def print_checks(checks: list[Check], out: TextIO) -> None:
@@ -168,7 +198,7 @@ def run_check(target: Target, client: Callable[[str], Any] = _boto) -> list[Chec
                             "Pass --stack NAME, or --secret-id and --mode"))
     else:
         try:
-            value = client("secretsmanager").get_secret_value(SecretId=target.secret_id).get("SecretString")
+            value = current_secret(client, target.secret_id)
             checks.append(Check("secret readable", True))
             pins = AccountPins(target.table, client("dynamodb")) if target.table else None
             checks += check_stripe_key(value or "", expected_mode=target.mode, api_base=target.stripe_api_base,
@@ -236,8 +266,8 @@ def _check_sign_in(target: Target, client: Callable[[str], Any], aws_error: Call
         return checks + [Check("sign-in app client", False, aws_error(exc), "Fix OAuthClientId / CognitoClientIds")]
     callbacks = app_client.get("CallbackURLs") or []
     if not target.callback_url:
-        checks.append(Check("callback URL registered", False, "CallbackUrl is not set",
-                            "Deploy again with CallbackUrl = the stack output CallbackUrlToRegister"))
+        checks.append(Check("callback URL registered", False, "the callback URL is unknown without --stack",
+                            "Pass --stack NAME (its output CallbackUrlToRegister is the callback URL)"))
     else:
         checks.append(Check("callback URL registered", target.callback_url in callbacks,
                             f"{len(callbacks)} callback URL(s) on the app client",
@@ -255,7 +285,7 @@ def _check_sign_in(target: Target, client: Callable[[str], Any], aws_error: Call
                             "Deploy the stack with CognitoDomain set (it creates the secret)"))
         return checks
     try:
-        value = json.loads(client("secretsmanager").get_secret_value(SecretId=target.oauth_secret_id)["SecretString"])
+        value = json.loads(current_secret(client, target.oauth_secret_id))
         cookie_ok = isinstance(value.get("cookie_key"), str) and len(value["cookie_key"]) >= 32
         needs_secret = bool(app_client.get("ClientSecret"))
         secret_ok = not needs_secret or bool(value.get("client_secret"))
@@ -464,6 +494,10 @@ def _run(args: argparse.Namespace, stdin: TextIO, out: TextIO, client: Callable[
         print_checks(checks, out)
         ok = passed(checks)
         print("All checks passed." if ok else "Some checks failed.", file=out)
+        if not ok:
+            print("Still to do (README, Deploy to AWS):", file=out)
+            for number, text in steps_to_do(checks):
+                print(f"  step {number}: {text}", file=out)
         return EXIT_OK if ok else EXIT_FAILED
     if args.command == "rotate-key":
         new_key = read_new_key(stdin).strip()
@@ -518,7 +552,7 @@ def _stripe_caller(target: Target, client: Callable[[str], Any]):
     if not target.secret_id:
         return None
     try:
-        key = parse_stripe_key(client("secretsmanager").get_secret_value(SecretId=target.secret_id)["SecretString"])
+        key = parse_stripe_key(current_secret(client, target.secret_id))
     except StripeKeyUnavailable:
         return None
     return StripeHttp(api_base=target.stripe_api_base, timeout_seconds=10).with_key(key)

@@ -39,7 +39,9 @@ class SecretsManagerReader:
 
     def __call__(self, secret_id: str) -> str:
         try:
-            response = self._client.call("GetSecretValue", {"SecretId": secret_id})
+            # AWSCURRENT named, not implied: the same answer from AWS, and moto too answers it right after a
+            # rotation moved the stage (its plain read may still return the previous value).
+            response = self._client.call("GetSecretValue", {"SecretId": secret_id, "VersionStage": "AWSCURRENT"})
         except AwsUnreachable as exc:
             raise self._transient(log_detail=f"Secrets Manager unreachable: {exc.code}") from None
         except AwsError as exc:

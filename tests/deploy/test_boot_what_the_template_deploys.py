@@ -1,0 +1,470 @@
+"""Boot what the template would deploy, in the README's order, for every documented parameter set.
+
+For each set: the parameters SAM saved after the README's guided deploy (every samconfig environment) and the
+documented variants (SnapStart on, no plain links, a redeploy onto the kept table and secret); SAM's own
+translator expands the template; CloudFormation's part (parameter checks, Rules, Conditions, intrinsics) is
+done by tests/deploy/cloudformation.py; the resources the functions touch are created in moto from the
+translated template's own properties; and every function (portal, rotation, pre-traffic) is started cold with
+exactly the environment CloudFormation would give it and invoked for real. What differs from AWS is listed in
+NETWORK (where the network goes) and REPLACED (ids that must name things that exist in moto); nothing else.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import logging
+import os
+import re
+import secrets
+import string
+import uuid
+from contextlib import contextmanager, redirect_stdout
+from dataclasses import dataclass, field
+
+import boto3
+import pytest
+
+from devstack.http_api import build_event, load_handler_module, new_context
+from devstack.stripe_standin import StripeStandin, fake_key
+from tests.deploy.cloudformation import ACCOUNT, Stack
+from tests.deploy.conftest import translate
+from tests.deploy.readme_script import ROOT, redeploy_answers
+from tests.deploy.sam_cli import saved_parameters
+
+PASSWORD = "Correct-Horse-9"
+FUNCTIONS = {"PortalFunction": "portal", "RotationFunction": "rotation", "PreTrafficHookFunction": "pre_traffic"}
+# What the rehearsal changes in a function's environment, and why: where the network goes (no AWS, no Stripe,
+# no Cognito here). Everything else is exactly what the template gives.
+NETWORK = ("AWS_ENDPOINT_URL", "STRIPE_API_BASE", "COGNITO_JWKS_URL")
+# Parameters whose README example values must name something that exists: moto's user pool and app client.
+REPLACED = ("CognitoUserPoolId", "CognitoClientIds", "ExistingStripeSecretArn")
+
+
+@dataclass
+class Deployment:
+    """One parameter set, deployed into moto as CloudFormation would leave it."""
+
+    name: str
+    stack_name: str
+    region: str
+    parameters: dict[str, str]
+    template: dict = field(default_factory=dict)
+    stack: Stack | None = None
+    environments: dict[str, dict[str, str]] = field(default_factory=dict)
+    api_domain: str = ""
+    stripe_base: str = ""
+    kept_customer: str | None = None  # a redeploy: the customer Ada had before the stack was deleted
+
+
+def parameter_sets(guided_deploy) -> list[Deployment]:
+    sets = []
+    for environment in ("dev", "prod", "default"):
+        project, _, run = guided_deploy(environment)
+        parameters, deploy = saved_parameters(project / "samconfig.toml", environment)
+        sets.append(Deployment(f"{environment}: README's first deploy", deploy["stack_name"], deploy["region"],
+                               parameters))
+    dev = sets[0]
+    sets.append(Deployment("dev: SnapStart on", dev.stack_name, dev.region, {**dev.parameters,
+                                                                            "EnableSnapStart": "true"}))
+    sets.append(Deployment("dev: tokens only, no plain links", dev.stack_name, dev.region,
+                           {**dev.parameters, "CognitoDomain": ""}))
+    kept = {a.prompt.removeprefix("Parameter "): a.typed for a in redeploy_answers()}
+    sets.append(Deployment("dev: redeploy onto the kept table and secret", dev.stack_name, dev.region,
+                           {**dev.parameters, **kept}))
+    return sets
+
+
+@pytest.fixture(scope="module")
+def deployments(guided_deploy):
+    sets = parameter_sets(guided_deploy)
+    region = sets[0].region
+    translated = translate([s.parameters for s in sets], region)
+    for deployment, template in zip(sets, translated, strict=True):
+        deployment.template = template
+    return sets
+
+
+@pytest.fixture
+def aws(moto_server):
+    moto_server.reset()
+    return moto_server
+
+
+def client(moto, service: str, region: str):
+    return boto3.client(service, region_name=region, endpoint_url=moto.endpoint, aws_access_key_id="testing",
+                        aws_secret_access_key="testing")
+
+
+def generated_secret(spec: dict) -> str:
+    """A value as CloudFormation's GenerateSecretString makes it (template, key, length, no punctuation)."""
+    alphabet = string.ascii_letters + string.digits if spec.get("ExcludePunctuation") else string.printable[:94]
+    value = json.loads(spec["SecretStringTemplate"])
+    value[spec["GenerateStringKey"]] = "".join(secrets.choice(alphabet) for _ in range(spec["PasswordLength"]))
+    return json.dumps(value)
+
+
+def deploy(deployment: Deployment, moto, standin: StripeStandin) -> Deployment:
+    """README step 1 in moto (a pool, an app client, a user, a Hosted UI domain for plain links); what an earlier
+    stack kept, for a redeploy; then what CloudFormation would create that the functions touch, from the
+    translated template's own properties, and fabricated ids for what the functions only name."""
+    region, name = deployment.region, deployment.stack_name
+    cognito = client(moto, "cognito-idp", region)
+    pool = cognito.create_user_pool(PoolName=f"{name}-users", AutoVerifiedAttributes=["email"])["UserPool"]["Id"]
+    app_client = cognito.create_user_pool_client(
+        UserPoolId=pool, ClientName="site", ExplicitAuthFlows=["ALLOW_USER_PASSWORD_AUTH", "ALLOW_REFRESH_TOKEN_AUTH"],
+        AllowedOAuthFlows=["code"], AllowedOAuthScopes=["openid", "email"],
+        AllowedOAuthFlowsUserPoolClient=True, CallbackURLs=["https://placeholder.example/portal/callback"],
+    )["UserPoolClient"]["ClientId"]
+    domain = deployment.parameters.get("CognitoDomain", "")
+    if domain:  # README step 1 for plain links: a Hosted UI domain on the pool
+        cognito.create_user_pool_domain(Domain=domain.split("//")[-1].split(".")[0], UserPoolId=pool)
+    cognito.admin_create_user(UserPoolId=pool, Username="ada", MessageAction="SUPPRESS",
+                              UserAttributes=[{"Name": "email", "Value": "ada@example.com"},
+                                              {"Name": "email_verified", "Value": "true"}])
+    cognito.admin_set_user_password(UserPoolId=pool, Username="ada", Password=PASSWORD, Permanent=True)
+    parameters = {**deployment.parameters, "CognitoUserPoolId": pool, "CognitoClientIds": app_client}
+    if parameters.get("ExistingCustomersTableName"):
+        parameters["ExistingStripeSecretArn"] = keep_earlier_stack(deployment, moto, standin, pool, parameters)
+    template = deployment.template
+    resources = template["Resources"]
+    api_id = "a1b2c3d4e5"
+    version = next(k for k, r in resources.items() if r["Type"] == "AWS::Lambda::Version")
+    physical = {"HttpApi": api_id, "CodeDeployServiceRole": f"{name}-CodeDeployServiceRole",
+                "ServerlessDeploymentApplication": f"{name}-ServerlessDeploymentApplication",
+                version: f"arn:aws:lambda:{region}:{ACCOUNT}:function:{name}-PortalFunction-R3h34rs4l:1"}
+    for logical_id in FUNCTIONS:
+        physical[logical_id] = f"{name}-{logical_id}-R3h34rs4l"
+    attributes = {(logical_id, "Arn"): f"arn:aws:lambda:{region}:{ACCOUNT}:function:{physical[logical_id]}"
+                  for logical_id in FUNCTIONS}
+    stack = Stack(template, parameters, stack_name=name, region=region, physical_ids=physical,
+                  attributes=attributes)
+    assert stack.rule_failures() == [], "the template's Rules refuse the README's answers"
+
+    dynamodb, secretsmanager = client(moto, "dynamodb", region), client(moto, "secretsmanager", region)
+    if stack.exists("CustomersTable"):
+        table_name = f"{name}-CustomersTable-R3H34RS4L"
+        properties = stack.resolve(resources["CustomersTable"]["Properties"])
+        dynamodb.create_table(TableName=table_name, KeySchema=properties["KeySchema"],
+                              AttributeDefinitions=properties["AttributeDefinitions"],
+                              BillingMode=properties["BillingMode"])
+        ttl = properties.get("TimeToLiveSpecification")
+        if ttl:
+            dynamodb.update_time_to_live(TableName=table_name, TimeToLiveSpecification=ttl)
+        stack.physical_ids["CustomersTable"] = table_name
+        stack.attributes[("CustomersTable", "Arn")] = f"arn:aws:dynamodb:{region}:{ACCOUNT}:table/{table_name}"
+    for logical_id in ("StripeApiKeySecret", "OAuthSecret"):
+        if stack.exists(logical_id):
+            properties = stack.resolve(resources[logical_id]["Properties"])
+            value = properties.get("SecretString") or generated_secret(properties["GenerateSecretString"])
+            stack.physical_ids[logical_id] = secretsmanager.create_secret(
+                Name=properties["Name"], SecretString=value)["ARN"]
+    deployment.stack = stack
+    deployment.api_domain = f"{api_id}.execute-api.{region}.amazonaws.com"
+    for logical_id in FUNCTIONS:
+        deployment.environments[logical_id] = stack.function_environment(logical_id)
+    # What `describe-stacks` would answer (the admin command reads it with --stack).
+    register_stack_record(deployment, moto)
+    return deployment
+
+
+def keep_earlier_stack(deployment: Deployment, moto, standin: StripeStandin, pool: str, parameters: dict) -> str:
+    """What the deleted stack kept: its table, with Ada's mapping and the account pin, and its secret, with the
+    key in it. Returns the kept secret's ARN (moto makes its own: the README's example ARN cannot exist)."""
+    region, mode = deployment.region, parameters.get("StripeMode", "test")
+    cognito = client(moto, "cognito-idp", region)
+    ada = next(a["Value"] for a in cognito.admin_get_user(UserPoolId=pool, Username="ada")["UserAttributes"]
+               if a["Name"] == "sub")
+    customer = standin.add_customer(email="ada@example.com", subscription_status="active",
+                                    metadata={"cognito_sub": ada, "cognito_user_pool": pool})
+    dynamodb = client(moto, "dynamodb", region)
+    from devstack.aws_standin import table_definition
+
+    table = parameters["ExistingCustomersTableName"]
+    dynamodb.create_table(TableName=table, **table_definition())
+    dynamodb.put_item(TableName=table, Item={"pk": {"S": f"{mode}#{pool}#{ada}"}, "customer_id": {"S": customer}})
+    dynamodb.put_item(TableName=table, Item={"pk": {"S": f"{mode}#stripe-account"},
+                                             "account_id": {"S": standin.account.id}})
+    kept_name = parameters["ExistingStripeSecretArn"].split(":secret:", 1)[1].rsplit("-", 1)[0]
+    key = standin.add_key(fake_key("rk", mode), frozenset({"customers_write", "portal_write"}))
+    deployment.kept_customer = customer
+    return client(moto, "secretsmanager", region).create_secret(
+        Name=kept_name, SecretString=json.dumps({"api_key": key}))["ARN"]
+
+
+def register_stack_record(deployment: Deployment, moto) -> None:
+    stack = deployment.stack
+    outputs = {name: stack.output(name) for name in stack.template["Outputs"]}
+    body = {"Parameters": {name: {"Type": "String"} for name in stack.parameters},
+            "Resources": {"Record": {"Type": "AWS::CloudFormation::WaitConditionHandle"}},
+            "Outputs": {name: {"Value": value} for name, value in outputs.items() if value is not None}}
+    client(moto, "cloudformation", deployment.region).create_stack(
+        StackName=deployment.stack_name, TemplateBody=json.dumps(body),
+        Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in stack.parameters.items()])
+
+
+def lambda_environment(deployment: Deployment, logical_id: str, *, moto, stripe_base: str) -> dict[str, str]:
+    """What Lambda sets, the template's variables, and the NETWORK redirections."""
+    region = deployment.region
+    pool = deployment.stack.parameters["CognitoUserPoolId"]
+    env = {
+        "AWS_REGION": region, "AWS_DEFAULT_REGION": region, "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing", "AWS_SESSION_TOKEN": "testing",
+        "AWS_LAMBDA_FUNCTION_NAME": deployment.stack.physical_ids[logical_id],
+        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "512",
+        "AWS_LAMBDA_INITIALIZATION_TYPE": "snap-start" if deployment.parameters.get("EnableSnapStart") == "true"
+        and logical_id == "PortalFunction" else "on-demand",
+        **deployment.environments[logical_id],
+    }
+    assert not set(NETWORK) & set(deployment.environments[logical_id]) - {"COGNITO_JWKS_URL"}
+    assert deployment.environments[logical_id].get("COGNITO_JWKS_URL", "") == ""  # the README leaves it empty
+    env.update(AWS_ENDPOINT_URL=moto.endpoint, STRIPE_API_BASE=stripe_base)
+    if logical_id == "PortalFunction":
+        env["COGNITO_JWKS_URL"] = f"{moto.endpoint}/{pool}/.well-known/jwks.json"
+    return env
+
+
+class ColdStart:
+    """Start a function's handler module with exactly `env`, and run its invocations in that environment again
+    (each function is its own process in Lambda; here they share one, so the environment is swapped)."""
+
+    def __init__(self, monkeypatch):
+        self.monkeypatch = monkeypatch
+        self.names = set(re.findall(r'"([A-Z][A-Z0-9_]{2,})"', "".join(
+            p.read_text() for p in (ROOT / "layers/core/portal_gateway").glob("*.py")))) | {
+            "NEW_VERSION", "HOSTED_UI", "POWERTOOLS_SERVICE_NAME", "POWERTOOLS_LOG_LEVEL", "AWS_ENDPOINT_URL",
+            "POWERTOOLS_METRICS_NAMESPACE", "AWS_LAMBDA_INITIALIZATION_TYPE"}
+
+    def use(self, env: dict[str, str]) -> None:
+        for name in list(os.environ):
+            if name in self.names or name.startswith(("AWS_", "STRIPE_", "COGNITO_", "POWERTOOLS_")):
+                self.monkeypatch.delenv(name, raising=False)
+        for name, value in env.items():
+            self.monkeypatch.setenv(name, value)
+
+    @contextmanager
+    def running(self, env: dict[str, str]):
+        before = {name: os.environ.get(name) for name in set(os.environ) | set(env)}
+        self.use(env)
+        try:
+            yield
+        finally:
+            for name, value in before.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
+
+    def __call__(self, kind: str, env: dict[str, str]):
+        self.use(env)
+        boto3.setup_default_session()
+        for logger_name in ("stripe-portal-gateway", "portal_gateway", "stripe-portal-gateway-rotation",
+                            "stripe-portal-gateway-pre-traffic"):
+            existing = logging.getLogger(logger_name)
+            for handler in list(existing.handlers):
+                existing.removeHandler(handler)
+            for attribute in ("init", "powertools_handler"):
+                if hasattr(existing, attribute):
+                    delattr(existing, attribute)
+        module = load_handler_module(ROOT / "functions" / kind / "app.py")
+        module.rehearsal_env = dict(env)
+        return module
+
+
+class SecretsManagerRotation:
+    """Secrets Manager's side of a rotation: it invokes the rotation function with each step, as AWS does."""
+
+    def __init__(self, real, rotation_module, cold_start):
+        self._real, self._rotation, self._cold_start = real, rotation_module, cold_start
+
+    def rotate_secret(self, *, SecretId, ClientRequestToken, RotateImmediately=True, RotationLambdaARN=None):  # noqa: N803
+        with self._cold_start.running(self._rotation.rehearsal_env):
+            for step in ("createSecret", "setSecret", "testSecret", "finishSecret"):
+                self._rotation.lambda_handler({"Step": step, "SecretId": SecretId,
+                                               "ClientRequestToken": ClientRequestToken}, new_context(60))
+        return {"ARN": SecretId, "VersionId": ClientRequestToken}
+
+    def __getattr__(self, name):
+        return getattr(self._real, name)
+
+
+class LambdaInvoke:
+    """Lambda's Invoke of the new version, for the pre-traffic hook: the portal module booted with its env."""
+
+    def __init__(self, portal_module, cold_start):
+        self.portal, self._cold_start = portal_module, cold_start
+
+    def invoke(self, *, FunctionName, Payload, LogType="None"):  # noqa: N803
+        captured = io.StringIO()
+        with redirect_stdout(captured), self._cold_start.running(self.portal.rehearsal_env):
+            answer = self.portal.lambda_handler(json.loads(Payload), new_context())
+        data = json.dumps(answer).encode()
+        return {"StatusCode": 200, "Payload": io.BytesIO(data),
+                "LogResult": base64.b64encode(captured.getvalue().encode()[-4096:]).decode()}
+
+
+class CodeDeploy:
+    def __init__(self):
+        self.verdicts: list[str] = []
+
+    def put_lifecycle_event_hook_execution_status(self, **kwargs):
+        self.verdicts.append(kwargs["status"])
+        return {"lifecycleEventHookExecutionId": kwargs["lifecycleEventHookExecutionId"]}
+
+
+def put_current(secretsmanager, secret_id: str, value: str) -> None:
+    """aws secretsmanager put-secret-value: the new version becomes AWSCURRENT and the old one loses it. AWS does
+    both in the one call; moto keeps AWSCURRENT on the old version too, so the move is made explicit."""
+    old = next(v for v, stages in secretsmanager.describe_secret(SecretId=secret_id)["VersionIdsToStages"].items()
+               if "AWSCURRENT" in stages)
+    new = secretsmanager.put_secret_value(SecretId=secret_id, SecretString=value, VersionStages=["AWSPENDING"])
+    secretsmanager.update_secret_version_stage(SecretId=secret_id, VersionStage="AWSCURRENT",
+                                               MoveToVersionId=new["VersionId"], RemoveFromVersionId=old)
+
+
+def failed_release_checks(hook) -> list:
+    """The hook's failed checks, run again for the assertion message."""
+    from portal_gateway.release_check import check_release
+
+    checks = check_release(invoke=hook.invoke, key_checks=hook.key_checks,
+                           hosted_ui=os.environ.get("HOSTED_UI") == "true")
+    return [(c.name, c.detail, c.fix) for c in checks if not c.ok]
+
+
+def admin(argv: list[str], deployment: Deployment, moto, *, stdin: str = "", rotation=None,
+          cold_start=None) -> tuple[int, str]:
+    from portal_gateway import admin as cli
+
+    def factory(service: str):
+        real = client(moto, service, deployment.region)
+        if service == "secretsmanager" and rotation:
+            return SecretsManagerRotation(real, rotation, cold_start)
+        return real
+
+    out = io.StringIO()
+    # The operator's machine: a region, and Stripe (here its stand-in); AWS through the client factory.
+    operator = {"AWS_REGION": deployment.region, "STRIPE_API_BASE": deployment.stripe_base}
+    with cold_start.running(operator):
+        code = cli.main(argv, stdin=io.StringIO(stdin), out=out, err=out, client=factory)
+    return code, out.getvalue()
+
+
+def api(module, method: str, path: str, deployment: Deployment, **headers) -> dict:
+    event = build_event(method, path, headers={"host": deployment.api_domain, **headers})
+    return module.lambda_handler(event, new_context())
+
+
+def test_every_documented_parameter_set_passes_the_templates_parameter_checks_and_rules(deployments):
+    for deployment in deployments:
+        stack = Stack(deployment.template, {**deployment.parameters, "CognitoUserPoolId": "eu-west-1_AbCdEf123",
+                                            "CognitoClientIds": "abc123"},
+                      stack_name=deployment.stack_name, region=deployment.region)
+        assert stack.rule_failures() == [], deployment.name
+
+
+@pytest.mark.parametrize("index", range(6))
+def test_the_readmes_order_works_from_an_empty_account(deployments, index, aws, monkeypatch, capsys):
+    standin = StripeStandin().start()
+    try:
+        standin.create_default_portal_configuration(deployments[index].parameters.get("StripeMode", "test"))
+        deployment = deploy(deployments[index], aws, standin)
+        walk_the_readme(deployment, aws, standin, ColdStart(monkeypatch), capsys)
+    finally:
+        standin.close()
+
+
+def walk_the_readme(deployment: Deployment, moto, standin: StripeStandin, cold_start: ColdStart, capsys) -> None:
+    mode = deployment.stack.parameters["StripeMode"]
+    plain_links = bool(deployment.stack.parameters["CognitoDomain"])
+    env = {logical_id: lambda_environment(deployment, logical_id, moto=moto, stripe_base=standin.base_url)
+           for logical_id in FUNCTIONS}
+    deployment.stripe_base = standin.base_url
+
+    redeploy = deployment.kept_customer is not None
+    callback = deployment.stack.output("CallbackUrlToRegister")
+
+    # Step 3, the deploy: every function starts (no INIT failure), and the portal says what is missing.
+    portal = cold_start("portal", env["PortalFunction"])
+    health = api(portal, "GET", "/health", deployment, accept="application/json")
+    if redeploy:  # the kept secret still holds the key
+        assert health["statusCode"] == 200, health["body"]
+    else:
+        assert health["statusCode"] == 503 and json.loads(health["body"])["missing"] == ["stripe_key"]
+    if plain_links:  # the README's plain link: straight to the Hosted UI, with the API's own callback
+        link = api(portal, "GET", "/portal", deployment, accept="text/html")
+        assert link["statusCode"] == 302, link["body"]
+        location = link["headers"]["Location"]
+        assert location.startswith(deployment.stack.parameters["CognitoDomain"].rstrip("/") + "/oauth2/authorize?")
+        assert f"redirect_uri={callback.replace(':', '%3A').replace('/', '%2F')}" in location
+    code, out = admin(["check", "--stack", deployment.stack_name], deployment, moto, cold_start=cold_start)
+    assert code == 1
+    todo = out[out.index("Still to do"):]
+    assert ("step 4: put the Stripe key in" in todo) != redeploy and "step 3" not in todo, out
+    assert ("step 5: register the stack output CallbackUrlToRegister" in todo) == plain_links
+
+    # Step 4: the key goes in through rotate-key --stack; Secrets Manager drives the rotation function.
+    rotation = cold_start("rotation", env["RotationFunction"])
+    key = standin.add_key(fake_key("rk", mode), frozenset({"customers_write", "portal_write"}))
+    code, out = admin(["rotate-key", "--stack", deployment.stack_name, "--wait", "5"], deployment, moto,
+                      stdin=key + "\n", rotation=rotation, cold_start=cold_start)
+    assert code == 0, out
+    assert key not in out
+
+    # Step 5 (plain links): register the callback the stack reports; then `check` passes everything but what
+    # moto cannot hold (a Hosted UI domain).
+    if plain_links:
+        cognito = client(moto, "cognito-idp", deployment.region)
+        pool, app_client = deployment.stack.parameters["CognitoUserPoolId"], deployment.stack.parameters[
+            "CognitoClientIds"]
+        described = cognito.describe_user_pool_client(UserPoolId=pool, ClientId=app_client)["UserPoolClient"]
+        cognito.update_user_pool_client(UserPoolId=pool, ClientId=app_client, CallbackURLs=[callback],
+                                        AllowedOAuthFlows=described["AllowedOAuthFlows"],
+                                        AllowedOAuthScopes=described["AllowedOAuthScopes"],
+                                        AllowedOAuthFlowsUserPoolClient=True,
+                                        ExplicitAuthFlows=described["ExplicitAuthFlows"])
+    code, out = admin(["check", "--stack", deployment.stack_name], deployment, moto, cold_start=cold_start)
+    failed = [line for line in out.splitlines() if line.startswith("FAIL")]
+    # The only failure left: the JWKS is Cognito's real URL, and there is no network here.
+    assert [line.split()[1:3] for line in failed] == [["JWKS", "reachable"]], out
+
+    # Step 7, a signed-in user clicks: health is ok and they land in their own portal.
+    assert api(portal, "GET", "/health", deployment)["statusCode"] == 200
+    cognito = client(moto, "cognito-idp", deployment.region)
+    app_client = deployment.stack.parameters["CognitoClientIds"]
+    token = cognito.initiate_auth(ClientId=app_client, AuthFlow="USER_PASSWORD_AUTH",
+                                  AuthParameters={"USERNAME": "ada", "PASSWORD": PASSWORD})["AuthenticationResult"]
+    landed = api(portal, "GET", "/portal", deployment, accept="text/html",
+                 authorization=f"Bearer {token['IdToken']}")
+    assert landed["statusCode"] == 302, landed["body"]
+    assert landed["headers"]["Location"].startswith(standin.base_url + "/p/session/")
+    (customer,) = standin.customers(mode)
+    landed_on = standin.account.sessions[landed["headers"]["Location"].rsplit("/", 1)[-1]]["customer"]
+    assert landed_on == customer["id"]
+    if redeploy:  # the kept table brought Ada back to the customer she had: nothing new was created
+        assert customer["id"] == deployment.kept_customer
+
+    # A later deploy: the pre-traffic hook checks the new version and lets it through.
+    new_version = cold_start("portal", env["PortalFunction"])
+    hook = cold_start("pre_traffic", env["PreTrafficHookFunction"])
+    hook.lambda_client, hook.codedeploy = LambdaInvoke(new_version, cold_start), CodeDeploy()
+    event = {"DeploymentId": "d-REHEARSAL", "LifecycleEventHookExecutionId": str(uuid.uuid4())}
+    verdict = hook.lambda_handler(event, new_context(300))
+    assert verdict == {"status": "Succeeded"}, failed_release_checks(hook)
+    assert hook.codedeploy.verdicts == ["Succeeded"]
+
+    # A rotation to a key of another Stripe account is refused, and a release holding one is rolled back.
+    other = standin.add_account()
+    standin.create_default_portal_configuration(mode, account=other)
+    foreign = standin.add_key(fake_key("rk", mode), frozenset({"customers_write", "portal_write"}), account=other)
+    code, out = admin(["rotate-key", "--stack", deployment.stack_name, "--wait", "5"], deployment, moto,
+                      stdin=foreign + "\n", rotation=rotation, cold_start=cold_start)
+    assert code == 1 and "same Stripe account as before" in out
+    put_current(client(moto, "secretsmanager", deployment.region), deployment.stack.output("StripeSecretArn"),
+                json.dumps({"api_key": foreign}))  # by hand, around rotate-key's checks
+    broken = cold_start("portal", env["PortalFunction"])
+    cold_start.use(env["PreTrafficHookFunction"])
+    hook.lambda_client, hook.codedeploy = LambdaInvoke(broken, cold_start), CodeDeploy()
+    assert hook.lambda_handler(event, new_context(300)) == {"status": "Failed"}
+    assert hook.codedeploy.verdicts == ["Failed"]
+    assert customer["id"] in {c["id"] for c in standin.customers(mode)}
