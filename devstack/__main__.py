@@ -176,7 +176,8 @@ class LocalStack:
             hosted_ui_url = service_env["COGNITO_DOMAIN"]
             client_id = service_env["COGNITO_CLIENT_IDS"].split(",")[0]
             self.notes.append(f"Cognito: REAL user pool {service_env['COGNITO_USER_POOL_ID']} and its Hosted UI")
-            self.notes.append(f"  register on the app client: {self.callback_url} and {self.site_url}")
+            self.notes.append(f"  register on the app client: {self.callback_url} and {self.site_url} as callback "
+                              f"URLs, {self.site_url} as a sign-out URL")
         else:
             from devstack.hosted_ui_standin import HostedUiStandin
 
@@ -185,7 +186,7 @@ class LocalStack:
             hosted_ui = HostedUiStandin(env, self.host, _port("HOSTED_UI", 9229)).start()
             hosted_ui.password = DEMO_PASSWORD  # shown on its sign-in page: it is a local stand-in
             hosted_ui.register_client(env.client_id, [self.callback_url, self.site_url],
-                                      allowed_origins=(self.site_url.rstrip("/"),))
+                                      allowed_origins=(self.site_url.rstrip("/"),), logout_uris=[self.site_url])
             self._closers.append(hosted_ui.close)
             hosted_ui_url, client_id = hosted_ui.base_url, env.client_id
             service_env["COGNITO_DOMAIN"] = hosted_ui_url

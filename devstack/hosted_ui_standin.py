@@ -1,9 +1,11 @@
 """A dev-only stand-in for the Cognito Hosted UI (managed login). NOT Cognito. moto does not implement /oauth2/*.
 
 It serves a login form at /oauth2/authorize, signs users in with a real InitiateAuth against moto, and issues
-authorization codes redeemable once at /oauth2/token with the PKCE verifier. The ID token is moto's own, with
-the OAuth `nonce` added and re-signed with moto's signing key (moto's tokens carry no nonce), so the service
-verifies it against moto's JWKS exactly as it would a real Cognito token.
+authorization codes redeemable once at /oauth2/token with the PKCE verifier. Like Cognito, it keeps its own
+session cookie after a sign-in: a later /oauth2/authorize of that browser gets a code at once, without the form,
+unless `prompt=login` asks for credentials; only /logout (to a registered sign-out URL) ends that session.
+The ID token is moto's own, with the OAuth `nonce` added and re-signed with moto's signing key (moto's tokens
+carry no nonce), so the service verifies it against moto's JWKS exactly as it would a real Cognito token.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import jwt
 
 LABEL = "Hosted UI stand-in (local development, not Cognito)"
+SESSION_COOKIE = "cognito"  # the Hosted UI's own session, on its own domain
 
 
 def moto_signing_key():
@@ -39,6 +42,7 @@ class HostedUiStandin:
         self.codes: dict[str, dict] = {}
         self.password = None  # the demo users' password, shown on the sign-in page (local stack only)
         self.pending_signups: dict[str, dict] = {}  # username -> {"code", "password", "params"}
+        self.sessions: dict[str, dict] = {}  # session cookie value -> the signed-in user's tokens
         self.lock = threading.Lock()
         self.token_requests = 0
         kid, self._key = moto_signing_key()
@@ -72,9 +76,9 @@ class HostedUiStandin:
         self.httpd.server_close()
 
     def register_client(self, client_id: str, redirect_uris: list[str], client_secret: str | None = None,
-                        allowed_origins: tuple[str, ...] = ()) -> None:
+                        allowed_origins: tuple[str, ...] = (), logout_uris: list[str] | None = None) -> None:
         self.clients[client_id] = {"redirect_uris": list(redirect_uris), "secret": client_secret,
-                                   "origins": tuple(allowed_origins)}
+                                   "origins": tuple(allowed_origins), "logout_uris": list(logout_uris or [])}
 
     # --- pages --------------------------------------------------------------------------------------------------
     def _get(self, handler) -> None:
@@ -84,7 +88,13 @@ class HostedUiStandin:
             problem = self._authorize_problem(params)
             if problem:
                 return self._send(handler, 400, self._page(f"<p id=error>{html.escape(problem)}</p>"))
+            with self.lock:
+                session = self.sessions.get(self._session_cookie(handler) or "")
+            if session is not None and params.get("prompt") != "login":
+                return self._issue_code(handler, params, session["tokens"])  # signed in already: no form
             return self._send(handler, 200, self._login_form(params))
+        if url.path == "/logout":
+            return self._logout(handler, params)
         if url.path == "/cancel":
             return self._redirect(handler, params.get("redirect_uri", ""),
                                   {"error": "access_denied", "state": params.get("state", "")})
@@ -214,13 +224,43 @@ class HostedUiStandin:
             tokens = self.environment.sign_in(form.get("username", ""), form.get("password", ""))
         except Exception:  # noqa: BLE001 - wrong password, unknown user: show the form again
             return self._send(handler, 401, self._login_form(params, "Incorrect username or password."))
+        session = secrets.token_urlsafe(24)
+        with self.lock:
+            self.sessions[session] = {"tokens": tokens, "username": form.get("username", "")}
+        self._issue_code(handler, params, tokens, set_session=session)
+
+    def _issue_code(self, handler, params: dict, tokens: dict, set_session: str | None = None) -> None:
         id_token = self._with_nonce(tokens["IdToken"], params.get("nonce"))
         code = secrets.token_urlsafe(32)
         with self.lock:
             self.codes[code] = {"client_id": params["client_id"], "redirect_uri": params["redirect_uri"],
                                 "challenge": params["code_challenge"], "expires": time.time() + 300,
                                 "tokens": {**tokens, "IdToken": id_token}}
-        self._redirect(handler, params["redirect_uri"], {"code": code, "state": params.get("state", "")})
+        cookie = f"{SESSION_COOKIE}={set_session}; Path=/; HttpOnly; SameSite=Lax" if set_session else None
+        self._redirect(handler, params["redirect_uri"], {"code": code, "state": params.get("state", "")},
+                       cookie=cookie)
+
+    def _logout(self, handler, params: dict) -> None:
+        """Cognito's /logout: ends the session, then goes to logout_uri, which must be registered on the client."""
+        client = self.clients.get(params.get("client_id", ""))
+        if client is None or params.get("logout_uri") not in client["logout_uris"]:
+            return self._send(handler, 400, self._page("<p id=error>logout_uri is not a sign-out URL of this app "
+                                                       "client.</p>"))
+        with self.lock:
+            self.sessions.pop(self._session_cookie(handler) or "", None)
+        handler.send_response(302)
+        handler.send_header("Location", params["logout_uri"])
+        handler.send_header("Set-Cookie", f"{SESSION_COOKIE}=; Path=/; HttpOnly; Max-Age=0")
+        handler.send_header("Content-Length", "0")
+        handler.end_headers()
+
+    @staticmethod
+    def _session_cookie(handler) -> str | None:
+        for part in (handler.headers.get("Cookie") or "").split(";"):
+            name, _, value = part.strip().partition("=")
+            if name == SESSION_COOKIE:
+                return value
+        return None
 
     def _with_nonce(self, id_token: str, nonce: str | None) -> str:
         claims = jwt.decode(id_token, options={"verify_signature": False})
@@ -260,10 +300,12 @@ class HostedUiStandin:
         return (f"<!doctype html><meta charset=utf-8><title>{LABEL}</title>"
                 f"<p><strong>{LABEL}</strong></p>{content}")
 
-    def _redirect(self, handler, target: str, params: dict) -> None:
+    def _redirect(self, handler, target: str, params: dict, cookie: str | None = None) -> None:
         separator = "&" if "?" in target else "?"
         handler.send_response(302)
         handler.send_header("Location", f"{target}{separator}{urlencode(params)}")
+        if cookie:
+            handler.send_header("Set-Cookie", cookie)
         handler.send_header("Content-Length", "0")
         handler.end_headers()
 

@@ -57,26 +57,42 @@ async function openWithFetch() {
   }
   let answer = {};
   try { answer = await response.json(); } catch (e) { /* not JSON: a proxy's or gateway's error page */ }
-  if (response.ok && answer.url) location.assign(answer.url);
-  else $("fetch-error").textContent = answer.message || `The billing service answered unexpectedly (HTTP ${response.status}).`;
+  if (response.ok && answer.url) { location.assign(answer.url); return; }
+  if (response.status === 401) {  // expired or refused sign-in: the page must not go on showing "Signed in"
+    sessionStorage.removeItem("id_token");
+    sessionStorage.setItem("expired", "1");
+    render();
+  }
+  $("fetch-error").textContent = answer.message || `The billing service answered unexpectedly (HTTP ${response.status}).`;
+}
+
+// Signing out of the site alone would leave the Hosted UI's own session: the next person at this computer would
+// be signed in as this user. The API's sign-out passes through the Hosted UI's /logout and comes back here.
+function signOut() {
+  sessionStorage.clear();
+  location.assign(`${cfg.apiUrl}/portal/signout?` + new URLSearchParams({ return_to: cfg.siteUrl }));
 }
 
 function render() {
   const token = sessionStorage.getItem("id_token");
   const back = cfg.siteUrl;
   $("plain-link").href = `${cfg.apiUrl}/portal`;
+  $("billing-sign-out").href = `${cfg.apiUrl}/portal/signout?` + new URLSearchParams({ return_to: back });
   $("plain-link-card").href = `${cfg.apiUrl}/portal?` + new URLSearchParams({ flow: "payment_method_update", return_to: back });
   $("portal-form").action = `${cfg.apiUrl}/portal`;
   $("form-return").value = back;
   $("form-token").value = token || "";
   $("form-button").disabled = $("fetch-button").disabled = !token;
+  const expired = !token && sessionStorage.getItem("expired");
   $("sign-in").hidden = !!token;
+  $("sign-in").textContent = expired ? "Sign in again" : "Sign in";
   $("sign-out").hidden = !token;
   $("who").textContent = token ? `Signed in as ${claims(token).email || "a user"}.`
+    : expired ? "Your sign-in has expired. Sign in again to manage billing here."
     : "Not signed in to this site. The plain link works anyway: it signs you in on the way to billing.";
 }
 
-$("sign-in").addEventListener("click", signIn);
-$("sign-out").addEventListener("click", () => { sessionStorage.clear(); render(); });
+$("sign-in").addEventListener("click", () => { sessionStorage.removeItem("expired"); signIn(); });
+$("sign-out").addEventListener("click", signOut);
 $("fetch-button").addEventListener("click", openWithFetch);
 finishSignIn().then(render);

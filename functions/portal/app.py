@@ -169,6 +169,18 @@ def _cookie(name: str) -> str | None:
     return None
 
 
+@app.get("/portal/signout")
+def sign_out():
+    """Sign out of billing: the service's sign-in cookie goes, and with plain-link sign-in the browser passes
+    through the Hosted UI's /logout, which ends its own session (on a shared computer the next person would
+    otherwise be signed in as this one), back to an allowed page."""
+    query = _query()
+    service = portal_service()
+    return_url = service.return_policy.choose(query.get("return_to"))
+    target = service.login.logout_url(return_url) if service.login is not None else return_url
+    return responses.redirect(target, 302, cookies=[responses.clear_login_cookie()])
+
+
 @app.post("/portal")
 def portal_from_form():
     query = _query()

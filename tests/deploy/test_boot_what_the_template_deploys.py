@@ -402,6 +402,11 @@ def walk_the_readme(deployment: Deployment, moto, standin: StripeStandin, cold_s
     todo = out[out.index("Still to do"):]
     assert ("step 4: put the Stripe key in" in todo) != redeploy and "step 3" not in todo, out
     assert ("step 5: register the stack output CallbackUrlToRegister" in todo) == plain_links
+    signout = api(portal, "GET", "/portal/signout", deployment, accept="text/html")
+    assert signout["statusCode"] == 302
+    assert signout["headers"]["Location"].startswith(
+        f"{deployment.stack.parameters['CognitoDomain'].rstrip('/')}/logout?" if plain_links
+        else deployment.stack.parameters["ReturnUrl"])
 
     # Step 4: the key goes in through rotate-key --stack; Secrets Manager drives the rotation function.
     rotation = cold_start("rotation", env["RotationFunction"])
@@ -419,6 +424,7 @@ def walk_the_readme(deployment: Deployment, moto, standin: StripeStandin, cold_s
             "CognitoClientIds"]
         described = cognito.describe_user_pool_client(UserPoolId=pool, ClientId=app_client)["UserPoolClient"]
         cognito.update_user_pool_client(UserPoolId=pool, ClientId=app_client, CallbackURLs=[callback],
+                                        LogoutURLs=[deployment.stack.parameters["ReturnUrl"]],
                                         AllowedOAuthFlows=described["AllowedOAuthFlows"],
                                         AllowedOAuthScopes=described["AllowedOAuthScopes"],
                                         AllowedOAuthFlowsUserPoolClient=True,

@@ -57,10 +57,11 @@ def portal_customer(page: Page, shot: str) -> str:
     return page.inner_text("#customer")
 
 
-def site_sign_in(page: Page, site: str, username: str, secret: str) -> None:
+def site_sign_in(page: Page, site: str, username: str, secret: str, *, remembered: bool = False) -> None:
     page.goto(site)
     page.click("#sign-in")
-    hosted_ui_sign_in(page, username, secret)
+    if not remembered:  # the Hosted UI remembers a sign-in of this browser, as Cognito's does
+        hosted_ui_sign_in(page, username, secret)
     page.wait_for_url(re.compile(re.escape(site) + r"$"))
     expect(page.locator("#who")).to_contain_text(f"Signed in as {username}")
 
@@ -78,8 +79,9 @@ def test_three_integration_styles_and_two_users(page, local_stack):
     page.click("#return")
     page.wait_for_url(site)
 
-    # 2. Form posting the ID token, after signing in on the site itself (PKCE in the page).
-    site_sign_in(page, site, "ada@example.com", secret)
+    # 2. Form posting the ID token, after signing in on the site itself (PKCE in the page); the Hosted UI still
+    # knows Ada from the plain link, so no form this time.
+    site_sign_in(page, site, "ada@example.com", secret, remembered=True)
     page.screenshot(path=str(SHOTS / "03-signed-in.png"))
     page.click("#form-button")
     assert portal_customer(page, "04-form-portal") == ada
@@ -197,3 +199,38 @@ def test_payment_link_buyer_signs_up_and_lands_in_the_customer_they_already_are(
     assert other != paid_customer
     expect(page.locator("#subscriptions")).to_contain_text("No subscriptions yet.")
     expect(page.locator("body")).not_to_contain_text("late-buyer@example.com")  # not matched, email not sent
+
+
+def test_on_a_shared_computer_the_next_person_is_asked_to_sign_in_after_sign_out(page, local_stack):
+    """The Hosted UI keeps its own session: without the API's sign-out the next person at this browser is
+    signed in silently as the previous one and lands in that person's billing."""
+    api, site, banner = local_stack
+    secret = password(banner)
+    page.goto(site)
+    page.click("#plain-link")
+    hosted_ui_sign_in(page, "ada@example.com", secret)
+    ada = portal_customer(page, "16-shared-computer-ada")
+    page.click("#return")
+    page.wait_for_url(site)
+    page.click("#plain-link")  # not signed out: the Hosted UI remembers Ada (as Cognito does)
+    assert portal_customer(page, "17-shared-computer-remembered") == ada
+    page.click("#return")
+    page.wait_for_url(site)
+
+    page.click("#billing-sign-out")  # through the API's /portal/signout and the Hosted UI's /logout
+    page.wait_for_url(site)
+    page.click("#plain-link")
+    hosted_ui_sign_in(page, "grace@example.com", secret)  # asked for credentials again
+    assert portal_customer(page, "18-shared-computer-grace") != ada
+
+
+def test_site_sign_out_also_ends_the_hosted_ui_session(page, local_stack):
+    api, site, banner = local_stack
+    secret = password(banner)
+    site_sign_in(page, site, "ada@example.com", secret)
+    page.click("#sign-out")
+    page.wait_for_url(site)
+    expect(page.locator("#sign-in")).to_be_visible()
+    page.click("#sign-in")
+    expect(page.locator("#password")).to_be_visible()  # the sign-in form, not a silent sign-in as Ada
+    page.screenshot(path=str(SHOTS / "19-signed-out-asked-again.png"))

@@ -215,3 +215,33 @@ def test_a_derived_callback_on_an_unregistered_domain_is_refused_by_the_hosted_u
     assert "redirect_uri=https%3A%2F%2Fother.example.org%2Fportal%2Fcallback" in start.location
     status, location, _, _ = hosted_ui_client.fetch(start.location)
     assert status == 400 and location == ""  # Cognito (and its stand-in) send no code to an unregistered callback
+
+
+# --- sign-out: the Hosted UI's own session ends too --------------------------------------------------------------
+def test_sign_out_clears_the_cookie_and_goes_through_the_hosted_ui_logout(oauth_gateway, stack):
+    reply = oauth_gateway().call("GET", "/portal/signout", query={"return_to": "https://shop.example.com/bye"},
+                                 headers={"accept": "text/html"})
+    assert reply.status == 302
+    logout = urllib.parse.urlsplit(reply.location)
+    assert reply.location.startswith(logout.scheme + "://" + logout.netloc + "/logout?")
+    assert dict(urllib.parse.parse_qsl(logout.query)) == {"client_id": stack.client_id,
+                                                          "logout_uri": "https://shop.example.com/bye"}
+    assert any(c.startswith("__Host-portal_login=;") and "Max-Age=0" in c for c in reply.cookies)
+
+
+def test_sign_out_refuses_a_return_address_off_the_allowlist(oauth_gateway):
+    reply = oauth_gateway().call("GET", "/portal/signout", query={"return_to": "https://evil.example.net/"},
+                                 headers={"accept": "application/json"})
+    assert reply.status == 400 and reply.json["error"] == "return_url_not_allowed"
+
+
+def test_sign_out_without_plain_link_sign_in_goes_back_to_the_site(gateway):
+    reply = gateway().call("GET", "/portal/signout", headers={"accept": "text/html"})
+    assert reply.status == 302 and reply.location == "https://shop.example.com/account"
+
+
+def test_always_ask_to_sign_in_sends_prompt_login(oauth_gateway):
+    start = start_login(oauth_gateway(ALWAYS_ASK_TO_SIGN_IN="true"))
+    assert dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(start.location).query))["prompt"] == "login"
+    default = start_login(oauth_gateway(ALWAYS_ASK_TO_SIGN_IN="false"))  # the template's default
+    assert "prompt" not in dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(default.location).query))

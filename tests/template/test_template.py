@@ -164,7 +164,7 @@ def test_routes_and_outputs(template):
     events = template["Resources"]["PortalFunction"]["Properties"]["Events"]
     routes = {(e["Properties"]["Method"], e["Properties"]["Path"]) for e in events.values()}
     assert routes == {("GET", "/portal"), ("POST", "/portal"), ("OPTIONS", "/portal"), ("GET", "/portal/callback"),
-                      ("GET", "/health")}
+                      ("GET", "/portal/signout"), ("GET", "/health")}
     assert all(e["Type"] == "HttpApi" for e in events.values())
     assert "/portal" in template["Outputs"]["PortalUrl"]["Value"]["Fn::Sub"]
     access_log = template["Resources"]["HttpApi"]["Properties"]["AccessLogSettings"]["Format"]

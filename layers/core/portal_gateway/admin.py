@@ -82,6 +82,7 @@ class Target:
     stripe_api_base: str | None = None
     cognito_domain: str | None = None
     callback_url: str | None = None
+    return_url: str | None = None  # ReturnUrl: the default sign-out page, an allowed sign-out URL of the client
     oauth_client_id: str | None = None
     oauth_secret_id: str | None = None
     portal_url: str | None = None
@@ -120,6 +121,7 @@ def resolve_target(args: argparse.Namespace, client: Callable[[str], Any] = _bot
             cognito_domain=params.get("CognitoDomain") or None,
             # Without a CallbackUrl parameter the function derives this very address (README, Deploy step 5).
             callback_url=params.get("CallbackUrl") or outputs.get("CallbackUrlToRegister") or None,
+            return_url=params.get("ReturnUrl") or None,
             oauth_client_id=params.get("OAuthClientId") or None,
             oauth_secret_id=outputs.get("OAuthSecretArn"),
             portal_url=outputs.get("PortalUrl"),
@@ -156,7 +158,8 @@ README_STEPS = (
     (4, "put the Stripe key in: stripe-portal-admin rotate-key --stack <stack>",
      ("key format", "key mode", "Stripe accepts the key", "Stripe reachable", "Stripe account",
       "same Stripe account as before")),
-    (5, "register the stack output CallbackUrlToRegister on the app client", ("callback URL registered",)),
+    (5, "register the stack output CallbackUrlToRegister (callback) and ReturnUrl (sign-out) on the app client",
+     ("callback URL registered", "sign-out URL registered")),
 )
 
 
@@ -272,6 +275,12 @@ def _check_sign_in(target: Target, client: Callable[[str], Any], aws_error: Call
         checks.append(Check("callback URL registered", target.callback_url in callbacks,
                             f"{len(callbacks)} callback URL(s) on the app client",
                             "Add the stack output CallbackUrlToRegister to the app client's allowed callback URLs"))
+    if target.return_url:
+        logout_urls = app_client.get("LogoutURLs") or []
+        checks.append(Check("sign-out URL registered", target.return_url in logout_urls,
+                            f"{len(logout_urls)} sign-out URL(s) on the app client",
+                            f"Add {target.return_url} (ReturnUrl) to the app client's allowed sign-out URLs, so "
+                            "/portal/signout can end the Hosted UI session"))
     flows = app_client.get("AllowedOAuthFlows") or []
     flows_ok = "code" in flows and app_client.get("AllowedOAuthFlowsUserPoolClient")
     checks.append(Check("authorization code flow", bool(flows_ok), "",

@@ -114,8 +114,9 @@ class CookieSealer:
 class HostedUiLogin:
     def __init__(self, *, domain: str, client_id: str, callback_url: str | None, read_secret: Callable[[], str],
                  timeout: float = 5.0, clock: Callable[[], float] = time.time,
-                 opener: Callable[..., object] = urllib.request.urlopen):
+                 opener: Callable[..., object] = urllib.request.urlopen, always_ask: bool = False):
         self.domain = domain
+        self.always_ask = always_ask  # prompt=login: a shared computer's next person is never signed in silently
         self.client_id = client_id
         self.callback_url = callback_url
         self._read_secret = read_secret
@@ -173,8 +174,15 @@ class HostedUiLogin:
             "nonce": login.nonce,
             "code_challenge": pkce_challenge(login.verifier),
             "code_challenge_method": "S256",
+            **({"prompt": "login"} if self.always_ask else {}),
         })
         return f"{self.domain}/oauth2/authorize?{query}", sealer.seal(login)
+
+    def logout_url(self, return_url: str) -> str:
+        """Cognito's /logout: ends the Hosted UI's own session (clearing the site's tokens does not), then sends
+        the browser to `return_url`, which must be an allowed sign-out URL of the app client."""
+        query = urllib.parse.urlencode({"client_id": self.client_id, "logout_uri": return_url})
+        return f"{self.domain}/logout?{query}"
 
     def finish(self, query: dict[str, str], cookie_value: str | None,
                api_domain: str | None = None) -> tuple[str, PendingLogin]:

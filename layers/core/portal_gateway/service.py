@@ -209,7 +209,7 @@ def build_service(
         oauth_secret = SecretsManagerReader(unavailable=OAuthSecretUnavailable, transient=OAuthSecretUnavailable,
                                             label="the OAuth secret", variable="OAUTH_SECRET_ID")
         login = HostedUiLogin(domain=settings.cognito_domain, client_id=settings.oauth_client_id,
-                              callback_url=settings.callback_url,
+                              callback_url=settings.callback_url, always_ask=settings.always_ask_to_sign_in,
                               read_secret=lambda: oauth_secret(settings.oauth_secret_id))
     return PortalService(
         login=login,
