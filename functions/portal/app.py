@@ -25,8 +25,10 @@ from portal_gateway.errors import (
     GatewayError,
     InvalidToken,
     PayloadTooLarge,
+    StripeKeyUnavailable,
     TokenInQueryString,
     UnsupportedMediaType,
+    user_message,
 )
 from portal_gateway.http_pool import request_budget
 
@@ -151,7 +153,8 @@ def portal_callback():
         response = responses.redirect(url, 302)
     except GatewayError as err:
         _log_refusal(err)
-        response = responses.error(err, wants_html=True, back_url=SETTINGS.return_url)
+        response = responses.error(err, wants_html=True, back_url=SETTINGS.return_url,
+                                   message=user_message(err, owner_alerted=SETTINGS.alarms_notify))
     response.cookies.append(responses.clear_login_cookie())  # one use, success or not
     return response
 
@@ -251,7 +254,7 @@ def _form() -> dict[str, list[str]]:
 @app.exception_handler(GatewayError)
 def gateway_error(err: GatewayError):
     _log_refusal(err)
-    return _error_response(err.code, err.message, err.title)
+    return _error_response(err.code, user_message(err, owner_alerted=SETTINGS.alarms_notify), err.title)
 
 
 def _log_refusal(err: GatewayError) -> None:
@@ -262,6 +265,8 @@ def _log_refusal(err: GatewayError) -> None:
         count("AuthRejected", reason=err.reason)
     elif status >= 500:
         count("DependencyErrors", code=err.code)
+    if isinstance(err, StripeKeyUnavailable):
+        count("StripeKeyUnusable")  # alarmed at once: every user is refused until the operator acts
 
 
 @app.exception_handler(Exception)

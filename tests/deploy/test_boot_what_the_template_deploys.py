@@ -415,6 +415,10 @@ def walk_the_readme(deployment: Deployment, moto, standin: StripeStandin, cold_s
                       stdin=key + "\n", rotation=rotation, cold_start=cold_start)
     assert code == 0, out
     assert key not in out
+    table = deployment.environments["PortalFunction"]["CUSTOMERS_TABLE"]
+    audit = [item for item in client(moto, "dynamodb", deployment.region).scan(TableName=table)["Items"]
+             if "#audit#stripe-key#" in item["pk"]["S"]]
+    assert [item["command"]["S"] for item in audit] == ["rotate-key"] and key not in str(audit)
 
     # Step 5 (plain links): register the callback the stack reports; then `check` passes everything but what
     # moto cannot hold (a Hosted UI domain).

@@ -224,7 +224,12 @@ def test_forget_removes_mapping_and_says_what_stays_in_stripe(stack, admin_env, 
     assert code == 0, err
     assert '"command": "forget"' in out and f"Stripe still holds customer {customer}" in out
     assert customer in {c["id"] for c in stripe_standin.customers()}  # Stripe is not touched
-    assert stack.moto.client("dynamodb").scan(TableName=stack.table_name)["Items"] == []
+    items = stack.moto.client("dynamodb").scan(TableName=stack.table_name)["Items"]
+    # Mapping, claim and creation ticket are gone; what stays is the audit record of the erasure (ids only).
+    (record,) = items
+    assert record["pk"]["S"].startswith(f"test#audit#{sub}#") and record["command"]["S"] == "forget"
+    assert record["before"]["S"] == customer and record["after"]["S"] == "none"
+    assert "ada@example.com" not in str(record)
 
 
 # --- smoke ------------------------------------------------------------------------------------------------------
@@ -274,3 +279,120 @@ def test_smoke_checks_cors_when_origins_are_set(deployed, stack, monkeypatch):
 def test_support_commands_need_ids(stack):
     code, _, err = run(["whois", "--sub", "x"], stack=stack)
     assert code == admin.EXIT_USAGE and "missing --table, --mode, --user-pool-id" in err
+
+
+# --- audited support: inputs checked, every change recorded where it outlives the items it changed -------------
+def test_link_refuses_a_user_who_does_not_exist(stack, admin_env, stripe_standin):
+    customer = stripe_standin.add_customer(email="someone@example.com")
+    nobody = "0b0b0b0b-1111-4222-8333-944444444444"
+    code, out, err = run(["link", *ids(stack), nobody, customer, "--reason", "ticket 9"], stack=stack)
+    assert code == admin.EXIT_NOT_FOUND and "no user with this sub" in err
+    assert "cognito_sub" not in stripe_standin.account.customers[customer]["metadata"]  # nothing stamped
+
+
+def test_link_refuses_a_disabled_user(stack, admin_env, stripe_standin, user):
+    sub, _ = user("grace", email="grace@example.com")
+    stack.moto.client("cognito-idp").admin_disable_user(UserPoolId=stack.user_pool_id, Username="grace")
+    customer = stripe_standin.add_customer(email="grace@example.com")
+    code, _, err = run(["link", *ids(stack), sub, customer, "--reason", "ticket 9"], stack=stack)
+    assert code == admin.EXIT_FAILED and "disabled" in err
+
+
+@pytest.mark.parametrize("argv_tail, message", [
+    (["--reason", ""], "--reason is empty"),
+    (["--reason", "   "], "--reason is empty"),
+    (["--reason", "as asked by ada@example.com"], "contains an email address"),
+])
+def test_a_reason_must_say_something_and_hold_no_personal_data(stack, admin_env, mapped, argv_tail, message):
+    sub, customer, _ = mapped
+    code, out, err = run(["unlink", *ids(stack), sub, *argv_tail], stack=stack)
+    assert code == admin.EXIT_USAGE and message in err and "AUDIT" not in out
+
+
+@pytest.mark.parametrize("customer", ["cus_", "cus_1/../..", "ada@example.com", "CUS_12345678"])
+def test_customer_ids_must_have_their_exact_shape(stack, admin_env, mapped, customer):
+    sub, _, _ = mapped
+    code, _, err = run(["link", *ids(stack), sub, customer, "--reason", "ticket 9"], stack=stack)
+    assert code == admin.EXIT_USAGE and "not a Stripe customer id" in err
+    code, _, err = run(["whois", *ids(stack), "--customer", customer], stack=stack)
+    assert code == admin.EXIT_USAGE and "not a Stripe customer id" in err  # not "another Stripe account"
+
+
+def test_whois_of_an_unknown_customer_is_not_found(stack, admin_env):
+    code, out, _ = run(["whois", *ids(stack), "--customer", "cus_NoSuchCustomer1"], stack=stack)
+    assert code == admin.EXIT_NOT_FOUND and "mapped users    none" in out
+
+
+def test_every_change_is_recorded_and_whois_shows_the_history(stack, admin_env, mapped, stripe_standin):
+    sub, first, _ = mapped
+    right = stripe_standin.add_customer(email="ada@example.com")
+    assert run(["link", *ids(stack), sub, right, "--reason", "ticket 42"], stack=stack)[0] == 0
+    assert run(["unlink", *ids(stack), sub, "--reason", "ticket 43"], stack=stack)[0] == 0
+    code, out, _ = run(["whois", *ids(stack), "--sub", sub], stack=stack)
+    assert code == admin.EXIT_NOT_FOUND  # no mapping now; the history stays
+    lines = [line for line in out.splitlines() if line.startswith("history")]
+    assert len(lines) == 2
+    assert f"link {first} -> {right}" in lines[0] and "ticket 42" in lines[0]
+    assert f"unlink {right} -> none" in lines[1] and "ticket 43" in lines[1]
+    records = [i for i in stack.moto.client("dynamodb").scan(TableName=stack.table_name)["Items"]
+               if "#audit#" in i["pk"]["S"]]
+    assert len(records) == 2 and all(int(r["expires_at"]["N"]) > 0 for r in records)  # the retention applies
+
+
+def test_an_audit_record_is_appended_never_written_over(stack, admin_env):
+    from portal_gateway import support
+
+    ctx = support.Context(table=stack.table_name, mode="test", user_pool_id=stack.user_pool_id,
+                          client=stack.moto.client, stripe=None, out=io.StringIO())
+    record = support.Audit(ctx, "arn:aws:iam::123456789012:user/ops", "unlink", "ticket 1", subject="s",
+                           before="cus_a", after=None)
+    record.done()
+    record.done()  # the same change recorded twice in the same second: two records, none replaced
+    items = stack.moto.client("dynamodb").scan(TableName=stack.table_name)["Items"]
+    assert len(items) == 2 and len({i["pk"]["S"] for i in items}) == 2
+
+
+# --- the CLI keeps its word: exit codes and streams as README's table says -------------------------------------
+def test_check_with_nothing_to_check_is_a_usage_error():
+    code, out, err = run(["check"], client=lambda service: None)
+    assert code == admin.EXIT_USAGE and "nothing to check" in err and out == ""
+
+
+def test_rotate_key_without_ids_says_so_on_stderr(stack):
+    code, out, err = run(["rotate-key"], stack=stack, stdin_text="sk_test_" + "a" * 24)
+    assert code == admin.EXIT_USAGE and err.startswith("error: ") and "fix: " in err and "FAIL" not in out
+
+
+@pytest.mark.parametrize("url, problem", [
+    ("not-a-url", "not a URL"),
+    ("http://api.example.com/portal", "clear text"),
+    ("https://api.example.com/", "must end in /portal"),
+])
+def test_smoke_refuses_urls_it_must_not_send_a_token_to(url, problem):
+    code, out, err = run(["smoke", "--url", url], client=lambda service: None)
+    assert code == admin.EXIT_USAGE and problem in err and out == ""
+
+
+def test_smoke_can_be_told_that_plain_links_sign_in(deployed, stack):
+    secret_arn = add_oauth_secret(stack)
+    url = deployed(COGNITO_DOMAIN="https://login.example.com", CALLBACK_URL="https://api.example.com/portal/callback",
+                   OAUTH_SECRET_ID=secret_arn)
+    code, out, _ = run(["smoke", "--url", url], client=lambda service: None)
+    assert code == admin.EXIT_FAILED and "FAIL  unauthenticated /portal (plain link)" in out
+    code, out, err = run(["smoke", "--url", url, "--sign-in", "hosted-ui"], client=lambda service: None)
+    assert code == 0, out + err
+
+
+def test_the_installed_command_keeps_the_documented_exit_codes(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    command = os.path.join(os.path.dirname(sys.executable), "stripe-portal-admin")
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "AWS_REGION": "eu-west-1",
+           "AWS_CONFIG_FILE": str(tmp_path / "none"), "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none")}
+    for argv, code in ((["--version"], 0), (["check"], 2), (["smoke", "--url", "http://x.example/portal"], 2),
+                       (["no-such-command"], 2)):
+        done = subprocess.run([command, *argv], capture_output=True, text=True, env=env, timeout=60)  # noqa: S603
+        assert done.returncode == code, (argv, done.stdout, done.stderr)
+        assert "Traceback" not in done.stderr

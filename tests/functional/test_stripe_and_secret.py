@@ -206,3 +206,15 @@ def test_secrets_manager_unreachable_is_503(gateway, user, stripe_standin):
         tokens["IdToken"], accept="application/json")
     assert reply.status == 503 and reply.json["error"] == "stripe_key_unavailable"
     assert stripe_standin.requests == []
+
+
+@pytest.mark.parametrize("alarms_notify, says_notified", [("false", False), ("true", True)])
+def test_the_page_says_the_owner_was_notified_only_when_an_alarm_topic_notifies(gateway, user, stack, capsys,
+                                                                                alarms_notify, says_notified):
+    _, tokens = user()
+    stack.put_stripe_key('{"api_key":"REPLACE_WITH_STRIPE_KEY"}')  # the stack's placeholder: the operator must act
+    reply = gateway(ALARMS_NOTIFY=alarms_notify).portal(tokens["IdToken"], accept="text/html")
+    assert reply.status == 503
+    assert ("The site owner has been notified." in reply.body) == says_notified
+    output = capsys.readouterr().out
+    assert '"StripeKeyUnusable":[1.0]' in output  # alarmed at the first refused user

@@ -237,6 +237,7 @@ def test_alarms_cover_5xx_rate_stripe_errors_function_errors_and_throttles(templ
     assert ("StripePortalGateway", "StripeAccountMismatch") in watched
     assert ("StripePortalGateway", "StripeSecretUnusable") in watched  # serving on the last good key
     assert ("StripePortalGateway", "PortalConfigurationInvalid") in watched
+    assert ("StripePortalGateway", "StripeKeyUnusable") in watched  # the first refused user, not the 20th
     assert ("AWS/Lambda", "Errors") in watched and ("AWS/Lambda", "Throttles") in watched
     rate = alarms["Api5xxRateAlarm"]["Properties"]["Metrics"]
     assert {m["MetricStat"]["Metric"]["MetricName"] for m in rate if "MetricStat" in m} == {"5xx", "Count"}
@@ -247,7 +248,7 @@ def test_alarms_cover_5xx_rate_stripe_errors_function_errors_and_throttles(templ
 
 
 def test_metric_names_in_alarms_are_the_ones_the_code_emits(template):
-    code = (ROOT / "layers/core/portal_gateway/service.py").read_text()
+    code = (ROOT / "layers/core/portal_gateway/service.py").read_text() + (ROOT / "functions/portal/app.py").read_text()
     for alarm in resources_of(template, "AWS::CloudWatch::Alarm").values():
         if alarm["Properties"].get("Namespace") == "StripePortalGateway":
             assert f'"{alarm["Properties"]["MetricName"]}"' in code

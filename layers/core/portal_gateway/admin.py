@@ -83,6 +83,8 @@ class Target:
     cognito_domain: str | None = None
     callback_url: str | None = None
     return_url: str | None = None  # ReturnUrl: the default sign-out page, an allowed sign-out URL of the client
+    stack: str | None = None
+    audit_retention_days: int = 400
     oauth_client_id: str | None = None
     oauth_secret_id: str | None = None
     portal_url: str | None = None
@@ -122,6 +124,8 @@ def resolve_target(args: argparse.Namespace, client: Callable[[str], Any] = _bot
             # Without a CallbackUrl parameter the function derives this very address (README, Deploy step 5).
             callback_url=params.get("CallbackUrl") or outputs.get("CallbackUrlToRegister") or None,
             return_url=params.get("ReturnUrl") or None,
+            stack=args.stack,
+            audit_retention_days=int(params.get("AuditRetentionDays") or 400),
             oauth_client_id=params.get("OAuthClientId") or None,
             oauth_secret_id=outputs.get("OAuthSecretArn"),
             portal_url=outputs.get("PortalUrl"),
@@ -336,8 +340,8 @@ def run_rotate(target: Target, new_key: str, *, stage_only: bool, wait_seconds: 
     from botocore.exceptions import BotoCoreError, ClientError
 
     if not target.secret_id or not target.mode:
-        print("FAIL  need --stack NAME, or --secret-id and --mode", file=out)
-        return EXIT_USAGE
+        raise AdminError("no secret or Stripe mode to rotate", "Pass --stack NAME, or --secret-id and --mode",
+                         EXIT_USAGE)
     pins = AccountPins(target.table, client("dynamodb")) if target.table else None
     checks = check_stripe_key(new_key, expected_mode=target.mode, api_base=target.stripe_api_base,
                               portal_configuration_id=target.portal_configuration_id, pins=pins)
@@ -348,6 +352,8 @@ def run_rotate(target: Target, new_key: str, *, stage_only: bool, wait_seconds: 
         print("The new key was refused; nothing was changed.", file=out)
         return EXIT_FAILED
     secrets = client("secretsmanager")
+    stages = secrets.describe_secret(SecretId=target.secret_id).get("VersionIdsToStages", {})
+    previous = next((version for version, names in stages.items() if "AWSCURRENT" in names), None)
     token = str(uuid.uuid4())
     value = json.dumps({"api_key": new_key.strip()})
     try:
@@ -377,11 +383,27 @@ def run_rotate(target: Target, new_key: str, *, stage_only: bool, wait_seconds: 
         stages = secrets.describe_secret(SecretId=target.secret_id).get("VersionIdsToStages", {}).get(token, [])
         if "AWSCURRENT" in stages:
             print("PASS  the new key is AWSCURRENT; functions pick it up within their cache TTL", file=out)
+            _audit_rotation(target, client, out, previous=previous, current=token)
             return EXIT_OK
         time.sleep(2)
     print("FAIL  rotation did not finish in time; see the rotation function's logs. The old key stays live "
           "until it does.", file=out)
     return EXIT_FAILED
+
+
+def _audit_rotation(target: Target, client: Callable[[str], Any], out: TextIO, *, previous: str | None,
+                    current: str) -> None:
+    """Key rotations are recorded like support changes (secret version ids only, never a key)."""
+    if not target.table:
+        return
+    from . import support
+
+    ctx = support.Context(table=target.table, mode=target.mode, user_pool_id=target.user_pool_id or "",
+                          client=client, stripe=None, out=out, stack=target.stack,
+                          audit_retention_days=target.audit_retention_days)
+    who = client("sts").get_caller_identity()["Arn"]
+    support.Audit(ctx, who, "rotate-key", "Stripe key rotated with stripe-portal-admin rotate-key",
+                  subject="stripe-key", before=previous, after=current).done()
 
 
 # --- entry point ---------------------------------------------------------------------------------------------------
@@ -452,7 +474,10 @@ def parser() -> argparse.ArgumentParser:
         if name in ("link", "unlink", "forget"):
             sub.add_argument("--reason", required=True, help="why, for the audit line (e.g. a ticket number)")
         if name == "smoke":
-            sub.add_argument("--url", help="the PortalUrl to test (without --stack)")
+            sub.add_argument("--url", help="the PortalUrl to test (without --stack): https, or http on loopback")
+            sub.add_argument("--sign-in", choices=["hosted-ui", "none"],
+                             help="plain links sign in through the Hosted UI (302) or not (401); default: the "
+                                  "stack's CognitoDomain")
             sub.add_argument("--token-stdin", action="store_true",
                              help="read a user's ID or access token from stdin and go the whole way")
     return root
@@ -499,6 +524,9 @@ def _run(args: argparse.Namespace, stdin: TextIO, out: TextIO, client: Callable[
         problem = aws_problem(exc, f"could not read the stack {args.stack!r}")
         raise AdminError(problem.what, problem.fix, problem.code) from None
     if args.command == "check":
+        if not args.stack and not any((target.secret_id, target.user_pool_id, target.table)):
+            raise AdminError("nothing to check", "Pass --stack NAME, or the ids (--secret-id, --mode, "
+                             "--user-pool-id, --client-ids, --table)", EXIT_USAGE)
         checks = run_check(target, client)
         print_checks(checks, out)
         ok = passed(checks)
@@ -515,15 +543,19 @@ def _run(args: argparse.Namespace, stdin: TextIO, out: TextIO, client: Callable[
         return run_rotate(target, new_key, stage_only=args.stage_only, wait_seconds=args.wait, out=out,
                           client=client)
     if args.command == "smoke":
-        from .smoke import run_smoke
+        from .smoke import checked_portal_url, run_smoke
 
         url = args.url or target.portal_url
         if not url:
             raise AdminError("no portal URL", "Pass --stack NAME or --url", EXIT_USAGE)
+        problem = checked_portal_url(url)
+        if problem:
+            raise AdminError(problem, "Pass the stack output PortalUrl: https://<api>/portal", EXIT_USAGE)
         token = stdin.readline().strip() if args.token_stdin else None
         if args.token_stdin and not token:
             raise AdminError("--token-stdin given but stdin is empty", "Pipe the token in", EXIT_USAGE)
-        checks = run_smoke(url, hosted_ui=bool(target.cognito_domain), origins=target.allowed_origins, token=token)
+        hosted_ui = args.sign_in == "hosted-ui" if args.sign_in else bool(target.cognito_domain)
+        checks = run_smoke(url, hosted_ui=hosted_ui, origins=target.allowed_origins, token=token)
         print_checks(checks, out)
         ok = passed(checks)
         print("Smoke test passed." if ok else "Smoke test failed.", file=out)
@@ -539,13 +571,12 @@ def _support(args: argparse.Namespace, target: Target, out: TextIO, client: Call
     if missing:
         raise AdminError(f"missing {', '.join(missing)}", "Pass --stack NAME, or the ids", EXIT_USAGE)
     ctx = support.Context(table=target.table, mode=target.mode, user_pool_id=target.user_pool_id, client=client,
-                          stripe=_stripe_caller(target, client), out=out, stack=args.stack)
+                          stripe=_stripe_caller(target, client), out=out, stack=args.stack,
+                          audit_retention_days=target.audit_retention_days)
     if args.command == "whois":
         return support.whois(ctx, sub=args.sub, username=args.username, customer=args.customer)
     who = client("sts").get_caller_identity()["Arn"]
     if args.command == "link":
-        if not args.customer.startswith("cus_"):
-            raise AdminError("the customer id must look like cus_...", "Copy it from the Stripe Dashboard", EXIT_USAGE)
         return support.link(ctx, args.sub, args.customer, reason=args.reason, who=who)
     if args.command == "unlink":
         return support.unlink(ctx, args.sub, reason=args.reason, who=who)

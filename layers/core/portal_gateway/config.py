@@ -55,6 +55,7 @@ class Settings:
     allowed_origins: tuple[str, ...] = ()
     check_user_status: bool = True
     always_ask_to_sign_in: bool = False  # plain links: the Hosted UI asks for credentials even with its session
+    alarms_notify: bool = False  # an alarm topic is configured: error pages may say the owner was notified
     cognito_domain: str | None = None
     oauth_client_id: str | None = None
     callback_url: str | None = None
@@ -142,6 +143,7 @@ class Settings:
             match_existing_by_email=_bool(env, "MATCH_EXISTING_BY_EMAIL", True),
             check_user_status=_bool(env, "CHECK_USER_STATUS", True),
             always_ask_to_sign_in=_bool(env, "ALWAYS_ASK_TO_SIGN_IN", False),
+            alarms_notify=_bool(env, "ALARMS_NOTIFY", False),
             portal_configuration_id=config_id,
             stripe_key_ttl_seconds=_number(env, "STRIPE_KEY_TTL_SECONDS", 300, int, 0, 3600),
             stripe_timeout_seconds=_number(env, "STRIPE_TIMEOUT_SECONDS", 4.0, float, 0.5, 30),

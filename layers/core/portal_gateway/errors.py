@@ -11,6 +11,9 @@ class GatewayError(Exception):
     code = "internal_error"
     message = "Something went wrong on our side. Please try again in a moment."
     title = "Billing is not available"  # the heading of the HTML error page: what happened, in a few words
+    # An operator must act (not a moment's wait): the page says the owner was notified, but only when an alarm
+    # topic is configured (ALARMS_NOTIFY); otherwise it says nothing it cannot keep.
+    needs_operator = False
 
     def __init__(self, message: str | None = None, *, log_detail: str | None = None):
         super().__init__(message or self.message)
@@ -80,7 +83,8 @@ class AuthUnavailable(GatewayError):
 # --- dependencies and configuration (5xx) ---
 class StripeKeyUnavailable(GatewayError):
     code = "stripe_key_unavailable"
-    message = "Billing is temporarily unavailable. The site owner has been notified."
+    message = "Billing is temporarily unavailable. Please try again later."
+    needs_operator = True
 
 
 class StripeModeMismatch(StripeKeyUnavailable):
@@ -97,6 +101,7 @@ class PortalNotConfigured(GatewayError):
         "The billing portal is not set up yet. The site owner must save the customer portal settings "
         "in the Stripe Dashboard (Settings > Billing > Customer portal)."
     )
+    needs_operator = True
 
 
 class StripeUnavailable(GatewayError):
@@ -120,6 +125,7 @@ class PortalConfigurationInvalid(GatewayError):
 
     code = "portal_configuration_invalid"
     message = "Billing is temporarily unavailable. The billing portal is not set up correctly for this site."
+    needs_operator = True
 
 
 class MappingStoreUnavailable(GatewayError):
@@ -148,3 +154,13 @@ class CustomerMissing(GatewayError):
 
     code = StripeUnavailable.code  # if it ever escapes the re-resolution, the caller sees a 502
     message = StripeUnavailable.message
+
+
+NOTIFIED = "The site owner has been notified."
+
+
+def user_message(error: GatewayError, *, owner_alerted: bool) -> str:
+    """The message shown to the caller: "notified" only when an alarm topic really notifies someone."""
+    if error.needs_operator and owner_alerted:
+        return f"{error.message} {NOTIFIED}"
+    return error.message

@@ -61,7 +61,8 @@ class LoginSessionInvalid(GatewayError):
 
 class OAuthSecretUnavailable(GatewayError):
     code = "login_unavailable"
-    message = "Sign-in is temporarily unavailable. The site owner has been notified."
+    message = "Sign-in is temporarily unavailable. Please try again later."
+    needs_operator = True
 
 
 @dataclass(frozen=True)

@@ -94,8 +94,8 @@ def health(missing: tuple[str, ...] = ()) -> Response:
                     body=json.dumps({"status": "ok"}))
 
 
-def error(err: GatewayError, *, wants_html: bool, back_url: str | None) -> Response:
-    return error_for(err.code, err.message, wants_html=wants_html, back_url=back_url, title=err.title)
+def error(err: GatewayError, *, wants_html: bool, back_url: str | None, message: str | None = None) -> Response:
+    return error_for(err.code, message or err.message, wants_html=wants_html, back_url=back_url, title=err.title)
 
 
 def error_for(code: str, message: str, *, wants_html: bool, back_url: str | None,

@@ -44,6 +44,22 @@ def _probe(url: str, **kwargs) -> Invocation:
     return Invocation(status, body, headers)
 
 
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def checked_portal_url(url: str) -> str | None:
+    """Why `url` cannot be smoke-tested, or None. A user's token is sent to it, so never over plain http (but
+    to `make run` on this machine)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        return f"not a URL: {url[:80]!r}"
+    if parts.scheme == "http" and parts.hostname not in LOOPBACK:
+        return "http:// would send a user's token in clear text; use the https PortalUrl"
+    if not parts.path.rstrip("/").endswith("/portal"):
+        return "the URL must end in /portal (the stack output PortalUrl)"
+    return None
+
+
 def run_smoke(portal_url: str, *, hosted_ui: bool, origins: tuple[str, ...], token: str | None) -> list[Check]:
     base = portal_url.rsplit("/portal", 1)[0]
     checks = documented_answers(_probe(f"{base}/health"),

@@ -5,13 +5,17 @@
   unlink  remove a user's mapping (and its claim and stamp), so the next visit resolves again
   forget  the erasure path for a deleted user: mapping and claim removed; Stripe keeps the customer
 
-Every change prints one AUDIT line (when, who, what, why) and records who and why on the item it writes. Only
-ids are printed: never an email, a name, a key or a token.
+Every change writes an append-only audit record in the customers table (who, when, what, why, the customer
+before and after; its own item, so it outlives the mapping it describes; kept for the operator's retention) and
+prints it as one AUDIT line. `whois` shows a user's history. Only ids are printed or recorded: never an email,
+a name, a key or a token, and a reason holding one is refused.
 """
 
 from __future__ import annotations
 
 import json
+import re
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,6 +23,7 @@ from typing import Any, TextIO
 
 from .aws import claim_key, mapping_key, ticket_key
 from .customers import OWNER_POOL, OWNER_SUB
+from .release_check import FORBIDDEN_IN_LOGS
 from .stripe_http import StripeApiError, path_of
 
 
@@ -37,6 +42,10 @@ class Context:
     stripe: Callable[[str, str, dict | None], dict] | None  # (method, path, params) with the deployment's key
     out: TextIO
     stack: str | None = None
+    audit_retention_days: int = 400  # 0 keeps audit records for ever
+
+    def audit_key(self, subject: str, at: str) -> str:
+        return audit_key(self.mode, subject, at)
 
     def mapping_key(self, sub: str) -> str:
         return mapping_key(self.mode, self.user_pool_id, sub)
@@ -48,6 +57,53 @@ class Context:
         item = self.client("dynamodb").get_item(TableName=self.table, Key={"pk": {"S": pk}},
                                                 ConsistentRead=True).get("Item")
         return item or None
+
+
+CUSTOMER_ID = re.compile(r"^cus_[A-Za-z0-9]{8,64}$")
+COGNITO_SUB = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+MAX_REASON = 500
+
+
+def audit_key(mode: str, subject: str, at: str) -> str:
+    """An audit record's key: per mode and subject (a user's sub, or "stripe-key"), in time order to the
+    nanosecond, and unique."""
+    return f"{mode}#audit#{subject}#{at}#{time.time_ns() % 10**9:09d}#{secrets.token_hex(4)}"
+
+
+def checked_customer_id(value: str) -> str:
+    if not CUSTOMER_ID.fullmatch(value or ""):
+        raise SupportError("not a Stripe customer id (cus_ followed by letters and digits)",
+                           "Copy the id from the Stripe Dashboard, e.g. cus_NffrFeUfNV2Hib", 2)
+    return value
+
+
+def checked_sub(value: str) -> str:
+    if not COGNITO_SUB.fullmatch(value or ""):
+        raise SupportError("not a Cognito sub (a UUID such as 5f1c2a3b-...)", "Find it with whois --username NAME", 2)
+    return value
+
+
+def checked_reason(value: str | None) -> str:
+    reason = (value or "").strip()
+    if not reason:
+        raise SupportError("--reason is empty", "Say why, e.g. --reason \"ticket 42: sees the wrong account\"", 2)
+    if len(reason) > MAX_REASON:
+        raise SupportError(f"--reason is longer than {MAX_REASON} characters", "Say it shorter, e.g. a ticket id", 2)
+    for what, pattern in FORBIDDEN_IN_LOGS.items():
+        if pattern.search(reason):
+            raise SupportError(f"--reason contains {what}; audit records hold ids only",
+                               "Refer to the ticket instead of quoting it", 2)
+    return reason
+
+
+def existing_user(ctx: Context, sub: str) -> None:
+    """The sub names an enabled user of the pool: a customer is never stamped for someone who does not exist."""
+    users = ctx.client("cognito-idp").list_users(UserPoolId=ctx.user_pool_id, Filter=f'sub = "{sub}"',
+                                                 Limit=1).get("Users", [])
+    if not users:
+        raise SupportError("no user with this sub in the pool", "Check the sub (stripe-portal-admin whois)", 4)
+    if users[0].get("Enabled") is False:
+        raise SupportError("the user is disabled in the pool", "Enable the user first, or leave the mapping", 1)
 
 
 def _masked(value: str) -> str:
@@ -90,6 +146,7 @@ def resolve_sub(ctx: Context, *, sub: str | None, username: str | None) -> str:
 
 def whois(ctx: Context, *, sub: str | None = None, username: str | None = None, customer: str | None = None) -> int:
     if customer:
+        customer = checked_customer_id(customer)
         items = _items_for_customer(ctx, customer)
         print(f"customer        {customer}", file=ctx.out)
         print(f"in Stripe       {stripe_state(ctx, customer)}", file=ctx.out)
@@ -98,7 +155,7 @@ def whois(ctx: Context, *, sub: str | None = None, username: str | None = None, 
         print(f"claimed by      {claim['owner']['S'].rsplit('#', 1)[-1] if claim else 'nobody'}", file=ctx.out)
         if not mapped:
             print("mapped users    none", file=ctx.out)
-            return 0
+            return 0 if claim else 4  # nothing of this deployment knows the customer: not found
         for item in mapped:
             print(f"mapped user     {item['sub']['S']} (pool {item['user_pool_id']['S']}, "
                   f"mode {item['stripe_mode']['S']}{_since(item)})", file=ctx.out)
@@ -108,15 +165,17 @@ def whois(ctx: Context, *, sub: str | None = None, username: str | None = None, 
     print(f"sub             {sub}", file=ctx.out)
     print(f"user pool       {ctx.user_pool_id}", file=ctx.out)
     print(f"Stripe mode     {ctx.mode}", file=ctx.out)
+    records = history(ctx, sub)
     if item is None:
         print("customer        none mapped (the next visit finds or creates one)", file=ctx.out)
-        return 4
-    customer_id = item["customer_id"]["S"]
-    print(f"customer        {customer_id}{_since(item)}", file=ctx.out)
-    print(f"in Stripe       {stripe_state(ctx, customer_id, sub)}", file=ctx.out)
-    if "change_reason" in item:
-        print(f"last change     by {item['changed_by']['S']}: {item['change_reason']['S']}", file=ctx.out)
-    return 0
+    else:
+        customer_id = item["customer_id"]["S"]
+        print(f"customer        {customer_id}{_since(item)}", file=ctx.out)
+        print(f"in Stripe       {stripe_state(ctx, customer_id, sub)}", file=ctx.out)
+    for record in records:
+        print(f"history         {record['at']} {record['command']} {record.get('before', 'none')} -> "
+              f"{record.get('after', 'none')} by {record['who']}: {record['reason']}", file=ctx.out)
+    return 0 if item is not None else 4
 
 
 def _since(item: dict) -> str:
@@ -138,20 +197,44 @@ def _items_for_customer(ctx: Context, customer_id: str) -> list[dict]:
 
 
 class Audit:
-    """One change: printed as an AUDIT line once it is done, and recorded on the items it writes."""
+    """One change: an append-only record of its own in the table, written once the change is done, and printed."""
 
-    def __init__(self, ctx: Context, who: str, command: str, reason: str, **ids: str):
+    def __init__(self, ctx: Context, who: str, command: str, reason: str, *, subject: str, before: str | None,
+                 after: str | None, **ids: str):
         self.ctx = ctx
-        self.record = {"at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "who": who, "command": command,
-                       "stack": ctx.stack, "mode": ctx.mode, **ids, "reason": reason}
-        self.attributes = {"changed_by": {"S": who}, "change_reason": {"S": reason[:500]},
-                           "changed_at": {"S": self.record["at"]}}
+        at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        self.subject = subject
+        self.record = {"at": at, "who": who, "command": command, "stack": ctx.stack, "mode": ctx.mode, **ids,
+                       "before": before or "none", "after": after or "none", "reason": reason}
+        self.attributes = {"changed_by": {"S": who}, "change_reason": {"S": reason[:MAX_REASON]},
+                           "changed_at": {"S": at}}
 
     def done(self) -> None:
+        item = {"pk": {"S": self.ctx.audit_key(self.subject, self.record["at"])},
+                **{name: {"S": str(value)} for name, value in self.record.items() if value is not None}}
+        if self.ctx.audit_retention_days:
+            item["expires_at"] = {"N": str(int(time.time()) + self.ctx.audit_retention_days * 86400)}
+        self.ctx.client("dynamodb").put_item(TableName=self.ctx.table, Item=item,
+                                             ConditionExpression="attribute_not_exists(pk)")  # append-only
         print("AUDIT " + json.dumps(self.record, sort_keys=True), file=self.ctx.out)
 
 
+def history(ctx: Context, subject: str) -> list[dict]:
+    """A subject's audit records, oldest first."""
+    table, items, start = ctx.client("dynamodb"), [], None
+    while True:
+        page = table.scan(TableName=ctx.table, FilterExpression="begins_with(pk, :p)",
+                          ExpressionAttributeValues={":p": {"S": f"{ctx.mode}#audit#{subject}#"}},
+                          **({"ExclusiveStartKey": start} if start else {}))
+        items += [{k: v["S"] for k, v in item.items() if "S" in v} for item in page.get("Items", [])]
+        start = page.get("LastEvaluatedKey")
+        if not start:
+            return sorted(items, key=lambda record: record["pk"])
+
+
 def link(ctx: Context, sub: str, customer_id: str, *, reason: str, who: str) -> int:
+    sub, customer_id, reason = checked_sub(sub), checked_customer_id(customer_id), checked_reason(reason)
+    existing_user(ctx, sub)
     if ctx.stripe is None:
         raise SupportError("the Stripe key could not be read, so the customer cannot be checked",
                            "Check the secret (stripe-portal-admin check)", 3)
@@ -170,7 +253,9 @@ def link(ctx: Context, sub: str, customer_id: str, *, reason: str, who: str) -> 
                            "Unlink it from that user first (stripe-portal-admin unlink)", 1)
     dynamodb = ctx.client("dynamodb")
     owner = ctx.mapping_key(sub)
-    audit = Audit(ctx, who, "link", reason, sub=sub, customer=customer_id)
+    before = ctx.get(owner)
+    audit = Audit(ctx, who, "link", reason, subject=sub, sub=sub, customer=customer_id,
+                  before=before["customer_id"]["S"] if before else None, after=customer_id)
     change = audit.attributes
     try:
         dynamodb.put_item(TableName=ctx.table, Item={"pk": {"S": ctx.claim_key(customer_id)}, "owner": {"S": owner},
@@ -230,8 +315,10 @@ def _remove_mapping(ctx: Context, sub: str) -> str:
 
 
 def unlink(ctx: Context, sub: str, *, reason: str, who: str) -> int:
+    sub, reason = checked_sub(sub), checked_reason(reason)
     customer_id = _remove_mapping(ctx, sub)
-    Audit(ctx, who, "unlink", reason, sub=sub, customer=customer_id).done()
+    Audit(ctx, who, "unlink", reason, subject=sub, sub=sub, customer=customer_id, before=customer_id,
+          after=None).done()
     if ctx.stripe is not None:
         try:
             customer = ctx.stripe("GET", path_of("v1", "customers", customer_id), None)
@@ -246,8 +333,10 @@ def unlink(ctx: Context, sub: str, *, reason: str, who: str) -> int:
 
 
 def forget(ctx: Context, sub: str, *, reason: str, who: str) -> int:
+    sub, reason = checked_sub(sub), checked_reason(reason)
     customer_id = _remove_mapping(ctx, sub)
-    Audit(ctx, who, "forget", reason, sub=sub, customer=customer_id).done()
+    Audit(ctx, who, "forget", reason, subject=sub, sub=sub, customer=customer_id, before=customer_id,
+          after=None).done()
     print(f"forgot {sub}: mapping and claim removed. Stripe still holds customer {customer_id} (its email, name, "
           f"payment history and the metadata {OWNER_SUB}); delete it in the Stripe Dashboard or with "
           f"DELETE /v1/customers/{customer_id} if it must go too (README, Operating it)", file=ctx.out)
