@@ -396,3 +396,14 @@ def test_the_installed_command_keeps_the_documented_exit_codes(tmp_path):
         done = subprocess.run([command, *argv], capture_output=True, text=True, env=env, timeout=60)  # noqa: S603
         assert done.returncode == code, (argv, done.stdout, done.stderr)
         assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("pool, host", [("eu-west-1_AbCdEf123", "cognito-idp.eu-west-1.amazonaws.com"),
+                                        ("cn-north-1_AbCdEf123", "cognito-idp.cn-north-1.amazonaws.com.cn")])
+def test_the_cli_finds_the_jwks_where_the_function_does(pool, host):
+    from portal_gateway.config import Settings
+
+    settings = Settings.from_env({"STRIPE_SECRET_ID": "s", "STRIPE_MODE": "test", "COGNITO_USER_POOL_ID": pool,
+                                  "COGNITO_CLIENT_IDS": "abc123", "CUSTOMERS_TABLE": "t",
+                                  "RETURN_URL": "https://shop.example.com/"})
+    assert admin.default_jwks_url(pool) == settings.jwks_url == f"https://{host}/{pool}/.well-known/jwks.json"

@@ -144,9 +144,18 @@ def resolve_target(args: argparse.Namespace, client: Callable[[str], Any] = _bot
         target.client_ids = tuple(c.strip() for c in args.client_ids.split(",") if c.strip())
     target.stripe_api_base = os.environ.get("STRIPE_API_BASE") or None
     if target.jwks_url is None and target.user_pool_id:
-        region = target.user_pool_id.split("_", 1)[0]
-        target.jwks_url = f"https://cognito-idp.{region}.amazonaws.com/{target.user_pool_id}/.well-known/jwks.json"
+        target.jwks_url = default_jwks_url(target.user_pool_id)
     return target
+
+
+def default_jwks_url(user_pool_id: str) -> str | None:
+    """The pool's JWKS, from the one place that knows Cognito's host per partition (what the function uses)."""
+    from .aws_endpoints import EndpointError, cognito_issuer
+
+    try:
+        return f"{cognito_issuer(user_pool_id, user_pool_id.split('_', 1)[0])}/.well-known/jwks.json"
+    except EndpointError:
+        return None
 
 
 # Which step of the README's "Deploy to AWS" a failed check belongs to, so a fresh stack's `check` reads as a

@@ -1,0 +1,42 @@
+"""The operator's command installs as pipx installs it (a virtualenv of its own, from this project) on the
+oldest Python it claims, and answers there."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def oldest_python() -> str:
+    claimed = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["requires-python"]
+    assert claimed == ">=3.11"
+    found = shutil.which("python3.11") or "/root/.pyenv/versions/3.11.7/bin/python3.11"
+    assert Path(found).exists(), "Python 3.11 is needed to check the CLI's oldest supported version"
+    return found
+
+
+def project_copy(directory: Path) -> Path:
+    """What the wheel is built from, copied: an in-tree build would leave build/ and an egg-info in the layer."""
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        shutil.copy(ROOT / name, directory / name)
+    shutil.copytree(ROOT / "layers" / "core" / "portal_gateway", directory / "layers" / "core" / "portal_gateway",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    return directory
+
+
+def test_the_admin_command_installs_and_runs_on_python_3_11(tmp_path):
+    (tmp_path / "source").mkdir()
+    source = project_copy(tmp_path / "source")
+    venv = tmp_path / "venv"
+    subprocess.run([oldest_python(), "-m", "venv", str(venv)], check=True, timeout=120)  # noqa: S603
+    subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "--no-deps", str(source)], check=True,  # noqa: S603
+                   timeout=300, capture_output=True)
+    command = str(venv / "bin" / "stripe-portal-admin")
+    version = subprocess.run([command, "--version"], capture_output=True, text=True, timeout=60)  # noqa: S603
+    assert version.returncode == 0 and version.stdout.startswith("stripe-portal-admin ")
+    usage = subprocess.run([command, "check"], capture_output=True, text=True, timeout=60)  # noqa: S603
+    assert usage.returncode == 2 and usage.stderr.startswith("error: nothing to check")
