@@ -30,7 +30,10 @@ from devstack.aws_standin import MotoServer, add_oauth_secret, provision
 from devstack.http_api import load_handler_module, serve
 from devstack.stripe_standin import StripeStandin, fake_key
 
-SITE_ROOT = Path(__file__).resolve().parent.parent / "examples" / "static-site"
+ROOT = Path(__file__).resolve().parent.parent
+SITE_ROOT = ROOT / "examples" / "static-site"
+# Where `make run` writes what stripe-portal-admin needs to manage the local stack (DEVSTACK_ADMIN_ENV moves it).
+ADMIN_ENV = Path(os.environ.get("DEVSTACK_ADMIN_ENV") or ROOT / ".devstack" / "admin.env").resolve()
 DEMO_USERS = [("ada@example.com", "Ada Lovelace"), ("grace@example.com", "Grace Hopper")]
 DEMO_PASSWORD = "Demo-Password-1"
 # Paid through a Stripe Payment Link before having an account: a customer with their email and a subscription.
@@ -194,6 +197,7 @@ class LocalStack:
             self.notes.append(f"Demo users: {', '.join(u for u, _ in DEMO_USERS)}  password: {DEMO_PASSWORD}")
         if not stripe_base:
             service_env.pop("STRIPE_API_BASE")
+        self._write_admin_env(service_env)
         os.environ.update(service_env)
         os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "INFO")
 
@@ -206,6 +210,28 @@ class LocalStack:
             self._servers.append(server)
         self.notes.insert(0, f"AWS stand-in (moto server):      {moto.endpoint}")
         return self
+
+    def _write_admin_env(self, service_env: dict[str, str]) -> None:
+        """What stripe-portal-admin needs to manage this stack: where AWS and Stripe are, and the ids."""
+        import shlex
+
+        names = [name for name in service_env if name.startswith(("AWS_", "STRIPE_API_BASE"))]
+        ids = {"--secret-id": service_env["STRIPE_SECRET_ID"], "--mode": service_env["STRIPE_MODE"],
+               "--user-pool-id": service_env["COGNITO_USER_POOL_ID"], "--table": service_env["CUSTOMERS_TABLE"]}
+        check = {**ids, "--client-ids": service_env["COGNITO_CLIENT_IDS"]}
+        if service_env.get("COGNITO_JWKS_URL"):
+            check["--jwks-url"] = service_env["COGNITO_JWKS_URL"]
+        lines = [f"export {name}={shlex.quote(service_env[name])}" for name in names]
+        lines += [f"export PORTAL_CHECK_ARGS={shlex.quote(' '.join(f'{k} {v}' for k, v in check.items()))}",
+                  f"export PORTAL_SUPPORT_ARGS={shlex.quote(' '.join(f'{k} {v}' for k, v in ids.items()))}"]
+        ADMIN_ENV.parent.mkdir(exist_ok=True)
+        ADMIN_ENV.write_text("# Written by `make run`: source it to point stripe-portal-admin at the local stack.\n"
+                             + "\n".join(lines) + "\n")
+        relative = ADMIN_ENV.relative_to(ROOT) if ADMIN_ENV.is_relative_to(ROOT) else ADMIN_ENV
+        self.notes.append(f"Admin CLI against this stack: . {relative} && .venv/bin/stripe-portal-admin check "
+                          "$PORTAL_CHECK_ARGS")
+        self.notes.append("  support, e.g.: .venv/bin/stripe-portal-admin whois $PORTAL_SUPPORT_ARGS --username "
+                          "ada@example.com")
 
     def stop(self) -> None:
         for server in self._servers:

@@ -86,3 +86,21 @@ def test_bad_port_value_incomplete_cognito_and_bad_stripe_keys_fail_in_one_line(
     # A well-formed test key is used only once Stripe accepts it; here Stripe cannot be reached.
     line = one_line_failure(start_stack(STRIPE_API_KEY="sk_test_" + "a" * 24))
     assert "could not be checked" in line or "rejected" in line
+
+
+def test_the_banner_says_how_to_point_the_admin_cli_at_the_local_stack(local_stack, tmp_path):
+    """`make run` writes .devstack/admin.env; sourcing it and running the banner's command checks this stack."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    api, site, banner = local_stack
+    root = Path(__file__).resolve().parents[2]
+    assert ". .devstack/admin.env && .venv/bin/stripe-portal-admin check $PORTAL_CHECK_ARGS" in banner
+    command = os.path.join(os.path.dirname(sys.executable), "stripe-portal-admin")
+    script = f". .devstack/admin.env && {command} check $PORTAL_CHECK_ARGS"
+    done = subprocess.run(["bash", "-c", script], cwd=root, capture_output=True, text=True, timeout=120,  # noqa: S603
+                          env={"PATH": os.environ["PATH"], "HOME": str(tmp_path)})
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "All checks passed." in done.stdout
