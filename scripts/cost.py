@@ -1,4 +1,5 @@
-"""What a deployment costs per month at a given number of portal opens: the arithmetic behind the README table.
+"""What a deployment costs per month at a given number of portal opens: the arithmetic behind the table in
+docs/deploy.md.
 
     .venv/bin/python scripts/cost.py [--stripe-ms 150] [--cold-share 0.1] [--new-user-share 0.05]
 

@@ -1,4 +1,4 @@
-"""The deploy rehearsal's shared parts: the README's guided deploy run once per samconfig environment (the
+"""The deploy rehearsal's shared parts: the deploy guide's guided deploy run once per samconfig environment (the
 real SAM CLI), and the template as SAM's own translator expands it for a parameter set."""
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ def stopped_at_aws(run, after: str) -> bool:
 
 @pytest.fixture(scope="session")
 def guided_deploy(tmp_path_factory):
-    """The README's first deploy of a samconfig environment, once per environment: (project, home, run)."""
+    """The the guide's first deploy of a samconfig environment, once per environment: (project, home, run)."""
     done: dict[str, tuple] = {}
 
     def deploy(environment: str = "dev"):

@@ -1,6 +1,6 @@
-"""The README's deploy section, read as the script it is: the guided deploy's prompts and answers, the
-teardown's answers, the question count it promises, and its shell commands. The rehearsal reads these, so the
-README and what is rehearsed cannot drift apart."""
+"""The deploy guide (docs/deploy.md, linked from the README's Deploy section), read as the script it is: the
+guided deploy's prompts and answers, the teardown's answers, the question count it promises, and its shell
+commands. The rehearsal reads these, so the guide and what is rehearsed cannot drift apart."""
 
 from __future__ import annotations
 
@@ -19,10 +19,11 @@ class Answer:
     times: int  # how often SAM asks it
 
 
-def deploy_section(readme: str | None = None) -> str:
-    text = readme if readme is not None else (ROOT / "README.md").read_text()
-    start = text.index("## Deploy to AWS")
-    return text[start:text.index("\n## ", start + 1)]
+DEPLOY_GUIDE = ROOT / "docs" / "deploy.md"
+
+
+def deploy_section() -> str:
+    return DEPLOY_GUIDE.read_text()
 
 
 def prompt_tables(section: str) -> list[list[Answer]]:

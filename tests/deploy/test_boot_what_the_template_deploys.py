@@ -1,6 +1,6 @@
-"""Boot what the template would deploy, in the README's order, for every documented parameter set.
+"""Boot what the template would deploy, in the deploy guide's order, for every documented parameter set.
 
-For each set: the parameters SAM saved after the README's guided deploy (every samconfig environment) and the
+For each set: the parameters SAM saved after the deploy guide's guided deploy (every samconfig environment) and the
 documented variants (SnapStart on, no plain links, a redeploy onto the kept table and secret); SAM's own
 translator expands the template; CloudFormation's part (parameter checks, Rules, Conditions, intrinsics) is
 done by tests/deploy/cloudformation.py; the resources the functions touch are created in moto from the
@@ -38,7 +38,7 @@ FUNCTIONS = {"PortalFunction": "portal", "RotationFunction": "rotation", "PreTra
 # What the rehearsal changes in a function's environment, and why: where the network goes (no AWS, no Stripe,
 # no Cognito here). Everything else is exactly what the template gives.
 NETWORK = ("AWS_ENDPOINT_URL", "STRIPE_API_BASE", "COGNITO_JWKS_URL")
-# Parameters whose README example values must name something that exists: moto's user pool and app client.
+# Parameters whose example values in the guide must name something that exists: moto's user pool and app client.
 REPLACED = ("CognitoUserPoolId", "CognitoClientIds", "ExistingStripeSecretArn")
 
 
@@ -63,7 +63,7 @@ def parameter_sets(guided_deploy) -> list[Deployment]:
     for environment in ("dev", "prod", "default"):
         project, _, run = guided_deploy(environment)
         parameters, deploy = saved_parameters(project / "samconfig.toml", environment)
-        sets.append(Deployment(f"{environment}: README's first deploy", deploy["stack_name"], deploy["region"],
+        sets.append(Deployment(f"{environment}: the guide's first deploy", deploy["stack_name"], deploy["region"],
                                parameters))
     dev = sets[0]
     sets.append(Deployment("dev: SnapStart on", dev.stack_name, dev.region, {**dev.parameters,
@@ -106,7 +106,7 @@ def generated_secret(spec: dict) -> str:
 
 
 def deploy(deployment: Deployment, moto, standin: StripeStandin) -> Deployment:
-    """README step 1 in moto (a pool, an app client, a user, a Hosted UI domain for plain links); what an earlier
+    """Guide step 1 in moto (a pool, an app client, a user, a Hosted UI domain for plain links); what an earlier
     stack kept, for a redeploy; then what CloudFormation would create that the functions touch, from the
     translated template's own properties, and fabricated ids for what the functions only name."""
     region, name = deployment.region, deployment.stack_name
@@ -118,7 +118,7 @@ def deploy(deployment: Deployment, moto, standin: StripeStandin) -> Deployment:
         AllowedOAuthFlowsUserPoolClient=True, CallbackURLs=["https://placeholder.example/portal/callback"],
     )["UserPoolClient"]["ClientId"]
     domain = deployment.parameters.get("CognitoDomain", "")
-    if domain:  # README step 1 for plain links: a Hosted UI domain on the pool
+    if domain:  # Guide step 1 for plain links: a Hosted UI domain on the pool
         cognito.create_user_pool_domain(Domain=domain.split("//")[-1].split(".")[0], UserPoolId=pool)
     cognito.admin_create_user(UserPoolId=pool, Username="ada", MessageAction="SUPPRESS",
                               UserAttributes=[{"Name": "email", "Value": "ada@example.com"},
@@ -140,7 +140,7 @@ def deploy(deployment: Deployment, moto, standin: StripeStandin) -> Deployment:
                   for logical_id in FUNCTIONS}
     stack = Stack(template, parameters, stack_name=name, region=region, physical_ids=physical,
                   attributes=attributes)
-    assert stack.rule_failures() == [], "the template's Rules refuse the README's answers"
+    assert stack.rule_failures() == [], "the template's Rules refuse the guide's answers"
 
     dynamodb, secretsmanager = client(moto, "dynamodb", region), client(moto, "secretsmanager", region)
     if stack.exists("CustomersTable"):
@@ -171,7 +171,7 @@ def deploy(deployment: Deployment, moto, standin: StripeStandin) -> Deployment:
 
 def keep_earlier_stack(deployment: Deployment, moto, standin: StripeStandin, pool: str, parameters: dict) -> str:
     """What the deleted stack kept: its table, with Ada's mapping and the account pin, and its secret, with the
-    key in it. Returns the kept secret's ARN (moto makes its own: the README's example ARN cannot exist)."""
+    key in it. Returns the kept secret's ARN (moto makes its own: the guide's example ARN cannot exist)."""
     region, mode = deployment.region, parameters.get("StripeMode", "test")
     cognito = client(moto, "cognito-idp", region)
     ada = next(a["Value"] for a in cognito.admin_get_user(UserPoolId=pool, Username="ada")["UserAttributes"]

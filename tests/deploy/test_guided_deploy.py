@@ -78,7 +78,7 @@ def test_teardown_then_redeploy_takes_the_kept_table_and_secret_back(first_deplo
     assert delete.unexpected == [], delete.output
     assert stopped_at_aws(delete, delete.output[:1]), delete.output
     kept = {a.prompt: a.typed for a in redeploy_answers()}
-    # The README: Enter keeps every saved answer; the two kept resources are typed in; the five questions about
+    # The guide: Enter keeps every saved answer; the two kept resources are typed in; the five questions about
     # unauthenticated routes still want `y`.
     script = [Answer(a.prompt, kept.get(a.prompt, "y" if a.prompt == NO_AUTH else ""), a.times)
               for a in guided_answers()]

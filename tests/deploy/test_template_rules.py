@@ -35,7 +35,7 @@ def test_each_rule_refuses_the_combination_it_guards_and_says_what_to_set(templa
 
 @pytest.mark.parametrize("parameters", [
     {},
-    {"CognitoDomain": DOMAIN},  # the README's first deploy: no CallbackUrl needed any more
+    {"CognitoDomain": DOMAIN},  # the the guide's first deploy: no CallbackUrl needed any more
     {"CognitoDomain": DOMAIN, "CallbackUrl": "https://billing.example.com/api/portal/callback",
      "OAuthClientId": "abc123"},
     {"AllowCustomJwksUrl": "true", "CognitoJwksUrl": "https://keys.example.com/jwks.json"},

@@ -72,7 +72,7 @@ def test_oauth_secret_is_generated_never_written_in_the_template(template):
 
 def test_every_variable_the_code_reads_is_documented_in_readme():
     names = set(re.findall(r'"([A-Z][A-Z_]+)"', (ROOT / "layers/core/portal_gateway/config.py").read_text()))
-    readme = (ROOT / "README.md").read_text()
+    readme = (ROOT / "docs/reference.md").read_text()
     missing = sorted(name for name in names if f"`{name}`" not in readme)
     assert not missing, f"README configuration table lacks {missing}"
 
@@ -254,7 +254,7 @@ def test_metric_names_in_alarms_are_the_ones_the_code_emits(template):
             assert f'"{alarm["Properties"]["MetricName"]}"' in code
 
 
-@pytest.mark.parametrize("document", ["README.md", "docs/runbook.md"])
+@pytest.mark.parametrize("document", ["docs/reference.md", "docs/runbook.md"])
 def test_every_error_code_is_documented_with_its_status(document):
     from portal_gateway.responses import STATUS_BY_CODE
 
@@ -420,9 +420,9 @@ def test_admin_command_dependencies_are_declared():
 
 
 def test_readme_parameter_table_matches_the_template(template):
-    """The README's "Template parameters and what they set" rows say what the template really wires."""
-    text = (ROOT / "README.md").read_text()
-    table = text.split("**Template parameters and what they set**", 1)[1].split("\n\n", 2)[1]
+    """The reference's "Template parameters" rows say what the template really wires."""
+    text = (ROOT / "docs/reference.md").read_text()
+    table = text.split("## Template parameters", 1)[1].split("\n\n", 3)[2]
     env = template["Resources"]["PortalFunction"]["Properties"]["Environment"]["Variables"]
     rows = re.findall(r"^\| `(\w+)` \| `([A-Z_]+)` \|$", table, re.M)
     assert len(rows) >= 15

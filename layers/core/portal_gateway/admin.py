@@ -8,7 +8,7 @@
               support: who is mapped to which Stripe customer, and the audited changes to that mapping.
   smoke       after a deploy: /health, unauthenticated /portal, CORS preflight, and with a token the whole way.
 All take `--stack NAME` (ids read from the stack's parameters and outputs) or explicit ids. Failures are
-printed on stderr as what is wrong and the fix; the exit codes are EXIT_* below (README, Operating it).
+printed on stderr as what is wrong and the fix; the exit codes are EXIT_* below (docs/operations.md).
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ def aws_problem(exc: Exception, doing: str) -> AdminError:
                           "Refresh them (`aws sso login`) or pick another --profile", EXIT_UNREACHABLE)
     if code in ("AccessDenied", "AccessDeniedException", "UnauthorizedOperation"):
         return AdminError(f"{doing}: your credentials are not allowed to do this ({code})",
-                          "Use a role that may operate this stack (README, Operating it)", EXIT_UNREACHABLE)
+                          "Use a role that may operate this stack (docs/operations.md)", EXIT_UNREACHABLE)
     if code == "ValidationError" and "does not exist" in str(exc):
         return AdminError(f"{doing}: no such stack in this region", "Check the stack name and --region",
                           EXIT_NOT_FOUND)
@@ -121,7 +121,7 @@ def resolve_target(args: argparse.Namespace, client: Callable[[str], Any] = _bot
             portal_configuration_id=params.get("PortalConfigurationId") or None,
             rotation_function_arn=outputs.get("RotationFunctionArn"),
             cognito_domain=params.get("CognitoDomain") or None,
-            # Without a CallbackUrl parameter the function derives this very address (README, Deploy step 5).
+            # Without a CallbackUrl parameter the function derives this very address (docs/deploy.md, step 5).
             callback_url=params.get("CallbackUrl") or outputs.get("CallbackUrlToRegister") or None,
             return_url=params.get("ReturnUrl") or None,
             stack=args.stack,
@@ -158,8 +158,8 @@ def default_jwks_url(user_pool_id: str) -> str | None:
         return None
 
 
-# Which step of the README's "Deploy to AWS" a failed check belongs to, so a fresh stack's `check` reads as a
-# to-do list in the README's order.
+# Which step of the deploy guide (docs/deploy.md) a failed check belongs to, so a fresh stack's `check` reads as
+# a to-do list in the guide's order.
 README_STEPS = (
     (1, "prepare Cognito (user pool, app client, Hosted UI domain, code grant, scopes)",
      ("app client", "sign-in domain", "sign-in app client", "authorization code flow", "sign-in scopes",
@@ -177,7 +177,7 @@ README_STEPS = (
 
 
 def steps_to_do(checks: list[Check]) -> list[tuple[int, str]]:
-    """The README steps the failed checks point at, once each, in the README's order."""
+    """The deploy guide's steps the failed checks point at, once each, in the guide's order."""
     failed = {"app client" if c.name.startswith("app client ") else c.name for c in checks if not c.ok}
     return [(number, text) for number, text, names in README_STEPS if failed.intersection(names)]
 
@@ -315,7 +315,7 @@ def _check_sign_in(target: Target, client: Callable[[str], Any], aws_error: Call
         if not secret_ok:
             detail = "the app client has a secret but the OAuth secret's client_secret is empty"
         checks.append(Check("OAuth secret", cookie_ok and secret_ok, detail,
-                            "Put the app client's secret in the OAuth secret's client_secret field (README)"))
+                            "Put the app client's secret in the OAuth secret's client_secret field (docs/deploy.md)"))
     except (ClientError, BotoCoreError) as exc:
         checks.append(Check("OAuth secret", False, aws_error(exc), "Check the OAuthSecretArn output and your access"))
     except (ValueError, TypeError, KeyError):
@@ -435,8 +435,8 @@ COMMANDS = {
                "The next visit finds or creates a customer again; the claim and the customer's owner stamp are "
                "removed too. Needs --reason."),
     "forget": ("erase a deleted user's mapping and claim (audited)",
-               "For erasure requests: the mapping and the claim go; Stripe keeps the customer (README says how to "
-               "delete it there). Needs --reason."),
+               "For erasure requests: the mapping and the claim go; Stripe keeps the customer (docs/operations.md "
+               "says how to delete it there). Needs --reason."),
     "smoke": ("after a deploy: does the API answer as documented?",
               "/health, an unauthenticated /portal (401, or 302 to the sign-in), the CORS preflight when origins "
               "are set, and with --token-stdin the whole way to a portal URL (never printed). Exit 1 on any "
@@ -541,7 +541,7 @@ def _run(args: argparse.Namespace, stdin: TextIO, out: TextIO, client: Callable[
         ok = passed(checks)
         print("All checks passed." if ok else "Some checks failed.", file=out)
         if not ok:
-            print("Still to do (README, Deploy to AWS):", file=out)
+            print("Still to do (docs/deploy.md):", file=out)
             for number, text in steps_to_do(checks):
                 print(f"  step {number}: {text}", file=out)
         return EXIT_OK if ok else EXIT_FAILED

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from .key_check import Check, passed
 
-# What must never appear in a log line (README, Security notes): tokens, Stripe keys, emails, portal URLs.
+# What must never appear in a log line (docs/security.md): tokens, Stripe keys, emails, portal URLs.
 FORBIDDEN_IN_LOGS = {
     "a JWT": re.compile(r"eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*"),
     "a Stripe key": re.compile(r"\b(?:sk|rk)_(?:test|live)_[0-9A-Za-z]{8,}"),
@@ -77,7 +77,7 @@ def _started(health: Invocation) -> Check:
 
 
 def documented_answers(health: Invocation, api: Invocation, link: Invocation, *, hosted_ui: bool) -> list[Check]:
-    """The answers README documents without a token: /health is ok, fetch() gets 401 authentication_required,
+    """The answers the docs give without a token: /health is ok, fetch() gets 401 authentication_required,
     a plain link gets a 302 to the Hosted UI sign-in when it is configured (else 401). Also what `smoke` checks
     on a deployed API."""
     if hosted_ui:

@@ -80,9 +80,9 @@ def portal_url_json(url: str) -> Response:
                     body=json.dumps({"url": url}))
 
 
-# What /health names when a deploy step is still to do, and where the README says how (never any value).
+# What /health names when a deploy step is still to do, and where the deploy guide says how (never any value).
 SETUP_STEPS = {"stripe_key": "Put the Stripe key in: stripe-portal-admin rotate-key --stack <stack> "
-                             "(README, Deploy to AWS, step 4)"}
+                             "(docs/deploy.md, step 4)"}
 
 
 def health(missing: tuple[str, ...] = ()) -> Response:

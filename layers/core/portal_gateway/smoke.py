@@ -77,7 +77,8 @@ def run_smoke(portal_url: str, *, hosted_ui: bool, origins: tuple[str, ...], tok
         ok = answer.status == 200 and parts.scheme in ("https", "http") and bool(parts.hostname)
         detail = (f"status 200, a portal URL on {parts.hostname} (not shown)" if ok else
                   answer.function_error or f"status {answer.status}, error {_json(answer.body).get('error')}")
-        checks.append(Check("portal session with the token", ok, detail, "See the error code in README, Errors"))
+        checks.append(Check("portal session with the token", ok, detail,
+                            "See the error code in docs/reference.md, Errors"))
     return checks
 
 

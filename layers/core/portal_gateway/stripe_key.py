@@ -32,7 +32,7 @@ class SecretUnreadable(StripeKeyUnavailable):
 def parse_stripe_key(raw: object) -> str:
     """Extract and check the key from a secret value. Errors never include the value itself."""
     if not isinstance(raw, str) or not raw.strip():
-        raise StripeKeyUnavailable(log_detail="the Stripe secret is empty; put the key in it (see README)")
+        raise StripeKeyUnavailable(log_detail="the Stripe secret is empty; put the key in it (docs/deploy.md, step 4)")
     value = raw.strip()
     if value.startswith("{"):
         try:

@@ -339,5 +339,5 @@ def forget(ctx: Context, sub: str, *, reason: str, who: str) -> int:
           after=None).done()
     print(f"forgot {sub}: mapping and claim removed. Stripe still holds customer {customer_id} (its email, name, "
           f"payment history and the metadata {OWNER_SUB}); delete it in the Stripe Dashboard or with "
-          f"DELETE /v1/customers/{customer_id} if it must go too (README, Operating it)", file=ctx.out)
+          f"DELETE /v1/customers/{customer_id} if it must go too (docs/operations.md)", file=ctx.out)
     return 0
