@@ -218,7 +218,7 @@ def lambda_environment(deployment: Deployment, logical_id: str, *, moto, stripe_
         **deployment.environments[logical_id],
     }
     assert not set(NETWORK) & set(deployment.environments[logical_id]) - {"COGNITO_JWKS_URL"}
-    assert deployment.environments[logical_id].get("COGNITO_JWKS_URL", "") == ""  # the README leaves it empty
+    assert deployment.environments[logical_id].get("COGNITO_JWKS_URL", "") == ""  # the guide leaves it empty
     env.update(AWS_ENDPOINT_URL=moto.endpoint, STRIPE_API_BASE=stripe_base)
     if logical_id == "PortalFunction":
         env["COGNITO_JWKS_URL"] = f"{moto.endpoint}/{pool}/.well-known/jwks.json"
@@ -391,7 +391,7 @@ def walk_the_readme(deployment: Deployment, moto, standin: StripeStandin, cold_s
         assert health["statusCode"] == 200, health["body"]
     else:
         assert health["statusCode"] == 503 and json.loads(health["body"])["missing"] == ["stripe_key"]
-    if plain_links:  # the README's plain link: straight to the Hosted UI, with the API's own callback
+    if plain_links:  # the guide's plain link: straight to the Hosted UI, with the API's own callback
         link = api(portal, "GET", "/portal", deployment, accept="text/html")
         assert link["statusCode"] == 302, link["body"]
         location = link["headers"]["Location"]

@@ -1,5 +1,5 @@
-"""The README's way into AWS, driven through the real SAM CLI with exactly the README's answers and no AWS
-credentials: every prompt must be one the README lists, in its order and number, and SAM must stop only where
+"""The deploy guide's way into AWS, driven through the real SAM CLI with exactly the guide's answers and no AWS
+credentials: every prompt must be one the guide lists, in its order and number, and SAM must stop only where
 it has to reach AWS."""
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from tests.deploy.sam_cli import run_sam, saved_parameters, scratch_project
 
 def test_the_readmes_answers_get_through_every_prompt_in_order(first_deploy):
     _, _, run = first_deploy
-    assert run.unexpected == [], "prompts the README does not list"
+    assert run.unexpected == [], "prompts the deploy guide does not list"
     expected = [answer.prompt for answer in guided_answers() for _ in range(answer.times)]
     assert [prompt for prompt, _, _ in run.asked] == expected
     assert len(run.asked) == promised_question_count()
