@@ -10,6 +10,7 @@ stand-in answers at zero added latency; AWS is moto. Every figure comes from a f
 from __future__ import annotations
 
 import argparse
+import atexit
 import compileall
 import json
 import os
@@ -180,6 +181,26 @@ LAMBDA_FULL_VCPU_MB = 1769  # Lambda gives a function memory/1769 MB of one vCPU
 ARM64_GB_SECOND, REQUEST_PRICE = 0.0000133334, 0.20 / 1e6  # us-east-1 list prices (scripts/cost.py)
 
 
+CREATED_CGROUPS: list[Path] = []
+
+
+@atexit.register
+def remove_cgroups() -> None:
+    """Leave no CPU cgroup behind on the machine, however the run ends: any process still in one goes back to
+    the root group first (a cgroup with tasks cannot be removed)."""
+    while CREATED_CGROUPS:
+        group = CREATED_CGROUPS.pop()
+        try:
+            for pid in (group / "tasks").read_text().split():
+                try:
+                    (group.parent / "tasks").write_text(pid)
+                except OSError:
+                    pass  # it ended meanwhile
+            group.rmdir()
+        except OSError as exc:
+            print(f"bench: could not remove {group}: {exc.strerror}", file=sys.stderr)
+
+
 def cpu_cgroup(memory_mb: int) -> tuple[Path | None, str]:
     """A cgroup v1 CPU quota equal to Lambda's share for `memory_mb`, or None and the reason it cannot be set."""
     base = Path("/sys/fs/cgroup/cpu")
@@ -190,6 +211,7 @@ def cpu_cgroup(memory_mb: int) -> tuple[Path | None, str]:
     group = base / f"spg-bench-{memory_mb}"
     try:
         group.mkdir(exist_ok=True)
+        CREATED_CGROUPS.append(group)
         (group / "cpu.cfs_period_us").write_text("100000")
         (group / "cpu.cfs_quota_us").write_text(str(round(100000 * memory_mb / LAMBDA_FULL_VCPU_MB)))
     except OSError as exc:

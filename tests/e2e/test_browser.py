@@ -234,3 +234,23 @@ def test_site_sign_out_also_ends_the_hosted_ui_session(page, local_stack):
     page.click("#sign-in")
     expect(page.locator("#password")).to_be_visible()  # the sign-in form, not a silent sign-in as Ada
     page.screenshot(path=str(SHOTS / "19-signed-out-asked-again.png"))
+
+
+def test_an_expired_sign_in_offers_sign_in_again_instead_of_a_stale_signed_in(page, local_stack):
+    api, site, banner = local_stack
+    site_sign_in(page, site, "ada@example.com", password(banner))
+    # The site's token has expired (or was revoked): the API answers 401 invalid_token.
+    page.evaluate("""() => {
+        const [h, p, s] = sessionStorage.getItem("id_token").split(".");
+        const claims = JSON.parse(atob(p.replace(/-/g, "+").replace(/_/g, "/")));
+        claims.exp = 1;
+        const body = btoa(JSON.stringify(claims)).replace(/\\+/g, "-").replace(/\\//g, "_").replace(/=+$/, "");
+        sessionStorage.setItem("id_token", [h, body, s].join("."));
+    }""")
+    page.reload()
+    page.click("#fetch-button")
+    expect(page.locator("#who")).to_have_text("Your sign-in has expired. Sign in again to manage billing here.")
+    expect(page.locator("#sign-in")).to_have_text("Sign in again")
+    expect(page.locator("#sign-out")).to_be_hidden()
+    expect(page.locator("#fetch-error")).to_contain_text("sign")
+    page.screenshot(path=str(SHOTS / "20-expired-sign-in.png"))
