@@ -69,8 +69,7 @@ def portal_service():
     global _service
     with _service_lock:
         if _service is None:
-            # Deferred to the first request: /health stays cheap, and at Lambda's CPU share the cold total is the
-            # same either way (`make bench`: eager vs lazy). With SnapStart it is built at init instead (below).
+            # Built during init (below), where on-demand Lambda runs at full CPU; here only if that failed.
             from portal_gateway.service import build_service
 
             _service = build_service(
@@ -332,5 +331,24 @@ def lambda_handler(event, context):
     return result
 
 
-if os.environ.get("AWS_LAMBDA_INITIALIZATION_TYPE") == "snap-start":
-    portal_service()  # built during init, so the snapshot holds the imports (SnapStart)
+# Init runs unthrottled on on-demand Lambda (up to 10 s), the first request at the memory size's CPU share
+# (docs/performance.md). So everything that does not depend on the caller happens here: imports, clients, the
+# verifier, the service, and the JWKS and Stripe key the first request needs, within INIT_BUDGET_SECONDS and
+# failing soft (the first request fetches again what failed). With SnapStart the snapshot holds all of it but
+# the key, which must never be in a snapshot.
+INIT_BUDGET_SECONDS = 3.0
+
+
+def _initialize() -> None:
+    try:
+        with request_budget(INIT_BUDGET_SECONDS):
+            warmed = portal_service().warm_up(
+                with_secrets=os.environ.get("AWS_LAMBDA_INITIALIZATION_TYPE") != "snap-start")
+    except Exception:  # noqa: BLE001 - init must never crash the environment; the first request tries again
+        logger.exception("Warm-up at init failed; the first request will build what is missing")
+        return
+    if not all(warmed.values()):
+        logger.info("Warm-up at init left work for the first request", extra={"warmed": warmed})
+
+
+_initialize()

@@ -25,8 +25,11 @@ def test_service_is_built_during_init_under_snapstart(gateway, monkeypatch):
     monkeypatch.setenv("AWS_LAMBDA_INITIALIZATION_TYPE", "snap-start")
     gw = gateway()
     assert gw.module._service is not None  # imports and clients are part of the snapshot
+    assert gw.module._service.billing._keys._key is None  # but never the key
+    assert gw.module._service.verifier.jwks._keys  # the JWKS (public keys) may be
     monkeypatch.setenv("AWS_LAMBDA_INITIALIZATION_TYPE", "on-demand")
-    assert gateway().module._service is None  # on-demand: still built on the first request, /health stays cheap
+    on_demand = gateway().module._service
+    assert on_demand is not None and on_demand.billing._keys._key is not None  # at init, at full CPU
 
 
 def test_nothing_cached_before_the_snapshot_is_served_after_restore(gateway, user, stack, stripe_standin,
@@ -61,7 +64,7 @@ def test_before_snapshot_waits_for_a_background_key_read(gateway, user, secrets_
     import threading
 
     _, tokens = user()
-    gw = gateway(AWS_ENDPOINT_URL_SECRETS_MANAGER=secrets_proxy.url)
+    gw = gateway(AWS_ENDPOINT_URL_SECRETS_MANAGER=secrets_proxy.url, AWS_LAMBDA_INITIALIZATION_TYPE="snap-start")
     service = gw.module.portal_service()
     secrets_proxy.latency = 0.3
     service.billing.prefetch_key()

@@ -84,6 +84,19 @@ class JwksCache:
         self._lock = threading.Lock()
         self.fetch_count = 0
 
+    def prefetch(self) -> bool:
+        """Download the keys ahead of the first request (at init). Fails soft: a failure is not remembered (no
+        penalty), so the first request simply tries again. True if keys are in memory."""
+        if self._keys:
+            return True
+        with self._lock:
+            if not self._keys:
+                try:
+                    self._keys = self._download()
+                except AuthUnavailable:
+                    return False
+        return bool(self._keys)
+
     def key_for(self, kid: str) -> tuple[dict, object]:
         """Return (jwk, public key) for a kid, downloading the JWKS unless a recent download came back without
         the kid (or failed)."""

@@ -105,6 +105,10 @@ class StripeBilling:
     def forget_key(self) -> None:
         self._keys.forget()
 
+    def warm_key(self) -> bool:
+        """Read the Stripe key now (at init), failing soft; True if a key is in memory."""
+        return self._keys.warm()
+
     def key_missing(self) -> bool:
         """True when the secret holds no key this service could use (still the placeholder the stack created,
         empty, malformed, another mode) and none is in memory. Secrets Manager being unreachable is not that."""

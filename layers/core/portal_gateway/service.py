@@ -73,6 +73,15 @@ class PortalService:
         self.users.clear()
         POOL.clear()
 
+    def warm_up(self, *, with_secrets: bool) -> dict[str, bool]:
+        """At init, where on-demand Lambda runs at full CPU: fetch what the first request needs (the JWKS, and
+        the Stripe key unless a snapshot is about to be taken). Never raises; what failed is fetched again by
+        the first request."""
+        warmed = {"jwks": self.verifier.jwks.prefetch()}
+        if with_secrets:
+            warmed["stripe_key"] = self.billing.warm_key()
+        return warmed
+
     def setup_missing(self) -> tuple[str, ...]:
         """Deploy steps not done yet, by name (for /health): the Stripe key not put in."""
         return ("stripe_key",) if self.billing.key_missing() else ()

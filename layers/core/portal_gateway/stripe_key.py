@@ -156,6 +156,17 @@ class StripeKeyProvider:
                 self._on_kept_last_good(problem)
                 return self._key
 
+    def warm(self) -> bool:
+        """Read the key ahead of the first request (at init). Fails soft: nothing is remembered of a failure, so
+        the first request reads again. True if a key is in memory."""
+        try:
+            self.current()
+        except StripeKeyUnavailable:
+            with self._lock:
+                self._prefetch_started_at = None  # the request's own prefetch may start at once
+            return False
+        return True
+
     def forget(self) -> None:
         """Drop the key from memory, after any background read has ended (SnapStart: a key must never be part
         of a snapshot, and a thread does not survive one)."""
