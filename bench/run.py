@@ -99,9 +99,11 @@ urllib3.connection.HTTPConnection.request = counted_u3_request
 import importlib.util, uuid
 spec = importlib.util.spec_from_file_location("app", os.path.join(function, "app.py"))
 app = importlib.util.module_from_spec(spec); spec.loader.exec_module(app)
-if plan.get("eager") and hasattr(app, "portal_service"):
-    app.portal_service()  # import and build the service at init instead of on the first request
 imported = time.perf_counter()
+if plan.get("on_demand_cgroup"):
+    # On-demand Lambda: init ran unthrottled; the invocation runs at the memory size's CPU share.
+    with open(os.path.join(plan["on_demand_cgroup"], "tasks"), "w") as tasks:
+        tasks.write(str(os.getpid()))
 
 class Context:
     function_name = "bench"; memory_limit_in_mb = 256; aws_request_id = "bench"
@@ -129,9 +131,10 @@ first_total, first_calls = call(plan["returning_token"])
 if os.environ.get("BENCH_PROFILE"):
     profiler.disable()
     lines = int(os.environ.get("BENCH_PROFILE_LINES", "30"))
-    pstats.Stats(profiler, stream=sys.stderr).sort_stats("cumulative").print_stats(lines)
+    order = os.environ.get("BENCH_PROFILE_SORT", "tottime")
+    pstats.Stats(profiler, stream=sys.stderr).sort_stats(order).print_stats(lines)
 report = {"import_s": imported - started, "first_request_s": first_total, "cold_s": time.perf_counter() - started,
-          "first_calls": first_calls}
+          "first_calls": first_calls, "first_overhead_s": first_total - first_calls["seconds"]}
 if plan["mode"] == "warm":
     totals, overheads = [], []
     for _ in range(plan["requests"]):
@@ -211,7 +214,8 @@ def cpu_cgroup(memory_mb: int) -> tuple[Path | None, str]:
     group = base / f"spg-bench-{memory_mb}"
     try:
         group.mkdir(exist_ok=True)
-        CREATED_CGROUPS.append(group)
+        if group not in CREATED_CGROUPS:
+            CREATED_CGROUPS.append(group)
         (group / "cpu.cfs_period_us").write_text("100000")
         (group / "cpu.cfs_quota_us").write_text(str(round(100000 * memory_mb / LAMBDA_FULL_VCPU_MB)))
     except OSError as exc:
@@ -283,11 +287,18 @@ def main() -> int:
         return stack.sign_in(name, "Bench-Password-1")["IdToken"]
 
     if args.profile:
+        # The first request of an on-demand cold start, at the chosen memory size's CPU share when it can be set:
+        # what it still does on its own CPU (by own time), after init did everything that does not need the caller.
         plan = {"mode": "cold", "returning_token": token("profile"), "stripe_port": stripe_port, "requests": 1}
         run_child("ours", {**plan, "mode": "warm", "new_token": token("profile-new")}, env)
+        cgroup, reason = cpu_cgroup(args.chosen_memory)
+        if cgroup is not None:
+            plan["on_demand_cgroup"] = str(cgroup)
+        print(f"first request, on-demand model at {args.chosen_memory} MB's CPU share" if cgroup else
+              f"first request at full CPU ({reason})")
         out = subprocess.run([sys.executable, "-c", CHILD, "ours", str(LAYERS["ours"]), str(FUNCTIONS["ours"]),
                               _write_plan(plan)], env={**env, "BENCH_PROFILE": "1"}, capture_output=True, text=True)
-        print(out.stderr[-6000:])
+        print(out.stderr[-8000:])
         return 0
 
     results: dict[str, dict] = {}
@@ -380,7 +391,8 @@ def main() -> int:
     if sam_layer.is_dir():
         layer_table(sam_layer / "python", ours["warm"]["layer_modules"])
     if args.memory_sizes:
-        cpu_share_tables(args, token, stripe_port, env)
+        # AWS through the keep-alive proxy: moto closes every connection, which AWS endpoints do not.
+        cpu_share_tables(args, token, stripe_port, env_via_proxy)
     stripe.close()
     aws_proxy.close()
     moto.stop()
@@ -404,57 +416,82 @@ def layer_table(layer: Path, imported: list[str]) -> None:
         print(f"| {name} | {size / 2**20:.1f} MB | {used} |")
 
 
+MODELS = {
+    "on-demand": "init unthrottled, then the process moved under the CPU quota for the first invocation (on-demand "
+                 "Lambda: init gets a full vCPU for up to 10 s)",
+    "throttled": "under the CPU quota from the first instruction (provisioned concurrency gets no init burst; "
+                 "also a conservative bound)",
+}
+
+
+def cold_starts(impl: str, plan: dict, env: dict, cgroup: Path, model: str, runs: int) -> dict:
+    """Medians of `runs` fresh processes under one model, with init and the first request apart, as Lambda's
+    REPORT line gives them (Init Duration, Duration)."""
+    if model == "on-demand":
+        colds = [run_child(impl, {**plan, "on_demand_cgroup": str(cgroup)}, env) for _ in range(runs)]
+    else:
+        colds = [run_child(impl, plan, env, cgroup) for _ in range(runs)]
+    return {name: statistics.median(c[key] for c in colds) for name, key in (
+        ("init", "import_s"), ("first", "first_request_s"), ("first_own", "first_overhead_s"), ("cold", "cold_s"),
+        ("wall", "wall_s"))}
+
+
 def cpu_share_tables(args, token, stripe_port: int, env: dict) -> None:
-    """Cold starts and warm requests with the function process under Lambda's CPU share for each memory size;
-    cost per million requests from the measured durations."""
+    """Cold starts under both models and warm requests at Lambda's CPU share for each memory size; cost per million
+    requests from the measured durations (init billed, as for on-demand functions)."""
     sizes = [int(size) for size in args.memory_sizes.split(",") if size.strip()]
-    rows, measured = [], {}
+    rows = {model: [] for model in MODELS}
+    measured = {}
     for memory in sizes:
         cgroup, reason = cpu_cgroup(memory)
         share = f"{memory / LAMBDA_FULL_VCPU_MB:.1%}"
         if cgroup is None:
-            rows.append((f"{memory} MB", share, reason, "", "", "", "", ""))
+            for model in MODELS:
+                rows[model].append((f"{memory} MB", share, reason, "", "", "", "", "", ""))
             continue
         print(f"cold starts at {memory} MB's CPU share ...", file=sys.stderr)
-        result = {}
+        result: dict = {}
         for impl in ("ours", "baseline"):
             plan = {"mode": "cold", "returning_token": token(f"cpu{memory}-{impl}"), "stripe_port": stripe_port,
                     "requests": 100}
             run_child(impl, {**plan, "mode": "warm", "requests": 1, "new_token": token(f"cpu{memory}-{impl}-w")}, env)
-            colds = [run_child(impl, plan, env, cgroup) for _ in range(args.runs)]
-            warm = run_child(impl, {**plan, "mode": "warm", "new_token": token(f"cpu{memory}-{impl}-n")}, env, cgroup)
-            result[impl] = {"cold": statistics.median(c["cold_s"] for c in colds),
-                            "wall": statistics.median(c["wall_s"] for c in colds),
-                            "import": statistics.median(c["import_s"] for c in colds),
-                            "warm": statistics.median(warm["totals"]), "warm_p99": percentile(warm["totals"], 99)}
-        measured[memory] = (cgroup, result)
+            result[impl] = {model: cold_starts(impl, plan, env, cgroup, model, args.runs) for model in MODELS}
+            warm = run_child(impl, {**plan, "mode": "warm", "new_token": token(f"cpu{memory}-{impl}-n"),
+                                    "on_demand_cgroup": str(cgroup)}, env)
+            result[impl]["warm"] = statistics.median(warm["totals"])
+            result[impl]["warm_p99"] = percentile(warm["totals"], 99)
+            result[impl]["warm_own"] = statistics.median(warm["overheads"])
+        measured[memory] = result
         ours, base = result["ours"], result["baseline"]
-        billed = ((1 - args.cost_cold_share) * (ours["warm"] + args.cost_stripe_ms / 1000)
-                  + args.cost_cold_share * (ours["cold"] + args.cost_stripe_ms / 1000))
-        cost = 1e6 * (REQUEST_PRICE + billed * memory / 1024 * ARM64_GB_SECOND)
-        rows.append((f"{memory} MB", share, f"{ours['cold'] * 1000:.0f} ms", f"{base['cold'] * 1000:.0f} ms",
-                     f"{ours['cold'] / base['cold']:.2f}x", f"{ours['wall'] * 1000:.0f} / {base['wall'] * 1000:.0f} ms",
-                     f"{ours['warm'] * 1000:.1f} / {ours['warm_p99'] * 1000:.1f} ms", f"${cost:.2f}"))
-    print(f"\nAt Lambda's CPU share (memory / {LAMBDA_FULL_VCPU_MB} MB of one core, as a cgroup CPU quota on the "
-          f"function process only; median of {args.runs} fresh processes each). Cost per million requests: arm64 "
-          f"price, each request billed for {args.cost_stripe_ms:.0f} ms of Stripe plus the measured time, "
-          f"{args.cost_cold_share:.0%} of them cold (init billed).\n")
-    print("| Memory | CPU share | Cold: import + first request, ours | Baseline | Ours / baseline "
-          "| Whole process, ours / baseline | Warm p50 / p99, ours | Cost per 1M requests |")
-    print("|---|---|---|---|---|---|---|---|")
-    for row in rows:
-        print("| " + " | ".join(row) + " |")
+        for model in MODELS:
+            o, b = ours[model], base[model]
+            redirect_o, redirect_b = o["init"] + o["first"], b["init"] + b["first"]
+            billed = ((1 - args.cost_cold_share) * (ours["warm"] + args.cost_stripe_ms / 1000)
+                      + args.cost_cold_share * (redirect_o + args.cost_stripe_ms / 1000))
+            cost = 1e6 * (REQUEST_PRICE + billed * memory / 1024 * ARM64_GB_SECOND)
+            rows[model].append((
+                f"{memory} MB", share, f"{o['init'] * 1000:.0f} / {b['init'] * 1000:.0f} ms",
+                f"{o['first'] * 1000:.0f} / {b['first'] * 1000:.0f} ms",
+                f"{redirect_o * 1000:.0f} / {redirect_b * 1000:.0f} ms ({redirect_o / redirect_b:.2f}x)",
+                f"{o['first_own'] * 1000:.1f} ms ({o['first_own'] / ours['warm_own']:.1f}x warm's "
+                f"{ours['warm_own'] * 1000:.1f} ms)",
+                f"{ours['warm'] * 1000:.1f} / {ours['warm_p99'] * 1000:.1f} ms",
+                f"{o['wall'] * 1000:.0f} / {b['wall'] * 1000:.0f} ms", f"${cost:.2f}"))
+    for model, description in MODELS.items():
+        print(f"\nAt Lambda's CPU share, {model} model: {description}. Memory / {LAMBDA_FULL_VCPU_MB} MB of one core "
+              f"as a cgroup CPU quota on the function process only; median of {args.runs} fresh processes each. Cost "
+              f"per million requests: arm64 price, each request billed for {args.cost_stripe_ms:.0f} ms of Stripe "
+              f"plus the measured time, {args.cost_cold_share:.0%} of them cold (init billed).\n")
+        print("| Memory | CPU share | Init, ours / baseline | First request, ours / baseline "
+              "| Cold first redirect (init + first), ours / baseline | First request's own time (no I/O), ours "
+              "| Warm p50 / p99, ours | Whole process, ours / baseline | Cost per 1M requests, ours |")
+        print("|---|---|---|---|---|---|---|---|---|")
+        for row in rows[model]:
+            print("| " + " | ".join(row) + " |")
     chosen = measured.get(args.chosen_memory)
     if chosen:
-        cgroup, result = chosen
-        plan = {"mode": "cold", "returning_token": token("eager"), "stripe_port": stripe_port, "requests": 1}
-        eager = [run_child("ours", {**plan, "eager": True}, env, cgroup) for _ in range(args.runs)]
-        lazy_import, eager_import = result["ours"]["import"], statistics.median(c["import_s"] for c in eager)
-        print(f"\nAt {args.chosen_memory} MB: importing the Stripe and AWS clients at init (eager) instead of on the "
-              f"first request: cold import + first request {statistics.median(c['cold_s'] for c in eager) * 1000:.0f}"
-              f" ms vs {result['ours']['cold'] * 1000:.0f} ms lazy; init (what /health pays on a cold start) "
-              f"{eager_import * 1000:.0f} ms vs {lazy_import * 1000:.0f} ms.")
-        print(f"boto3 alone (import and two clients), which the function does not use: "
+        cgroup, _ = cpu_cgroup(args.chosen_memory)
+        print(f"\nboto3 alone (import and two clients), which the function does not use: "
               f"{boto3_alone(None) * 1000:.0f} ms at full CPU, {boto3_alone(cgroup) * 1000:.0f} ms at "
               f"{args.chosen_memory} MB's share.")
 

@@ -159,3 +159,25 @@ def test_forged_tokens_on_a_cold_start_read_the_secret_once_per_ttl(gateway, use
         assert gw.portal(forged, accept="application/json").status == 401
         time.sleep(0.05)  # the background read of the previous request has ended
     assert proxy.count("GetSecretValue") == 1 + 1
+
+
+# --- init: everything the first request needs, fetched at full CPU, failing soft ---------------------------------
+def test_init_fetches_the_jwks_and_key_and_connects_to_stripe(gateway, stripe_standin):
+    from portal_gateway.http_pool import POOL
+
+    POOL.clear()
+    service = gateway().module._service
+    assert service is not None and service.verifier.jwks._keys and service.billing._keys._key is not None
+    host, port = stripe_standin.base_url.split("//")[1].split(":")
+    assert POOL._idle.get(("http", host, int(port)))  # a connection waits for the first request
+    assert stripe_standin.calls() == []  # connected, not called: no Stripe request at init
+
+
+def test_a_failed_init_never_crashes_the_environment_and_the_first_request_retries(gateway, user, proxy, stack):
+    _, tokens = user()
+    proxy.down = True  # the JWKS and Secrets Manager cannot be reached while the environment starts
+    gw = gateway(COGNITO_JWKS_URL=f"{proxy.url}/{stack.user_pool_id}/.well-known/jwks.json",
+                 AWS_ENDPOINT_URL_SECRETS_MANAGER=proxy.url)
+    assert gw.module._service is not None
+    proxy.down = False
+    assert gw.portal(tokens["IdToken"]).status == 302  # no penalty left over from the failed init

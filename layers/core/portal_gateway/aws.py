@@ -93,6 +93,9 @@ class CustomerMappingStore:
     def key_for(self, identity: Identity) -> str:
         return mapping_key(self.mode, identity.user_pool_id, identity.sub)
 
+    def endpoint(self) -> str | None:
+        return self._client.endpoint()
+
     def get(self, key: str) -> str | None:
         try:
             item = self._client.call("GetItem", {
@@ -223,6 +226,9 @@ class CognitoUserDirectory:
     def __init__(self, user_pool_id: str, region: str, client: AwsJsonClient | None = None):
         self.user_pool_id = user_pool_id
         self._client = client or AwsJsonClient(COGNITO_USER_POOLS, region)  # the pool's region
+
+    def endpoint(self) -> str | None:
+        return self._client.endpoint()
 
     def lookup(self, identity: Identity) -> CognitoUser:
         # The username claim; a local user's sub is accepted as its username too (AdminGetUser's rule).

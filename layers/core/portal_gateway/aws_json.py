@@ -176,6 +176,13 @@ class AwsJsonClient:
             raise AwsUnreachable("no AWS region (set AWS_REGION)")
         return region
 
+    def endpoint(self) -> str | None:
+        """The URL calls go to, or None when there is none (no region, unknown partition)."""
+        try:
+            return endpoint_for(self.service, self.region)
+        except (EndpointError, AwsUnreachable):
+            return None
+
     def call(self, operation: str, params: dict[str, Any]) -> dict[str, Any]:
         region = self.region
         try:

@@ -102,6 +102,10 @@ class StripeBilling:
         self._on_error = on_error or (lambda error_type: None)  # metrics: Stripe errors by type
         self.calls = 0  # outbound Stripe API calls made by this adapter, for benchmarks and tests
 
+    @property
+    def api_base(self) -> str:
+        return self._http.api_base
+
     def forget_key(self) -> None:
         self._keys.forget()
 

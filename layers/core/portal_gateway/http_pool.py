@@ -99,6 +99,25 @@ class ConnectionPool:
             for connection in connections:
                 connection.close()
 
+    def preconnect(self, url: str, *, timeout: float = 2.0) -> bool:
+        """Open (TCP, and TLS for https) a connection to `url`'s host and keep it idle for the next request, so
+        a handshake done at init is not paid on the first request. Fails soft: False if it could not."""
+        parts = urlsplit(url)
+        scheme = parts.scheme.lower()
+        if scheme not in ("http", "https") or not parts.hostname:
+            return False
+        key = (scheme, parts.hostname, parts.port or (443 if scheme == "https" else 80))
+        with self._lock:
+            if self._idle.get(key):
+                return True
+        left = remaining_budget()
+        try:
+            connection = self._connect(key, timeout if left is None else max(0.05, min(timeout, left)))
+        except HttpFailure:
+            return False
+        self._give(key, connection)
+        return True
+
     def idle_count(self) -> int:
         with self._lock:
             return sum(len(connections) for connections in self._idle.values())

@@ -77,9 +77,16 @@ class PortalService:
         """At init, where on-demand Lambda runs at full CPU: fetch what the first request needs (the JWKS, and
         the Stripe key unless a snapshot is about to be taken). Never raises; what failed is fetched again by
         the first request."""
+        from .http_pool import POOL
+
         warmed = {"jwks": self.verifier.jwks.prefetch()}
         if with_secrets:
             warmed["stripe_key"] = self.billing.warm_key()
+            # The first request's own hosts, connected (TLS included) now rather than on its clock. Not before a
+            # snapshot: connections do not survive a restore.
+            for name, url in (("stripe", self.billing.api_base), ("customers_table", self.resolver.store.endpoint()),
+                              ("user_directory", self.users.endpoint())):
+                warmed[f"connect_{name}"] = bool(url) and POOL.preconnect(url)
         return warmed
 
     def setup_missing(self) -> tuple[str, ...]:

@@ -19,6 +19,7 @@ USER_STATUS_MAX_AGE_SECONDS = 60
 
 class UserDirectory(Protocol):
     def lookup(self, identity: Identity) -> CognitoUser: ...
+    def endpoint(self) -> str | None: ...
 
 
 class UserLookups:
@@ -26,6 +27,9 @@ class UserLookups:
                  capacity: int = 4096, clock: Callable[[], float] = time.monotonic):
         self.directory = directory
         self.cache = BoundedCache(capacity, ttl_seconds=max_age, clock=clock)
+
+    def endpoint(self) -> str | None:
+        return self.directory.endpoint()
 
     def get(self, identity: Identity) -> CognitoUser:
         """The user as Cognito last said, asked again when that answer is older than `max_age`."""
