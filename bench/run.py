@@ -257,7 +257,7 @@ def main() -> int:
                         help="Stripe latency for the extra cold-start rows (typical API latency; 0 to skip)")
     parser.add_argument("--memory-sizes", default="256,512,1024,1769",
                         help="Lambda memory sizes whose CPU share the cold-start rows run under (empty to skip)")
-    parser.add_argument("--chosen-memory", type=int, default=512, help="the template's MemorySize")
+    parser.add_argument("--chosen-memory", type=int, default=256, help="the template's MemorySize")
     parser.add_argument("--cost-stripe-ms", type=float, default=150, help="Stripe latency billed per request")
     parser.add_argument("--cost-cold-share", type=float, default=0.05, help="share of requests that start cold")
     parser.add_argument("--aws-latency-ms", type=float, default=20,

@@ -48,7 +48,7 @@ def monthly_cost(opens: int, args: argparse.Namespace) -> dict[str, float]:
     seconds = (1 - args.cold_share) * warm_seconds + args.cold_share * (args.cold_ms / 1000)
     requests = opens * args.requests_per_open
     uncached = opens * (args.cold_share + args.new_user_share)  # a mapping read when not in memory
-    writes = opens * args.new_user_share * 2  # mapping + claim
+    writes = opens * args.new_user_share * 3  # creation ticket + mapping + claim
     secret_reads = opens * args.cold_share  # once per execution environment start (then every TTL)
     return {
         "Lambda": requests * (PRICE["lambda_request"] + seconds * memory_gb * PRICE["lambda_gb_second_arm64"]),
@@ -62,11 +62,12 @@ def monthly_cost(opens: int, args: argparse.Namespace) -> dict[str, float]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--memory-mb", type=int, default=512, help="the function's MemorySize")
+    parser.add_argument("--memory-mb", type=int, default=256, help="the function's MemorySize")
     parser.add_argument("--stripe-ms", type=float, default=150, help="one Stripe call (a returning user's request)")
     parser.add_argument("--overhead-ms", type=float, default=2, help="the function's own time per warm request")
-    parser.add_argument("--cold-ms", type=float, default=800,
-                        help="a cold request incl. init at 512 MB's CPU share and Stripe's 150 ms (make bench)")
+    parser.add_argument("--cold-ms", type=float, default=270,
+                        help="a cold request incl. init (on-demand: unthrottled) at 256 MB and Stripe's 150 ms "
+                             "(make bench: 113 ms + 150 ms)")
     parser.add_argument("--cold-share", type=float, default=0.10, help="share of opens that start an environment")
     parser.add_argument("--new-user-share", type=float, default=0.05, help="share of opens by first-time users")
     parser.add_argument("--requests-per-open", type=float, default=1, help="2 for plain links that sign in first")
