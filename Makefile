@@ -32,7 +32,7 @@ $(VENV)/.installed: requirements-dev.txt layers/core/requirements.txt pyproject.
 	test -x $(VENV)/bin/python || $(PYTHON313) -m venv $(VENV)
 	$(VENV)/bin/pip install -q -r requirements-dev.txt
 	$(VENV)/bin/pip install -q --no-deps -e .   # the stripe-portal-admin command
-	rm -rf layers/core/*.egg-info               # build leftovers must not end up in the layer
+	rm -rf layers/core/*.egg-info cli/*.egg-info  # build leftovers must not end up in the layer
 	touch $@
 
 $(SAM_VENV)/.installed: requirements-sam.txt

@@ -84,9 +84,9 @@ def preflight(host: str) -> None:
 def check_real_stripe_key(key: str) -> None:
     """A real key is used only once Stripe has accepted it, and only a test-mode one."""
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "layers" / "core"))
+    from portal_gateway.billing.stripe_client import StripeApiError, StripeHttp
+    from portal_gateway.billing.stripe_key import key_mode, parse_stripe_key
     from portal_gateway.errors import StripeKeyUnavailable
-    from portal_gateway.stripe_http import StripeApiError, StripeHttp
-    from portal_gateway.stripe_key import key_mode, parse_stripe_key
 
     try:
         key = parse_stripe_key(key)

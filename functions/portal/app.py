@@ -17,7 +17,6 @@ from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, CORSConf
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
-from portal_gateway import responses
 from portal_gateway.config import ConfigError, Settings
 from portal_gateway.errors import (
     AuthenticationRequired,
@@ -31,6 +30,7 @@ from portal_gateway.errors import (
     user_message,
 )
 from portal_gateway.http_pool import request_budget
+from portal_gateway.web import answers as responses
 
 # /health and refused requests publish no metric; that is expected, not worth a warning per request.
 warnings.filterwarnings("ignore", message="No application metrics to publish")
@@ -139,7 +139,7 @@ def _start_sign_in(login, query: dict[str, str]):
 
 @app.get("/portal/callback")
 def portal_callback():
-    from portal_gateway.oauth import COOKIE_NAME
+    from portal_gateway.web.sign_in import COOKIE_NAME
 
     login = portal_service().login
     if login is None:

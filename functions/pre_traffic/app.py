@@ -10,8 +10,8 @@ import os
 import boto3
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
-from portal_gateway.key_check import AccountPins, Check, check_stripe_key
-from portal_gateway.release_check import Invocation, check_release, outcome
+from portal_gateway.checks.release_check import Invocation, check_release, outcome
+from portal_gateway.checks.stripe_key_check import AccountPins, Check, check_stripe_key
 
 logger = Logger(service="stripe-portal-gateway-pre-traffic")
 copy_config_to_registered_loggers(source_logger=logger, include={"portal_gateway"})

@@ -7,8 +7,8 @@ import os
 import boto3
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
-from portal_gateway.key_check import AccountPins, check_stripe_key
-from portal_gateway.rotation import RotationError, rotate
+from portal_gateway.checks.rotation import RotationError, rotate
+from portal_gateway.checks.stripe_key_check import AccountPins, check_stripe_key
 
 logger = Logger(service="stripe-portal-gateway-rotation")
 copy_config_to_registered_loggers(source_logger=logger, include={"portal_gateway"})

@@ -48,8 +48,9 @@ def _unchecked_hash(pyc: Path) -> bool:
 def test_layer_ships_compiled_bytecode_for_python_313():
     import importlib.util
 
-    cached = list((BUILD / "CoreLayer" / "python" / "portal_gateway" / "__pycache__").glob("*.cpython-313.pyc"))
-    sources = list((BUILD / "CoreLayer" / "python" / "portal_gateway").glob("*.py"))
+    package = BUILD / "CoreLayer" / "python" / "portal_gateway"
+    cached = list(package.rglob("__pycache__/*.cpython-313.pyc"))
+    sources = list(package.rglob("*.py"))
     assert len(cached) == len(sources) >= 10
     assert all(_unchecked_hash(pyc) for pyc in cached)  # valid whatever mtimes the zip gives the sources
     assert all(pyc.read_bytes()[:4] == importlib.util.MAGIC_NUMBER for pyc in cached)  # CPython 3.13's
@@ -85,16 +86,16 @@ def test_pipx_style_install_gives_a_working_admin_command(tmp_path):
     for name in ("pyproject.toml", "README.md", "LICENSE"):
         (source / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(ROOT / name, source / name)
-    shutil.copytree(ROOT / "layers/core/portal_gateway", source / "layers/core/portal_gateway",
-                    ignore=shutil.ignore_patterns("__pycache__"))
+    for package in ("layers/core/portal_gateway", "cli/portal_admin"):
+        shutil.copytree(ROOT / package, source / package, ignore=shutil.ignore_patterns("__pycache__"))
     venv.create(tmp_path / "env", with_pip=True)
     pip, command = tmp_path / "env/bin/pip", tmp_path / "env/bin/stripe-portal-admin"
     subprocess.run([pip, "install", "-q", "--disable-pip-version-check", str(source)], check=True,
                    capture_output=True, timeout=600)
     shown = subprocess.run([command, "check", "--help"], capture_output=True, text=True, timeout=60)
     assert shown.returncode == 0 and "--stack" in shown.stdout, shown.stderr
-    imported = subprocess.run([tmp_path / "env/bin/python", "-c", "import portal_gateway.key_check, "
-                               "portal_gateway.auth, portal_gateway.admin, portal_gateway.support, boto3"],
+    imported = subprocess.run([tmp_path / "env/bin/python", "-c", "import portal_gateway.checks.stripe_key_check, "
+                               "portal_gateway.identity.tokens, portal_admin.cli, portal_admin.support, boto3"],
                               capture_output=True, text=True)
     assert imported.returncode == 0, imported.stderr
     assert sys.version_info[:2] == (3, 13)

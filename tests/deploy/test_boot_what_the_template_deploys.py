@@ -14,7 +14,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import logging
 import os
 import re
 import secrets
@@ -32,6 +31,7 @@ from tests.deploy.cloudformation import ACCOUNT, Stack
 from tests.deploy.conftest import translate
 from tests.deploy.readme_script import ROOT, redeploy_answers
 from tests.deploy.sam_cli import saved_parameters
+from tests.functional.conftest import reset_logging
 
 PASSWORD = "Correct-Horse-9"
 FUNCTIONS = {"PortalFunction": "portal", "RotationFunction": "rotation", "PreTrafficHookFunction": "pre_traffic"}
@@ -259,14 +259,7 @@ class ColdStart:
     def __call__(self, kind: str, env: dict[str, str]):
         self.use(env)
         boto3.setup_default_session()
-        for logger_name in ("stripe-portal-gateway", "portal_gateway", "stripe-portal-gateway-rotation",
-                            "stripe-portal-gateway-pre-traffic"):
-            existing = logging.getLogger(logger_name)
-            for handler in list(existing.handlers):
-                existing.removeHandler(handler)
-            for attribute in ("init", "powertools_handler"):
-                if hasattr(existing, attribute):
-                    delattr(existing, attribute)
+        reset_logging()
         module = load_handler_module(ROOT / "functions" / kind / "app.py")
         module.rehearsal_env = dict(env)
         return module
@@ -325,7 +318,7 @@ def put_current(secretsmanager, secret_id: str, value: str) -> None:
 
 def failed_release_checks(hook) -> list:
     """The hook's failed checks, run again for the assertion message."""
-    from portal_gateway.release_check import check_release
+    from portal_gateway.checks.release_check import check_release
 
     checks = check_release(invoke=hook.invoke, key_checks=hook.key_checks,
                            hosted_ui=os.environ.get("HOSTED_UI") == "true")
@@ -334,7 +327,7 @@ def failed_release_checks(hook) -> list:
 
 def admin(argv: list[str], deployment: Deployment, moto, *, stdin: str = "", rotation=None,
           cold_start=None) -> tuple[int, str]:
-    from portal_gateway import admin as cli
+    from portal_admin import cli
 
     def factory(service: str):
         real = client(moto, service, deployment.region)

@@ -9,7 +9,7 @@ import random
 import pytest
 from playwright.sync_api import sync_playwright
 from portal_gateway.errors import ReturnUrlNotAllowed
-from portal_gateway.portal import ReturnUrlPolicy
+from portal_gateway.web.request_policy import ReturnUrlPolicy
 
 from tests.e2e.test_browser import CHROMIUM_ARGS, chromium_path
 

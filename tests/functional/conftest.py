@@ -85,10 +85,14 @@ class Gateway:
                          headers={"content-type": "application/x-www-form-urlencoded", "accept": accept})
 
 
-def reset_logging() -> None:
-    """Each load of app.py is a new execution environment; let its Logger bind to the current stdout
+FUNCTION_LOGGERS = ("stripe-portal-gateway", "portal_gateway", "stripe-portal-gateway-rotation",
+                    "stripe-portal-gateway-pre-traffic")
+
+
+def reset_logging(names: tuple[str, ...] = FUNCTION_LOGGERS) -> None:
+    """Each load of an app.py is a new execution environment; let its Logger bind to the current stdout
     (pytest's capture) instead of reusing the handler a previous test's load attached."""
-    for name in ("stripe-portal-gateway", "portal_gateway"):
+    for name in names:
         existing = logging.getLogger(name)
         for handler in list(existing.handlers):
             existing.removeHandler(handler)

@@ -8,7 +8,7 @@ import json
 import threading
 
 import pytest
-from portal_gateway import admin
+from portal_admin import cli as admin
 
 from devstack.aws_standin import add_oauth_secret
 from devstack.http_api import serve
@@ -340,7 +340,7 @@ def test_every_change_is_recorded_and_whois_shows_the_history(stack, admin_env, 
 
 
 def test_an_audit_record_is_appended_never_written_over(stack, admin_env):
-    from portal_gateway import support
+    from portal_admin import support
 
     ctx = support.Context(table=stack.table_name, mode="test", user_pool_id=stack.user_pool_id,
                           client=stack.moto.client, stripe=None, out=io.StringIO())

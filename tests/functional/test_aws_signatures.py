@@ -18,11 +18,13 @@ import urllib.request
 
 import boto3
 import pytest
-from portal_gateway.auth import Identity
-from portal_gateway.aws import CognitoUserDirectory, CustomerMappingStore, SecretsManagerReader
-from portal_gateway.aws_json import COGNITO_USER_POOLS, DYNAMODB, SECRETS_MANAGER, AwsJsonClient, Credentials
+from portal_gateway.aws.client import COGNITO_USER_POOLS, DYNAMODB, SECRETS_MANAGER, AwsJsonClient, Credentials
+from portal_gateway.aws.mapping_store import CustomerMappingStore
+from portal_gateway.aws.secrets import SecretsManagerReader
+from portal_gateway.aws.user_directory import CognitoUserDirectory
+from portal_gateway.billing.stripe_key import SecretUnreadable
 from portal_gateway.errors import MappingStoreUnavailable
-from portal_gateway.stripe_key import SecretUnreadable
+from portal_gateway.identity.tokens import Identity
 
 from devstack.cfn import load_template
 

@@ -23,8 +23,8 @@ def project_copy(directory: Path) -> Path:
     """What the wheel is built from, copied: an in-tree build would leave build/ and an egg-info in the layer."""
     for name in ("pyproject.toml", "README.md", "LICENSE"):
         shutil.copy(ROOT / name, directory / name)
-    shutil.copytree(ROOT / "layers" / "core" / "portal_gateway", directory / "layers" / "core" / "portal_gateway",
-                    ignore=shutil.ignore_patterns("__pycache__"))
+    for package in ("layers/core/portal_gateway", "cli/portal_admin"):
+        shutil.copytree(ROOT / package, directory / package, ignore=shutil.ignore_patterns("__pycache__"))
     return directory
 
 

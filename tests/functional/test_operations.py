@@ -9,8 +9,8 @@ import uuid
 from pathlib import Path
 
 import pytest
-from portal_gateway import admin
-from portal_gateway.rotation import RotationError
+from portal_admin import cli as admin
+from portal_gateway.checks.rotation import RotationError
 
 from devstack.http_api import load_handler_module, new_context
 from devstack.stripe_standin import fake_key
@@ -97,7 +97,7 @@ def test_rotation_without_a_staged_key_fails_clearly(stack):
     """Rotation started with nothing staged ("Rotate now" in the console): real Secrets Manager then lists the
     new token as AWSPENDING with no value. moto completes such rotations itself, so that one state is added
     on top of moto's answers here."""
-    from portal_gateway.rotation import rotate
+    from portal_gateway.checks.rotation import rotate
 
     token = str(uuid.uuid4())
     real = stack.moto.client("secretsmanager")

@@ -11,8 +11,8 @@ import boto3
 import pytest
 from botocore.response import StreamingBody
 from botocore.stub import Stubber
-from portal_gateway.key_check import AccountPins, check_stripe_key
-from portal_gateway.release_check import Invocation, check_release, outcome
+from portal_gateway.checks.release_check import Invocation, check_release, outcome
+from portal_gateway.checks.stripe_key_check import AccountPins, check_stripe_key
 
 from devstack.http_api import load_handler_module, new_context
 from devstack.stripe_standin import fake_key
@@ -115,7 +115,7 @@ def test_plain_link_sign_in_is_checked_when_configured(release, stack):
 
 
 def test_logs_with_a_token_key_email_or_portal_url_block_the_release():
-    from portal_gateway.release_check import _clean_logs
+    from portal_gateway.checks.release_check import _clean_logs
 
     token = SigningKey().sign(claims())
     for leaked in (token, fake_key("sk", "live"), "ada@example.com", "https://billing.stripe.com/p/session/test_x"):

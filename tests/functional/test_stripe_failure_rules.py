@@ -231,7 +231,7 @@ def test_an_unusable_portal_configuration_is_a_configuration_error_not_an_outage
 
 # --- the stand-in is as strict as Stripe -----------------------------------------------------------------------------
 def test_standin_restricted_keys_get_403_on_account_whatever_their_permissions(stripe_standin):
-    from portal_gateway.stripe_http import StripeApiError, StripeHttp
+    from portal_gateway.billing.stripe_client import StripeApiError, StripeHttp
 
     restricted = stripe_standin.add_key(fake_key("rk", "test"))  # every permission there is
     with pytest.raises(StripeApiError) as refused:
@@ -243,7 +243,7 @@ def test_standin_restricted_keys_get_403_on_account_whatever_their_permissions(s
 
 
 def test_standin_idempotency_keys_are_per_account_and_saved_results_replay(stripe_standin):
-    from portal_gateway.stripe_http import StripeHttp
+    from portal_gateway.billing.stripe_client import StripeHttp
 
     http = StripeHttp(api_base=stripe_standin.base_url)
     second_key = stripe_standin.add_key(fake_key("sk", "test"))  # another key of the same account
@@ -257,7 +257,7 @@ def test_standin_idempotency_keys_are_per_account_and_saved_results_replay(strip
 
 
 def test_standin_ids_in_paths_are_one_segment(stripe_standin):
-    from portal_gateway.stripe_http import StripeApiError, StripeHttp, path_of
+    from portal_gateway.billing.stripe_client import StripeApiError, StripeHttp, path_of
 
     assert path_of("v1", "customers", "cus_1/../..") == "/v1/customers/cus_1%2F..%2F.."
     with pytest.raises(StripeApiError) as missing:

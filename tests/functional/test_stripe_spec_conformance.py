@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from portal_gateway.key_check import check_stripe_key
+from portal_gateway.checks.stripe_key_check import check_stripe_key
 
 from devstack.stripe_standin import Fault, fake_key
 from tests.support.stripe_reference import (

@@ -39,7 +39,7 @@ def test_every_make_target_the_docs_name_exists():
 
 
 def test_every_admin_command_the_docs_name_exists():
-    from portal_gateway.admin import COMMANDS
+    from portal_admin.cli import COMMANDS
 
     named = {c for doc in DOCS for c in re.findall(r"stripe-portal-admin ([a-z][a-z-]+)", doc.read_text())}
     named |= {c for doc in DOCS for c in re.findall(r"^\| [^|]+ \| `([a-z-]+) --stack", doc.read_text(), re.M)}
@@ -47,7 +47,7 @@ def test_every_admin_command_the_docs_name_exists():
 
 
 def test_every_error_code_the_docs_name_exists():
-    from portal_gateway.responses import STATUS_BY_CODE
+    from portal_gateway.web.answers import STATUS_BY_CODE
 
     for doc in DOCS:
         for status, code in re.findall(r"^\| (\d{3}) \| `([a-z_]+)` \|", doc.read_text(), re.M):

@@ -256,7 +256,7 @@ def test_metric_names_in_alarms_are_the_ones_the_code_emits(template):
 
 @pytest.mark.parametrize("document", ["docs/reference.md", "docs/runbook.md"])
 def test_every_error_code_is_documented_with_its_status(document):
-    from portal_gateway.responses import STATUS_BY_CODE
+    from portal_gateway.web.answers import STATUS_BY_CODE
 
     text = (ROOT / document).read_text()
     rows = {m.group(2): int(m.group(1)) for m in re.finditer(r"^\| (\d{3}) \| `([a-z_]+)` \|", text, re.M)}
@@ -399,21 +399,33 @@ def test_admin_command_dependencies_are_declared():
     declared = {re.split(r"[\[<>=!~ ]", d, maxsplit=1)[0].lower()
                 for d in tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]}
     distribution = {"boto3": "boto3", "botocore": "boto3", "stripe": "stripe", "jwt": "pyjwt", "urllib3": "urllib3"}
-    package = ROOT / "layers/core/portal_gateway"
-    seen, queue, needed = set(), ["admin"], set()
+    roots = {"portal_admin": ROOT / "cli", "portal_gateway": ROOT / "layers/core"}
+
+    def source(module: str) -> Path | None:
+        base = roots.get(module.split(".")[0])
+        if base is None:
+            return None
+        path = base.joinpath(*module.split("."))
+        return path.with_suffix(".py") if path.with_suffix(".py").is_file() else path / "__init__.py"
+
+    seen, queue, needed = set(), ["portal_admin.cli"], set()
     while queue:
         module = queue.pop()
         if module in seen:
             continue
         seen.add(module)
-        for node in ast.walk(ast.parse((package / f"{module}.py").read_text())):
-            if isinstance(node, ast.ImportFrom) and node.level == 1:
-                names = [node.module.split(".")[0]] if node.module else [alias.name for alias in node.names]
-                queue += [name for name in names if (package / f"{name}.py").is_file()]
-            elif isinstance(node, ast.ImportFrom) and node.module:
-                needed.add(node.module.split(".")[0])
+        for node in ast.walk(ast.parse(source(module).read_text())):
+            targets = []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                targets = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
             elif isinstance(node, ast.Import):
-                needed.update(alias.name.split(".")[0] for alias in node.names)
+                targets = [alias.name for alias in node.names]
+            for target in targets:
+                path = source(target)
+                if path is not None and path.is_file():
+                    queue.append(target)
+                elif target.split(".")[0] not in roots:
+                    needed.add(target.split(".")[0])
     third_party = {name for name in needed if name in distribution}
     assert "boto3" in third_party or "botocore" in third_party  # the walk does reach the admin's AWS imports
     assert {distribution[name] for name in third_party} <= declared

@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 
 import pytest
-from portal_gateway.auth import CognitoJwtVerifier, JwksCache
 from portal_gateway.errors import AuthUnavailable, InvalidToken
+from portal_gateway.identity.tokens import CognitoJwtVerifier, JwksCache
 
 from tests.support.http import JsonServer
 from tests.support.tokens import (
@@ -338,7 +338,7 @@ def test_rs256_verification_agrees_with_cryptography():
     from cryptography.exceptions import InvalidSignature
     from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.asymmetric import padding, rsa
-    from portal_gateway.auth import rsa_public_key, verify_rs256
+    from portal_gateway.identity.tokens import rsa_public_key, verify_rs256
 
     from tests.support.tokens import b64url
 
@@ -365,7 +365,7 @@ def test_rs256_verification_agrees_with_cryptography():
 
 def test_weak_or_malformed_rsa_keys_are_not_used():
     from cryptography.hazmat.primitives.asymmetric import rsa
-    from portal_gateway.auth import rsa_public_key
+    from portal_gateway.identity.tokens import rsa_public_key
 
     from tests.support.tokens import b64url
 

@@ -10,8 +10,8 @@ import botocore.session
 import pytest
 from botocore.model import ServiceModel
 from botocore.parsers import create_parser
-from portal_gateway import aws_json
-from portal_gateway.aws_endpoints import (
+from portal_gateway.aws import client as aws_json
+from portal_gateway.aws.endpoints import (
     COGNITO_USER_POOLS,
     DYNAMODB,
     PARTITIONS,

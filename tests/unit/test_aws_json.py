@@ -13,8 +13,8 @@ import botocore.auth
 import botocore.credentials
 import pytest
 from botocore.awsrequest import AWSRequest
-from portal_gateway import aws_json
-from portal_gateway.aws_json import (
+from portal_gateway.aws import client as aws_json
+from portal_gateway.aws.client import (
     DYNAMODB,
     SECRETS_MANAGER,
     AwsError,

@@ -7,7 +7,7 @@ import hashlib
 import json
 
 import pytest
-from portal_gateway.oauth import (
+from portal_gateway.web.sign_in import (
     COOKIE_TTL_SECONDS,
     SECRET_TTL_SECONDS,
     CookieSealer,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from portal_gateway.errors import BadRequest, ReturnUrlNotAllowed
-from portal_gateway.portal import ReturnUrlPolicy, choose_locale
+from portal_gateway.web.request_policy import ReturnUrlPolicy, choose_locale
 
 POLICY = ReturnUrlPolicy("https://www.example.com/account?tab=billing",
                          ("https://shop.example.com", "https://www.example.com/help/", "http://localhost:8000"))

@@ -8,7 +8,7 @@ from urllib.parse import urlencode
 
 import pytest
 import stripe
-from portal_gateway.stripe_http import STRIPE_API_VERSION, encode_form, error_kind
+from portal_gateway.billing.stripe_client import STRIPE_API_VERSION, encode_form, error_kind
 from stripe._api_requestor import _APIRequestor
 from stripe._encode import _api_encode
 
@@ -57,8 +57,8 @@ def test_tls_connections_verify_certificates_and_host_names_with_system_cas():
 
 
 def test_lone_surrogates_in_a_signed_name_or_email_never_reach_the_encoder():
-    from portal_gateway.billing import fit_customer_email, fit_customer_name
-    from portal_gateway.stripe_http import encode_form
+    from portal_gateway.billing.stripe_adapter import fit_customer_email, fit_customer_name
+    from portal_gateway.billing.stripe_client import encode_form
 
     name = fit_customer_name("Ada \udc80 Lovelace")
     assert name == "Ada \ufffd Lovelace"

@@ -5,8 +5,14 @@ from __future__ import annotations
 import threading
 
 import pytest
+from portal_gateway.billing.stripe_key import (
+    PLACEHOLDER,
+    SecretUnreadable,
+    StripeKeyProvider,
+    key_mode,
+    parse_stripe_key,
+)
 from portal_gateway.errors import StripeKeyUnavailable, StripeModeMismatch
-from portal_gateway.stripe_key import PLACEHOLDER, SecretUnreadable, StripeKeyProvider, key_mode, parse_stripe_key
 
 KEY_A = "sk_test_" + "a" * 24
 KEY_B = "rk_test_" + "b" * 24

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from .aws_endpoints import (
+from portal_gateway.aws.endpoints import (
     COGNITO_USER_POOLS,
     DYNAMODB,
     LOOPBACK_HOSTS,

@@ -7,24 +7,26 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .auth import CognitoJwtVerifier, Identity, JwksCache
-from .aws import CognitoUserDirectory, CustomerMappingStore, Profile, SecretsManagerReader, profile_from_identity
-from .billing import StripeBilling
-from .config import Settings
-from .customers import CustomerResolver
-from .errors import (
+from portal_gateway.aws.mapping_store import CustomerMappingStore
+from portal_gateway.aws.secrets import SecretsManagerReader
+from portal_gateway.aws.user_directory import CognitoUserDirectory, Profile, profile_from_identity
+from portal_gateway.billing.customers import CustomerResolver
+from portal_gateway.billing.stripe_adapter import StripeBilling
+from portal_gateway.billing.stripe_key import StripeKeyProvider
+from portal_gateway.config import Settings
+from portal_gateway.errors import (
     CustomerMissing,
     PortalConfigurationInvalid,
     StripeAccountMismatch,
     StripeKeyPermissions,
     StripeUnavailable,
 )
-from .portal import SUBSCRIPTION_FLOWS, ReturnUrlPolicy, choose_flow, choose_locale, flow_data
-from .stripe_key import StripeKeyProvider
-from .users import UserLookups
+from portal_gateway.identity.tokens import CognitoJwtVerifier, Identity, JwksCache
+from portal_gateway.identity.user_status import UserLookups
+from portal_gateway.web.request_policy import SUBSCRIPTION_FLOWS, ReturnUrlPolicy, choose_flow, choose_locale, flow_data
 
 if TYPE_CHECKING:
-    from .oauth import HostedUiLogin
+    from portal_gateway.web.sign_in import HostedUiLogin
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +66,7 @@ class PortalService:
         """Forget everything learned since start-up: the Stripe key and the OAuth secret (never in a snapshot),
         the customer and user caches, the open connections. The JWKS (public keys) is kept. Used by the SnapStart
         hooks, before the snapshot and after each restore."""
-        from .http_pool import POOL
+        from portal_gateway.http_pool import POOL
 
         self.billing.forget_key()
         if self.login is not None:
@@ -77,7 +79,7 @@ class PortalService:
         """At init, where on-demand Lambda runs at full CPU: fetch what the first request needs (the JWKS, and
         the Stripe key unless a snapshot is about to be taken). Never raises; what failed is fetched again by
         the first request."""
-        from .http_pool import POOL
+        from portal_gateway.http_pool import POOL
 
         warmed = {"jwks": self.verifier.jwks.prefetch()}
         if with_secrets:
@@ -220,7 +222,10 @@ def build_service(
     )
     login = None
     if settings.cognito_domain:
-        from .oauth import HostedUiLogin, OAuthSecretUnavailable  # only when plain-link sign-in is configured
+        from portal_gateway.web.sign_in import (  # only when plain-link sign-in is configured
+            HostedUiLogin,
+            OAuthSecretUnavailable,
+        )
 
         oauth_secret = SecretsManagerReader(unavailable=OAuthSecretUnavailable, transient=OAuthSecretUnavailable,
                                             label="the OAuth secret", variable="OAUTH_SECRET_ID")

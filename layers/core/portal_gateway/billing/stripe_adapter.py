@@ -1,4 +1,4 @@
-"""Stripe adapter: the only module of the portal function that talks to Stripe (through stripe_http).
+"""Stripe adapter: the only module of the portal function that talks to Stripe (through stripe_client).
 
 Every call goes through `_call`, which (1) retries once with a freshly read key when Stripe rejects the key,
 so a rotated key is picked up at once, and (2) maps Stripe errors to the service's own errors. Stripe's raw
@@ -12,7 +12,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import (
+from portal_gateway.billing.stripe_client import StripeApiError, StripeHttp, StripeResult, path_of
+from portal_gateway.billing.stripe_key import SecretUnreadable, StripeKeyProvider
+from portal_gateway.errors import (
     CustomerMissing,
     PortalConfigurationInvalid,
     PortalNotConfigured,
@@ -22,8 +24,6 @@ from .errors import (
     StripeTimeout,
     StripeUnavailable,
 )
-from .stripe_http import StripeApiError, StripeHttp, StripeResult, path_of
-from .stripe_key import SecretUnreadable, StripeKeyProvider
 
 logger = logging.getLogger(__name__)
 ACTIVE_SUBSCRIPTION_STATUSES = frozenset({"active", "trialing", "past_due", "unpaid"})

@@ -16,8 +16,8 @@ import threading
 import time
 from collections.abc import Callable
 
-from .errors import StripeKeyUnavailable, StripeModeMismatch
-from .http_pool import remaining_budget, request_budget
+from portal_gateway.errors import StripeKeyUnavailable, StripeModeMismatch
+from portal_gateway.http_pool import remaining_budget, request_budget
 
 PLACEHOLDER = "REPLACE_WITH_STRIPE_KEY"  # what template.yaml puts in a secret it creates
 # A prefetch failure this recent is the request's own answer; an older one (whose request was refused) is not.

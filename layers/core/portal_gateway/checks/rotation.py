@@ -17,7 +17,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from .key_check import Check, passed
+from portal_gateway.checks.stripe_key_check import Check, passed
 
 logger = logging.getLogger(__name__)
 STEPS = ("createSecret", "setSecret", "testSecret", "finishSecret")

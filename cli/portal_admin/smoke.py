@@ -13,8 +13,8 @@ import urllib.error
 import urllib.request
 from urllib.parse import urlsplit
 
-from .key_check import Check
-from .release_check import Invocation, documented_answers
+from portal_gateway.checks.release_check import Invocation, documented_answers
+from portal_gateway.checks.stripe_key_check import Check
 
 
 class _NoRedirects(urllib.request.HTTPRedirectHandler):

@@ -7,7 +7,7 @@ form-encoded calls. It mirrors stripe-python 16.1 where that matters: the API ve
 bracket form encoding, the error classes (by the same names, for metrics), and the retry rule (connection
 errors, `Stripe-Should-Retry`, 409, 5xx; an idempotency key on every POST so a retry never duplicates).
 Tests hold its requests to stripe-python's parameter types and compare its encoding with stripe-python's.
-The admin command and the rotation and pre-traffic checks keep using stripe-python (key_check.py).
+The key checks (checks/stripe_key_check.py) and the operator's command use it too.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlencode
 
-from . import __version__
-from .http_pool import POOL, HttpFailure, remaining_budget
+from portal_gateway import __version__
+from portal_gateway.http_pool import POOL, HttpFailure, remaining_budget
 
 STRIPE_API_VERSION = "2026-10-28.endive"  # what stripe-python 16.1 sends (a test keeps them equal)
 API_BASE = "https://api.stripe.com"

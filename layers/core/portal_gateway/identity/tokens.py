@@ -25,8 +25,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .errors import AuthUnavailable, InvalidToken
-from .http_pool import POOL, HttpFailure
+from portal_gateway.errors import AuthUnavailable, InvalidToken
+from portal_gateway.http_pool import POOL, HttpFailure
 
 MAX_TOKEN_LENGTH = 8192
 MIN_RSA_BITS = 2048  # Cognito's keys are 2048-bit; anything weaker is refused as a bad key

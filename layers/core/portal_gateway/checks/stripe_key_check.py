@@ -15,9 +15,9 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from .errors import StripeKeyUnavailable
-from .stripe_http import StripeApiError, StripeHttp, path_of
-from .stripe_key import key_mode, parse_stripe_key
+from portal_gateway.billing.stripe_client import StripeApiError, StripeHttp, path_of
+from portal_gateway.billing.stripe_key import key_mode, parse_stripe_key
+from portal_gateway.errors import StripeKeyUnavailable
 
 PROBE_CUSTOMER = "cus_portalgatewayprobe0"
 PROBE_RETURN_URL = "https://example.com/"

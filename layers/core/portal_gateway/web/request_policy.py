@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from urllib.parse import urlsplit
 
-from .errors import BadRequest, ReturnUrlNotAllowed
+from portal_gateway.errors import BadRequest, ReturnUrlNotAllowed
 
 MAX_RETURN_URL_LENGTH = 2048
 _DEFAULT_PORTS = {"http": 80, "https": 443}

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-from .aws_endpoints import (  # noqa: F401 - re-exported: the services are named through this module
+from portal_gateway.aws.endpoints import (  # noqa: F401 - re-exported: the services are named through this module
     COGNITO_USER_POOLS,
     DYNAMODB,
     SECRETS_MANAGER,
@@ -37,7 +37,7 @@ from .aws_endpoints import (  # noqa: F401 - re-exported: the services are named
     Service,
     endpoint_for,
 )
-from .http_pool import POOL, HttpFailure
+from portal_gateway.http_pool import POOL, HttpFailure
 
 USER_AGENT = "stripe-portal-gateway"
 THROTTLING_CODES = frozenset({

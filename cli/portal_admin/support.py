@@ -21,10 +21,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TextIO
 
-from .aws import claim_key, mapping_key, ticket_key
-from .customers import OWNER_POOL, OWNER_SUB
-from .release_check import FORBIDDEN_IN_LOGS
-from .stripe_http import StripeApiError, path_of
+from portal_gateway.aws.mapping_store import claim_key, mapping_key, ticket_key
+from portal_gateway.billing.customers import OWNER_POOL, OWNER_SUB
+from portal_gateway.billing.stripe_client import StripeApiError, path_of
+from portal_gateway.checks.release_check import FORBIDDEN_IN_LOGS
 
 
 class SupportError(Exception):

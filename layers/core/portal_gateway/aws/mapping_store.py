@@ -1,63 +1,15 @@
-"""AWS adapters: Secrets Manager (the Stripe key), DynamoDB (sub -> customer mapping), Cognito (GetUser).
-
-Each adapter turns AWS failures into the service's own errors and never lets a raw AWS message out. They
-speak to AWS through aws_json.AwsJsonClient (not boto3: see there why); nothing connects until first use.
-"""
+"""DynamoDB adapter: the customers table. One item per (Stripe mode, user pool, sub) naming the Stripe customer,
+the claims of email-matched customers and the users' creation tickets; conditional writes throughout."""
 
 from __future__ import annotations
 
 import secrets
 import time
-from dataclasses import dataclass
 from typing import Any
 
-from .auth import Identity, is_verified_flag
-from .aws_json import COGNITO_USER_POOLS, DYNAMODB, SECRETS_MANAGER, AwsError, AwsJsonClient, AwsUnreachable
-from .errors import (
-    GatewayError,
-    IdentityUnavailable,
-    InvalidToken,
-    MappingStoreUnavailable,
-    StripeKeyUnavailable,
-)
-from .stripe_key import SecretUnreadable
-
-
-class SecretsManagerReader:
-    """Reads one secret's string. `unavailable` is the error raised for a missing or unusable secret, `label`
-    names it in log lines (the Stripe key secret, or the OAuth secret)."""
-
-    def __init__(self, client: AwsJsonClient | None = None, *,
-                 unavailable: type[GatewayError] = StripeKeyUnavailable,
-                 transient: type[GatewayError] = SecretUnreadable,
-                 label: str = "the Stripe secret", variable: str = "STRIPE_SECRET_ID"):
-        # `transient` is raised when Secrets Manager cannot be reached: for the Stripe key, SecretUnreadable
-        # lets the key provider keep serving its last good key.
-        self._client = client or AwsJsonClient(SECRETS_MANAGER)  # the function's own region
-        self._unavailable, self._transient = unavailable, transient
-        self._label, self._variable = label, variable
-
-    def __call__(self, secret_id: str) -> str:
-        try:
-            # AWSCURRENT named, not implied: the same answer from AWS, and moto too answers it right after a
-            # rotation moved the stage (its plain read may still return the previous value).
-            response = self._client.call("GetSecretValue", {"SecretId": secret_id, "VersionStage": "AWSCURRENT"})
-        except AwsUnreachable as exc:
-            raise self._transient(log_detail=f"Secrets Manager unreachable: {exc.code}") from None
-        except AwsError as exc:
-            code = exc.code
-            if code == "ResourceNotFoundException":
-                # Also what a stack-created secret with no value yet answers.
-                raise self._unavailable(
-                    log_detail=f"{self._label} does not exist or has no value yet ({self._variable})"
-                ) from None
-            if code in ("AccessDeniedException", "AccessDenied"):
-                raise self._unavailable(log_detail=f"not allowed to read {self._label} (IAM policy)") from None
-            raise self._transient(log_detail=f"Secrets Manager error {code}") from None
-        if "SecretString" not in response:
-            raise self._unavailable(log_detail=f"{self._label} is binary; store it as a string")
-        return response["SecretString"]
-
+from portal_gateway.aws.client import DYNAMODB, AwsError, AwsJsonClient
+from portal_gateway.errors import MappingStoreUnavailable
+from portal_gateway.identity.tokens import Identity
 
 
 def mapping_key(mode: str, user_pool_id: str, sub: str) -> str:
@@ -194,63 +146,3 @@ class CustomerMappingStore:
         if winner is None:  # the competing item vanished again; extremely unlikely, refuse rather than guess
             raise MappingStoreUnavailable(log_detail="conditional write lost to an item that is now gone")
         return winner
-
-
-@dataclass(frozen=True)
-class Profile:
-    email: str | None
-    email_verified: bool
-    name: str | None
-
-
-def profile_from_identity(identity: Identity) -> Profile:
-    return Profile(identity.email, identity.email_verified, identity.name)
-
-
-@dataclass(frozen=True)
-class CognitoUser:
-    """What AdminGetUser says of a user: whether they may sign in, and their profile."""
-
-    enabled: bool
-    status: str
-    profile: Profile
-
-
-class CognitoUserDirectory:
-    """Looks a user up with AdminGetUser (signed with the function's IAM role, scoped to the one pool).
-
-    Not GetUser with the caller's access token: real Cognito answers GetUser only for tokens with the
-    `aws.cognito.signin.user.admin` scope, which Hosted UI tokens with `openid email` do not carry. AdminGetUser
-    works for every valid token, and also tells whether the user is still enabled."""
-
-    def __init__(self, user_pool_id: str, region: str, client: AwsJsonClient | None = None):
-        self.user_pool_id = user_pool_id
-        self._client = client or AwsJsonClient(COGNITO_USER_POOLS, region)  # the pool's region
-
-    def endpoint(self) -> str | None:
-        return self._client.endpoint()
-
-    def lookup(self, identity: Identity) -> CognitoUser:
-        # The username claim; a local user's sub is accepted as its username too (AdminGetUser's rule).
-        username = identity.username or identity.sub
-        try:
-            response = self._client.call("AdminGetUser", {"UserPoolId": self.user_pool_id, "Username": username})
-        except AwsUnreachable as exc:
-            raise IdentityUnavailable(log_detail=f"Cognito AdminGetUser failed: {exc.code}") from None
-        except AwsError as exc:
-            if exc.code == "UserNotFoundException":
-                raise InvalidToken("user_not_found") from None
-            raise IdentityUnavailable(log_detail=f"Cognito AdminGetUser failed: {exc.code}") from None
-        attributes = {a["Name"]: a.get("Value") for a in response.get("UserAttributes", [])}
-        if attributes.get("sub") and attributes["sub"] != identity.sub:
-            # A username now names another user (deleted and signed up again): this token's user is gone.
-            raise InvalidToken("user_not_found")
-        return CognitoUser(
-            enabled=response.get("Enabled", True) is not False,
-            status=str(response.get("UserStatus", "")),
-            profile=Profile(
-                email=attributes.get("email") or None,
-                email_verified=is_verified_flag(attributes.get("email_verified")),
-                name=attributes.get("name") or None,
-            ),
-        )

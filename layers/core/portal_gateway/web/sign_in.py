@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from .errors import AuthUnavailable, GatewayError
+from portal_gateway.errors import AuthUnavailable, GatewayError
 
 COOKIE_NAME = "__Host-portal_login"
 COOKIE_TTL_SECONDS = 600

@@ -8,7 +8,7 @@ import json
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.shared.cookies import Cookie, SameSite
 
-from .errors import GatewayError
+from portal_gateway.errors import GatewayError
 
 STATUS_BY_CODE: dict[str, int] = {
     "invalid_request": 400,
@@ -62,14 +62,14 @@ def redirect(url: str, status: int = 302, *, cookies: list | None = None) -> Res
 def login_cookie(value: str) -> Cookie:
     # __Host-: Secure, Path=/, no Domain, so no other host or path can set or read it. Lax: it must come
     # back on the top-level redirect from the Hosted UI.
-    from .oauth import COOKIE_NAME, COOKIE_TTL_SECONDS
+    from portal_gateway.web.sign_in import COOKIE_NAME, COOKIE_TTL_SECONDS
 
     return Cookie(name=COOKIE_NAME, value=value, path="/", secure=True, http_only=True,
                   max_age=COOKIE_TTL_SECONDS, same_site=SameSite.LAX_MODE)
 
 
 def clear_login_cookie() -> Cookie:
-    from .oauth import COOKIE_NAME
+    from portal_gateway.web.sign_in import COOKIE_NAME
 
     return Cookie(name=COOKIE_NAME, value="", path="/", secure=True, http_only=True, max_age=0,
                   same_site=SameSite.LAX_MODE)

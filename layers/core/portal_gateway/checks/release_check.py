@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .key_check import Check, passed
+from portal_gateway.checks.stripe_key_check import Check, passed
 
 # What must never appear in a log line (docs/security.md): tokens, Stripe keys, emails, portal URLs.
 FORBIDDEN_IN_LOGS = {

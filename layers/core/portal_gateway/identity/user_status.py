@@ -9,10 +9,10 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
-from .auth import Identity
-from .aws import CognitoUser
-from .customers import BoundedCache
-from .errors import InvalidToken
+from portal_gateway.aws.user_directory import CognitoUser
+from portal_gateway.caching import BoundedCache
+from portal_gateway.errors import InvalidToken
+from portal_gateway.identity.tokens import Identity
 
 USER_STATUS_MAX_AGE_SECONDS = 60
 
