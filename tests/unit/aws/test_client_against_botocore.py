@@ -23,7 +23,7 @@ from portal_gateway.aws.endpoints import (
 from portal_gateway.config import ConfigError, Settings
 
 from tests.support.botocore_endpoints import botocore_endpoint, every_region, partitions
-from tests.unit.test_aws_json import NOW, botocore_authorization
+from tests.unit.aws.test_client import NOW, botocore_authorization
 
 SERVICES = {"secretsmanager": SECRETS_MANAGER, "dynamodb": DYNAMODB, "cognito-idp": COGNITO_USER_POOLS}
 REGIONS = every_region()
