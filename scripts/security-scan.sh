@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 SCAN=${SCAN_VENV:-.venv-scan}/bin
 
 echo "== bandit (our code)"
-"$SCAN/bandit" -q -c pyproject.toml -r layers/core/portal_gateway functions devstack
+"$SCAN/bandit" -q -c pyproject.toml -r layers/core/portal_gateway cli/portal_admin functions devstack
 
 echo "== checkov (template.yaml policy scan)"
 "$SCAN/checkov" -f template.yaml --framework cloudformation --compact --quiet --skip-download 2>/dev/null \
