@@ -43,6 +43,7 @@ class HostedUiStandin:
         self.password = None  # the demo users' password, shown on the sign-in page (local stack only)
         self.pending_signups: dict[str, dict] = {}  # username -> {"code", "password", "params"}
         self.sessions: dict[str, dict] = {}  # session cookie value -> the signed-in user's tokens
+        self.token_delay = 0.0  # seconds the token endpoint takes to answer (a slow Cognito, for tests)
         self.lock = threading.Lock()
         self.token_requests = 0
         kid, self._key = moto_signing_key()
@@ -270,6 +271,8 @@ class HostedUiStandin:
 
     def _token(self, handler, form: dict) -> None:
         self.token_requests += 1
+        if self.token_delay:
+            time.sleep(self.token_delay)
         origin = handler.headers.get("Origin")
         with self.lock:
             grant = self.codes.pop(form.get("code", ""), None)  # one use, whatever happens next

@@ -245,3 +245,20 @@ def test_always_ask_to_sign_in_sends_prompt_login(oauth_gateway):
     assert dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(start.location).query))["prompt"] == "login"
     default = start_login(oauth_gateway(ALWAYS_ASK_TO_SIGN_IN="false"))  # the template's default
     assert "prompt" not in dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(default.location).query))
+
+
+def test_a_slow_token_endpoint_ends_in_our_page_within_the_function_timeout(oauth_gateway, user, hosted_ui):
+    import time
+
+    user()
+    gw = oauth_gateway()
+    start = start_login(gw)
+    code = sign_in(start.location, "ada")
+    hosted_ui.token_delay = 4.0  # Cognito answering slowly
+    gw.timeout_seconds = 2.5
+    started = time.monotonic()
+    landed = callback(gw, code, cookie_header(start))
+    elapsed = time.monotonic() - started
+    hosted_ui.token_delay = 0.0
+    assert landed.status == 503 and "Sign-in cannot be checked right now" in landed.body
+    assert elapsed < 2.4, elapsed  # the invocation's budget, not a 5 s socket timeout past the function's

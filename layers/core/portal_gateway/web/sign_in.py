@@ -17,9 +17,7 @@ import os
 import re
 import secrets
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
@@ -29,6 +27,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from portal_gateway.errors import AuthUnavailable, GatewayError
+from portal_gateway.http_pool import POOL, HttpFailure
 
 COOKIE_NAME = "__Host-portal_login"
 COOKIE_TTL_SECONDS = 600
@@ -115,7 +114,7 @@ class CookieSealer:
 class HostedUiLogin:
     def __init__(self, *, domain: str, client_id: str, callback_url: str | None, read_secret: Callable[[], str],
                  timeout: float = 5.0, clock: Callable[[], float] = time.time,
-                 opener: Callable[..., object] = urllib.request.urlopen, always_ask: bool = False):
+                 always_ask: bool = False):
         self.domain = domain
         self.always_ask = always_ask  # prompt=login: a shared computer's next person is never signed in silently
         self.client_id = client_id
@@ -123,7 +122,6 @@ class HostedUiLogin:
         self._read_secret = read_secret
         self._timeout = timeout
         self._clock = clock
-        self._open = opener
         self._sealer: CookieSealer | None = None
         self._client_secret: str | None = None
         self._loaded_at = 0.0
@@ -213,17 +211,21 @@ class HostedUiLogin:
         if client_secret:
             pair = f"{urllib.parse.quote(self.client_id)}:{urllib.parse.quote(client_secret)}"
             headers["Authorization"] = "Basic " + base64.b64encode(pair.encode()).decode()
-        request = urllib.request.Request(f"{self.domain}/oauth2/token", data=body, headers=headers, method="POST")
         try:
-            # bandit B310 (urlopen scheme): the domain is operator configuration, checked at start-up.
-            with self._open(request, timeout=self._timeout) as response:  # nosec B310
-                answer = json.loads(response.read(64 * 1024))
-        except urllib.error.HTTPError as exc:
-            if 400 <= exc.code < 500:
-                raise LoginFailed(log_detail=f"token endpoint refused the code (http {exc.code})") from None
-            raise AuthUnavailable(log_detail=f"token endpoint failed (http {exc.code})") from None
-        except (urllib.error.URLError, OSError, ValueError):
-            raise AuthUnavailable(log_detail="token endpoint unreachable or answered garbage") from None
+            # Through the shared pool: a wall-clock bound, a size bound and the invocation's time budget.
+            reply = POOL.request("POST", f"{self.domain}/oauth2/token", body=body, headers=headers,
+                                 connect_timeout=min(self._timeout, 2.0), read_timeout=self._timeout,
+                                 max_bytes=64 * 1024)
+        except HttpFailure as failure:
+            raise AuthUnavailable(log_detail=f"token endpoint unreachable: {failure.kind}") from None
+        if 400 <= reply.status < 500:
+            raise LoginFailed(log_detail=f"token endpoint refused the code (http {reply.status})")
+        if reply.status != 200:
+            raise AuthUnavailable(log_detail=f"token endpoint failed (http {reply.status})")
+        try:
+            answer = json.loads(reply.data)
+        except ValueError:
+            raise AuthUnavailable(log_detail="token endpoint answered garbage") from None
         id_token = answer.get("id_token") if isinstance(answer, dict) else None
         if not isinstance(id_token, str):
             raise LoginFailed(log_detail="token endpoint answered without an id_token")
