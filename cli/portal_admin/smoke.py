@@ -13,6 +13,7 @@ import urllib.error
 import urllib.request
 from urllib.parse import urlsplit
 
+from portal_gateway.aws.endpoints import LOOPBACK_HOSTS
 from portal_gateway.checks.release_check import Invocation, documented_answers
 from portal_gateway.checks.stripe_key_check import Check
 
@@ -44,16 +45,13 @@ def _probe(url: str, **kwargs) -> Invocation:
     return Invocation(status, body, headers)
 
 
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
-
-
 def checked_portal_url(url: str) -> str | None:
     """Why `url` cannot be smoke-tested, or None. A user's token is sent to it, so never over plain http (but
     to `make run` on this machine)."""
     parts = urlsplit(url)
     if parts.scheme not in ("https", "http") or not parts.hostname:
         return f"not a URL: {url[:80]!r}"
-    if parts.scheme == "http" and parts.hostname not in LOOPBACK:
+    if parts.scheme == "http" and parts.hostname not in LOOPBACK_HOSTS:
         return "http:// would send a user's token in clear text; use the https PortalUrl"
     if not parts.path.rstrip("/").endswith("/portal"):
         return "the URL must end in /portal (the stack output PortalUrl)"

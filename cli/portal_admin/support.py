@@ -184,16 +184,14 @@ def _since(item: dict) -> str:
 
 
 def _items_for_customer(ctx: Context, customer_id: str) -> list[dict]:
-    table = ctx.client("dynamodb")
-    items, start = [], None
-    while True:
-        page = table.scan(TableName=ctx.table, FilterExpression="customer_id = :c",
-                          ExpressionAttributeValues={":c": {"S": customer_id}},
-                          **({"ExclusiveStartKey": start} if start else {}))
-        items += page.get("Items", [])
-        start = page.get("LastEvaluatedKey")
-        if not start:
-            return items
+    return _scan(ctx, "customer_id = :c", {":c": {"S": customer_id}})
+
+
+def _scan(ctx: Context, condition: str, values: dict) -> list[dict]:
+    """Every item of the table that matches, all pages (support commands are rare; the table is small)."""
+    pages = ctx.client("dynamodb").get_paginator("scan").paginate(
+        TableName=ctx.table, FilterExpression=condition, ExpressionAttributeValues=values)
+    return [item for page in pages for item in page.get("Items", [])]
 
 
 class Audit:
@@ -221,15 +219,8 @@ class Audit:
 
 def history(ctx: Context, subject: str) -> list[dict]:
     """A subject's audit records, oldest first."""
-    table, items, start = ctx.client("dynamodb"), [], None
-    while True:
-        page = table.scan(TableName=ctx.table, FilterExpression="begins_with(pk, :p)",
-                          ExpressionAttributeValues={":p": {"S": f"{ctx.mode}#audit#{subject}#"}},
-                          **({"ExclusiveStartKey": start} if start else {}))
-        items += [{k: v["S"] for k, v in item.items() if "S" in v} for item in page.get("Items", [])]
-        start = page.get("LastEvaluatedKey")
-        if not start:
-            return sorted(items, key=lambda record: record["pk"])
+    items = _scan(ctx, "begins_with(pk, :p)", {":p": {"S": f"{ctx.mode}#audit#{subject}#"}})
+    return sorted(({k: v["S"] for k, v in item.items() if "S" in v} for item in items), key=lambda r: r["pk"])
 
 
 def link(ctx: Context, sub: str, customer_id: str, *, reason: str, who: str) -> int:

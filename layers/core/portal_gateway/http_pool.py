@@ -76,10 +76,9 @@ class ConnectionPool:
     def request(self, method: str, url: str, *, body: bytes | None, headers: dict[str, str],
                 connect_timeout: float, read_timeout: float, max_bytes: int = MAX_ANSWER_BYTES) -> Answer:
         parts = urlsplit(url)
-        scheme = parts.scheme.lower()
-        if scheme not in ("http", "https") or not parts.hostname:
+        key = _host_key(parts)
+        if key is None:
             raise HttpFailure("ProtocolError")
-        key = (scheme, parts.hostname, parts.port or (443 if scheme == "https" else 80))
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         now = time.monotonic()
         deadline = now + connect_timeout + read_timeout
@@ -102,11 +101,9 @@ class ConnectionPool:
     def preconnect(self, url: str, *, timeout: float = 2.0) -> bool:
         """Open (TCP, and TLS for https) a connection to `url`'s host and keep it idle for the next request, so
         a handshake done at init is not paid on the first request. Fails soft: False if it could not."""
-        parts = urlsplit(url)
-        scheme = parts.scheme.lower()
-        if scheme not in ("http", "https") or not parts.hostname:
+        key = _host_key(urlsplit(url))
+        if key is None:
             return False
-        key = (scheme, parts.hostname, parts.port or (443 if scheme == "https" else 80))
         with self._lock:
             if self._idle.get(key):
                 return True
@@ -185,6 +182,14 @@ class ConnectionPool:
         else:
             self._give(key, connection)
         return answer
+
+
+def _host_key(parts) -> tuple[str, str, int] | None:
+    """Which idle connections a URL may use: (scheme, host, port); None for a URL this pool cannot serve."""
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https") or not parts.hostname:
+        return None
+    return scheme, parts.hostname, parts.port or (443 if scheme == "https" else 80)
 
 
 class _DeadlineReader(io.RawIOBase):

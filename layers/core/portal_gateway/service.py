@@ -21,6 +21,7 @@ from portal_gateway.errors import (
     StripeKeyPermissions,
     StripeUnavailable,
 )
+from portal_gateway.http_pool import POOL
 from portal_gateway.identity.tokens import CognitoJwtVerifier, Identity, JwksCache
 from portal_gateway.identity.user_status import UserLookups
 from portal_gateway.web.request_policy import SUBSCRIPTION_FLOWS, ReturnUrlPolicy, choose_flow, choose_locale, flow_data
@@ -66,8 +67,6 @@ class PortalService:
         """Forget everything learned since start-up: the Stripe key and the OAuth secret (never in a snapshot),
         the customer and user caches, the open connections. The JWKS (public keys) is kept. Used by the SnapStart
         hooks, before the snapshot and after each restore."""
-        from portal_gateway.http_pool import POOL
-
         self.billing.forget_key()
         if self.login is not None:
             self.login.forget_secrets()
@@ -79,8 +78,6 @@ class PortalService:
         """At init, where on-demand Lambda runs at full CPU: fetch what the first request needs (the JWKS, and
         the Stripe key unless a snapshot is about to be taken). Never raises; what failed is fetched again by
         the first request."""
-        from portal_gateway.http_pool import POOL
-
         warmed = {"jwks": self.verifier.jwks.prefetch()}
         if with_secrets:
             warmed["stripe_key"] = self.billing.warm_key()

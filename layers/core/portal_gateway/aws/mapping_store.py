@@ -49,14 +49,7 @@ class CustomerMappingStore:
         return self._client.endpoint()
 
     def get(self, key: str) -> str | None:
-        try:
-            item = self._client.call("GetItem", {
-                "TableName": self.table, "Key": {"pk": {"S": key}}, "ConsistentRead": True,
-                "ProjectionExpression": "customer_id",
-            }).get("Item")
-        except AwsError as exc:
-            raise MappingStoreUnavailable(log_detail=f"DynamoDB GetItem failed: {exc.code}") from None
-        return item["customer_id"]["S"] if item else None
+        return self._read(key, "customer_id", "GetItem")
 
     def put_if_absent(self, key: str, customer_id: str) -> str:
         """Store the mapping unless one exists; return whichever mapping won."""
@@ -85,33 +78,36 @@ class CustomerMappingStore:
     def creation_ticket(self, key: str) -> str:
         """This user's current creation ticket, made now if there is none. Concurrent first requests of one
         user agree on it (a conditional write), so they send Stripe the same idempotency key."""
-        fresh = secrets.token_hex(12)
-        if self._put_if("PutItem (ticket)", Item=self._ticket_item(key, fresh),
-                        ConditionExpression="attribute_not_exists(pk)"):
-            return fresh
-        return self._current_ticket(key) or self.renew_creation_ticket(key, None)
+        return self._put_ticket(key, spent=None)
 
     def renew_creation_ticket(self, key: str, spent: str | None) -> str:
         """Replace a ticket whose idempotency key Stripe has tied to an answer we cannot use (a saved 500, a
         customer now someone else's), unless another request already did; return the ticket in force."""
-        fresh = secrets.token_hex(12)
+        return self._put_ticket(key, spent=spent)
+
+    def _put_ticket(self, key: str, *, spent: str | None) -> str:
+        """Write a fresh ticket where there is none (or it is still `spent`); else the ticket another request
+        wrote is the one in force. Tried twice: a ticket may expire or be removed between write and read."""
         condition = "attribute_not_exists(pk)" if spent is None else "attribute_not_exists(pk) OR ticket = :spent"
         extra = {} if spent is None else {"ExpressionAttributeValues": {":spent": {"S": spent}}}
-        if self._put_if("PutItem (ticket)", Item=self._ticket_item(key, fresh), ConditionExpression=condition,
-                        **extra):
-            return fresh
-        current = self._current_ticket(key)
-        if current is None:
-            raise MappingStoreUnavailable(log_detail="creation ticket vanished while being renewed")
-        return current
+        for _ in range(2):
+            fresh = secrets.token_hex(12)
+            if self._put_if("PutItem (ticket)", Item=self._ticket_item(key, fresh), ConditionExpression=condition,
+                            **extra):
+                return fresh
+            current = self._read(ticket_key(key), "ticket", "GetItem (ticket)")
+            if current is not None:
+                return current
+        raise MappingStoreUnavailable(log_detail="creation ticket vanished while being written")
 
-    def _current_ticket(self, key: str) -> str | None:
+    def _read(self, pk: str, attribute: str, what: str) -> str | None:
+        """One string attribute of one item, read consistently; None when the item or attribute is absent."""
         try:
-            item = self._client.call("GetItem", {"TableName": self.table, "Key": {"pk": {"S": ticket_key(key)}},
-                                                 "ConsistentRead": True}).get("Item")
+            item = self._client.call("GetItem", {"TableName": self.table, "Key": {"pk": {"S": pk}},
+                                                 "ConsistentRead": True, "ProjectionExpression": attribute}).get("Item")
         except AwsError as exc:
-            raise MappingStoreUnavailable(log_detail=f"DynamoDB GetItem (ticket) failed: {exc.code}") from None
-        return item["ticket"]["S"] if item and "ticket" in item else None
+            raise MappingStoreUnavailable(log_detail=f"DynamoDB {what} failed: {exc.code}") from None
+        return item[attribute]["S"] if item and attribute in item else None
 
     @staticmethod
     def _ticket_item(key: str, ticket: str) -> dict:

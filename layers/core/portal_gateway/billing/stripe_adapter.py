@@ -24,6 +24,7 @@ from portal_gateway.errors import (
     StripeTimeout,
     StripeUnavailable,
 )
+from portal_gateway.text import has_lone_surrogate, replace_lone_surrogates
 
 logger = logging.getLogger(__name__)
 ACTIVE_SUBSCRIPTION_STATUSES = frozenset({"active", "trialing", "past_due", "unpaid"})
@@ -47,20 +48,13 @@ class CreatedCustomer:
     replayed: bool  # Stripe answered from the idempotency key's saved result: made earlier, maybe for someone else
 
 
-def _has_lone_surrogate(text: str) -> bool:
-    # JSON allows "\udc80" alone (a signed claim can carry it); it has no UTF-8 form, so it cannot be sent.
-    return any("\ud800" <= character <= "\udfff" for character in text)
-
-
 def fit_customer_name(name: str | None) -> str | None:
     """The name cut to Stripe's limit. Counted in UTF-16 code units (the strictest way Stripe could count), cut
     between code points, so a character outside the BMP is dropped whole, never split into half a pair. A lone
     surrogate (no character at all) becomes U+FFFD, as a browser shows it."""
     if not name:
         return None
-    if _has_lone_surrogate(name):
-        name = "".join("\ufffd" if "\ud800" <= c <= "\udfff" else c for c in name)
-    name = name.strip()
+    name = replace_lone_surrogates(name).strip()
     while len(name.encode("utf-16-le")) // 2 > CUSTOMER_NAME_MAX:
         name = name[:-1]
     return name.strip() or None
@@ -69,7 +63,7 @@ def fit_customer_name(name: str | None) -> str | None:
 def fit_customer_email(email: str | None) -> str | None:
     """An address longer than Stripe accepts is not sent at all: a cut address would be someone else's. Nor is
     one with a lone surrogate: no mailbox has that name, and a repaired one would be another address."""
-    if not email or len(email) > CUSTOMER_EMAIL_MAX or _has_lone_surrogate(email):
+    if not email or len(email) > CUSTOMER_EMAIL_MAX or has_lone_surrogate(email):
         return None
     return email
 

@@ -157,13 +157,11 @@ class StripeKeyProvider:
                 return self._key
 
     def warm(self) -> bool:
-        """Read the key ahead of the first request (at init). Fails soft: nothing is remembered of a failure, so
-        the first request reads again. True if a key is in memory."""
+        """Read the key ahead of the first request (at init). Fails soft: a failed read leaves no key and starts
+        no prefetch window, so the first request reads again. True if a key is in memory."""
         try:
             self.current()
         except StripeKeyUnavailable:
-            with self._lock:
-                self._prefetch_started_at = None  # the request's own prefetch may start at once
             return False
         return True
 

@@ -137,7 +137,9 @@ def _account_pin(checks: list[Check], pins: AccountPins, mode: str, client) -> C
                      f"customers are in {masked_account(pinned_account)}",
                      f"Use a key of the account ending {pinned_account[-4:]}; moving to another account needs its "
                      f"own deployment (docs/runbook.md)")
-    unseen = _unseen(client, customers, pin.configuration_id if pin else None)
+    pinned_configuration = pin.configuration_id if pin else None
+    # The portal configuration check above already found this one for the key: no need to ask Stripe again.
+    unseen = _unseen(client, customers, None if pinned_configuration == configuration_id else pinned_configuration)
     if isinstance(unseen, Check):
         return unseen
     if unseen:
@@ -172,23 +174,10 @@ def _account_pin(checks: list[Check], pins: AccountPins, mode: str, client) -> C
 def _unseen(client, customers: list[str], configuration_id: str | None) -> list[str] | Check:
     """What of this deployment's account the key cannot see: a list of descriptions, or a failed Check when
     Stripe could not be asked."""
-    missing = 0
     try:
-        for customer_id in customers:
-            try:
-                client("GET", path_of("v1", "customers", customer_id))
-            except StripeApiError as exc:
-                if exc.kind != "InvalidRequestError" or exc.code != "resource_missing":
-                    raise
-                missing += 1
-        configuration_missing = False
-        if configuration_id:
-            try:
-                client("GET", path_of("v1", "billing_portal", "configurations", configuration_id))
-            except StripeApiError as exc:
-                if exc.kind != "InvalidRequestError" or exc.code != "resource_missing":
-                    raise
-                configuration_missing = True
+        missing = sum(1 for customer_id in customers if not _exists(client, "v1", "customers", customer_id))
+        configuration_missing = bool(configuration_id) and not _exists(
+            client, "v1", "billing_portal", "configurations", configuration_id)
     except StripeApiError as exc:
         return Check(PIN_CHECK, False, f"{exc.kind} (http {exc.http_status}) reading this deployment's customers",
                      "Give the restricted key Customers: Write and Customer portal: Write; or try again")
@@ -196,6 +185,17 @@ def _unseen(client, customers: list[str], configuration_id: str | None) -> list[
     if configuration_missing:
         unseen.append(f"the portal configuration {configuration_id}")
     return unseen
+
+
+def _exists(client, *segments: str) -> bool:
+    """Whether the object exists for this key (Stripe: no such object, for another account's ids)."""
+    try:
+        client("GET", path_of(*segments))
+    except StripeApiError as exc:
+        if exc.kind == "InvalidRequestError" and exc.code == "resource_missing":
+            return False
+        raise
+    return True
 
 
 def _describe_pin(pin: Pin) -> str:

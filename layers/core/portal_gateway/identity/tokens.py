@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 from portal_gateway.errors import AuthUnavailable, InvalidToken
 from portal_gateway.http_pool import POOL, HttpFailure
+from portal_gateway.text import has_lone_surrogate
 
 MAX_TOKEN_LENGTH = 8192
 MIN_RSA_BITS = 2048  # Cognito's keys are 2048-bit; anything weaker is refused as a bad key
@@ -36,7 +37,6 @@ MAX_JWKS_BYTES = 64 * 1024
 _B64URL = re.compile(r"^[A-Za-z0-9_-]+$")
 _B64URL_OR_EMPTY = re.compile(r"^[A-Za-z0-9_-]*$")
 TOKEN_USES = ("id", "access")
-_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 @dataclass(frozen=True)
@@ -248,7 +248,7 @@ class CognitoJwtVerifier:
         sub = claims.get("sub")
         if not isinstance(sub, str) or not sub:
             raise InvalidToken("missing_claim")
-        if _LONE_SURROGATE.search(sub):
+        if has_lone_surrogate(sub):
             raise InvalidToken("malformed")  # the key of the user's mapping and customer stamp must be sendable
         email = claims.get("email") if token_use == "id" else None
         username = claims.get("cognito:username" if token_use == "id" else "username")

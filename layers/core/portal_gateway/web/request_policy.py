@@ -6,6 +6,7 @@ import re
 from urllib.parse import urlsplit
 
 from portal_gateway.errors import BadRequest, ReturnUrlNotAllowed
+from portal_gateway.text import has_lone_surrogate
 
 MAX_RETURN_URL_LENGTH = 2048
 _DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -13,7 +14,6 @@ _DEFAULT_PORTS = {"http": 80, "https": 443}
 # segments are not refused here but resolved (below), as browsers resolve them, before the prefix check.
 _AMBIGUOUS = re.compile(r"[\x00-\x20\x7f\\]|%(?:2f|5c|00|09|0a|0d)", re.IGNORECASE)
 _ENCODED_DOT = re.compile(r"%2e", re.IGNORECASE)
-_LONE_SURROGATE = re.compile("[\ud800-\udfff]")  # no URL can carry one (it has no UTF-8 form)
 
 # Locales the Stripe customer portal accepts (billing_portal.sessions.create `locale`).
 STRIPE_PORTAL_LOCALES = frozenset(
@@ -30,7 +30,7 @@ def _origin(parts) -> tuple[str, str, int]:
 
 
 def _parse(url: str):
-    if not url or len(url) > MAX_RETURN_URL_LENGTH or _AMBIGUOUS.search(url) or _LONE_SURROGATE.search(url):
+    if not url or len(url) > MAX_RETURN_URL_LENGTH or _AMBIGUOUS.search(url) or has_lone_surrogate(url):
         return None
     try:
         parts = urlsplit(url)
