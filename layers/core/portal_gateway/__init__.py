@@ -1,7 +1,6 @@
 """Stripe portal gateway's runtime: what the Lambda functions import and the layer ships (web/, identity/,
-billing/, aws/, checks/, and the shared config, errors, caching, text, http_pool
-and service). Never imports the
-operator's CLI (portal_admin)."""
+billing/, aws/, checks/, and the shared config, errors, caching, text, http_pool and service). Never imports
+the operator's CLI (portal_admin)."""
 
 import logging
 
