@@ -260,6 +260,19 @@ def test_smoke_passes_on_a_healthy_deployment_and_never_prints_the_portal_url(de
     assert "/p/session/" not in out and tokens["IdToken"] not in out
 
 
+def test_smoke_reads_the_portal_url_and_sign_in_from_the_stack(deployed, stack):
+    """docs/operations.md's `smoke --stack …`: the PortalUrl output and the CognitoDomain parameter come from the
+    stack, as CloudFormation's describe-stacks reports them."""
+    url = deployed()
+    body = {"Parameters": {"CognitoDomain": {"Type": "String", "Default": ""}},
+            "Resources": {"Record": {"Type": "AWS::CloudFormation::WaitConditionHandle"}},
+            "Outputs": {"PortalUrl": {"Value": url}}}
+    stack.moto.client("cloudformation").create_stack(StackName="portal-smoke", TemplateBody=json.dumps(body))
+    code, out, err = run(["smoke", "--stack", "portal-smoke"], stack=stack)
+    assert code == 0, out + err
+    assert "PASS  /health" in out and "PASS  unauthenticated /portal (plain link)" in out
+
+
 def test_smoke_fails_with_a_bad_token_or_an_api_that_does_not_answer(deployed, stack):
     url = deployed()
     code, out, _ = run(["smoke", "--url", url, "--token-stdin"], stack=stack, stdin_text="not.a.token")
