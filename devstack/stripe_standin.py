@@ -23,10 +23,23 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qsl, urlsplit
 
+from devstack.stripe_webhooks import Deliverer
+
 # Restricted-key permissions per resource, as in the Dashboard: "<resource>_read" or "<resource>_write",
 # where write includes read. A secret key (sk_) has them all.
 # GET /v1/account has no restricted-key permission at all: only a secret key (sk_) may call it.
-ALL_PERMISSIONS = frozenset({"customers_write", "portal_write", "subscriptions_read"})
+ALL_PERMISSIONS = frozenset({"customers_write", "portal_write", "subscriptions_write", "entitlements_read",
+                             "webhook_endpoints_write"})
+# Subscriptions in these states keep their products' features provisioned (active entitlements).
+ENTITLED_STATUSES = frozenset({"active", "trialing", "past_due"})
+# Event types the stand-in emits; an endpoint may subscribe to any of them, or to "*".
+EVENT_TYPES = frozenset({
+    "customer.created", "customer.deleted", "customer.subscription.created", "customer.subscription.deleted",
+    "customer.subscription.paused", "customer.subscription.pending_update_applied",
+    "customer.subscription.pending_update_expired", "customer.subscription.resumed",
+    "customer.subscription.trial_will_end", "customer.subscription.updated",
+    "entitlements.active_entitlement_summary.updated", "checkout.session.completed", "invoice.paid",
+})
 # Portal flows (API 2026-10-28) and the configuration feature each one needs enabled.
 FLOW_FEATURES = {"customer_update": "customer_update", "payment_method_update": "payment_method_update",
                  "subscription_cancel": "subscription_cancel", "subscription_pause": "subscription_pause",
@@ -99,6 +112,12 @@ class Account:
     customers: dict[str, dict] = field(default_factory=dict)
     sessions: dict[str, dict] = field(default_factory=dict)
     configurations: dict[str, dict] = field(default_factory=dict)
+    products: dict[str, dict] = field(default_factory=dict)
+    prices: dict[str, dict] = field(default_factory=dict)
+    features: dict[str, dict] = field(default_factory=dict)  # feature id -> feature (lookup_key)
+    webhook_endpoints: dict[str, dict] = field(default_factory=dict)
+    events: list[dict] = field(default_factory=list)
+    payment_links: dict[str, dict] = field(default_factory=dict)
     default_configuration: dict[str, str | None] = field(default_factory=lambda: {"test": None, "live": None})
 
 
@@ -112,6 +131,7 @@ class StripeStandin:
         self.requests: list[dict] = []  # method, path, mode, replayed, params, status, body
         self._idempotency: dict[tuple[str, str], dict] = {}
         self._sequence = 0
+        self.deliverer = Deliverer(self._endpoint)
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -143,6 +163,7 @@ class StripeStandin:
         return self
 
     def close(self) -> None:
+        self.deliverer.close()
         self.httpd.shutdown()
         self.httpd.server_close()
 
@@ -206,19 +227,182 @@ class StripeStandin:
                                           {"email": email, "name": name, "metadata": metadata or {}},
                                           created=created, customer_id=customer_id)
             if subscription_status:
-                customer["_subscriptions"].append(_subscription(customer, subscription_status))
+                self.add_subscription(customer["id"], subscription_status)
             return customer["id"]
 
-    def add_subscription(self, customer_id: str, status: str = "active") -> str:
+    def add_subscription(self, customer_id: str, status: str = "active", *, price_id: str | None = None,
+                         trial_end: int | None = None) -> str:
+        """A subscription as a purchase or the Dashboard makes it; its events are delivered to the endpoints."""
         with self.lock:
             customer = self._find_customer(customer_id)
-            subscription = _subscription(customer, status)
+            account = self._account_of(customer_id)
+            before = self._entitlement_keys(account, customer)
+            subscription = _subscription(customer, status, account.prices.get(price_id or ""))
+            subscription["trial_end"] = trial_end
             customer["_subscriptions"].append(subscription)
+            self._emit(account, "customer.subscription.created", subscription)
+            self._emit_entitlements_if_changed(account, customer, before)
             return subscription["id"]
+
+    def update_subscription(self, subscription_id: str, **changes) -> None:
+        """Change a subscription (status, cancel_at_period_end, trial_end, price_id) and emit its events."""
+        with self.lock:
+            account, customer, subscription = self._find_subscription(subscription_id)
+            before = self._entitlement_keys(account, customer)
+            previous = {}
+            price_id = changes.pop("price_id", None)
+            if price_id:
+                previous["items"] = subscription["items"]
+                subscription["items"] = _items(subscription, account.prices[price_id])
+            for name, value in changes.items():
+                previous[name] = subscription[name]
+                subscription[name] = value
+            if subscription["status"] == "canceled":
+                subscription["canceled_at"] = subscription["ended_at"] = int(time.time())
+                self._emit(account, "customer.subscription.deleted", subscription)
+            else:
+                self._emit(account, "customer.subscription.updated", subscription, previous)
+            self._emit_entitlements_if_changed(account, customer, before)
+
+    def cancel_subscription(self, subscription_id: str) -> None:
+        self.update_subscription(subscription_id, status="canceled")
 
     def delete_customer(self, customer_id: str) -> None:
         with self.lock:
-            self._find_customer(customer_id)["deleted"] = True
+            self._delete_customer(self._account_of(customer_id), self._find_customer(customer_id))
+
+    def _delete_customer(self, account: Account, customer: dict) -> None:
+        """As Stripe deletes a customer: its subscriptions are canceled at once, then the customer goes."""
+        for subscription in customer["_subscriptions"]:
+            if subscription["status"] not in ("canceled", "incomplete_expired"):
+                self.update_subscription(subscription["id"], status="canceled")
+        customer["deleted"] = True
+        self._emit(account, "customer.deleted", _public(customer, expand=False))
+
+    def add_product(self, name: str, *, lookup_key: str, features: tuple[str, ...] = (), unit_amount: int = 1000,
+                    account: Account | None = None) -> str:
+        """A product with a monthly price (`lookup_key`) and features attached (by lookup key); the price id."""
+        account = account or self.account
+        with self.lock:
+            product = {"id": new_id("prod_"), "object": "product", "active": True, "name": name,
+                       "livemode": False, "_features": []}
+            for key in features:
+                feature = next((f for f in account.features.values() if f["lookup_key"] == key), None)
+                if feature is None:
+                    feature = {"id": new_id("feat_"), "object": "entitlements.feature", "active": True,
+                               "livemode": False, "lookup_key": key, "metadata": {}, "name": key}
+                    account.features[feature["id"]] = feature
+                product["_features"].append(feature["id"])
+            account.products[product["id"]] = product
+            price = {"id": new_id("price_"), "object": "price", "active": True, "currency": "usd",
+                     "livemode": False, "lookup_key": lookup_key, "product": product["id"], "type": "recurring",
+                     "recurring": {"interval": "month", "interval_count": 1, "usage_type": "licensed"},
+                     "unit_amount": unit_amount, "nickname": name}
+            account.prices[price["id"]] = price
+            return price["id"]
+
+    def add_payment_link(self, price_id: str, *, after_completion_url: str, account: Account | None = None) -> str:
+        """A Payment Link for a price: its URL. Paying creates a new customer with the email given, and a
+        subscription, as a Stripe Payment Link does; then the browser goes to `after_completion_url`."""
+        account = account or self.account
+        with self.lock:
+            link = {"id": new_id("plink_"), "object": "payment_link", "active": True, "price": price_id,
+                    "after_completion": {"type": "redirect", "redirect": {"url": after_completion_url}}}
+            link["url"] = f"{self.base_url}/b/{link['id']}"
+            account.payment_links[link["id"]] = link
+            return link["url"]
+
+    def add_webhook_endpoint(self, url: str, enabled_events: list[str], *, account: Account | None = None) -> dict:
+        """What POST /v1/webhook_endpoints makes: the endpoint, with its signing secret (shown only now)."""
+        with self.lock:
+            return self._create_endpoint(account or self.account, url, enabled_events, "test")
+
+    def roll_webhook_secret(self, endpoint_id: str, *, keep_old: bool = True) -> str:
+        """As the Dashboard's "Roll secret": a new secret; the old one keeps signing too until it expires."""
+        with self.lock:
+            endpoint = self._endpoint(endpoint_id)
+            fresh = "whsec_" + secrets.token_hex(24)
+            endpoint["_signing_secrets"] = [fresh, *endpoint["_signing_secrets"][:1]] if keep_old else [fresh]
+            return fresh
+
+    def billing_records(self, customer_id: str) -> tuple[list[dict], list[dict]]:
+        """The stand-in's own records of a customer: every subscription, and its active entitlements."""
+        with self.lock:
+            customer = self._find_customer(customer_id)
+            account = self._account_of(customer_id)
+            return ([json.loads(json.dumps(s)) for s in customer["_subscriptions"]],
+                    self._active_entitlements(account, customer))
+
+    def events(self, account: Account | None = None) -> list[dict]:
+        with self.lock:
+            return list((account or self.account).events)
+
+    # --- events -----------------------------------------------------------------------------------------------
+    def _emit(self, account: Account, event_type: str, obj: dict, previous: dict | None = None) -> dict:
+        data = {"object": json.loads(json.dumps({k: v for k, v in obj.items() if not k.startswith("_")}))}
+        if previous is not None:
+            data["previous_attributes"] = json.loads(json.dumps(previous))
+        event = {"id": new_id("evt_"), "object": "event", "api_version": "2026-10-28.endive",
+                 "created": int(time.time()), "data": data, "livemode": bool(obj.get("livemode")),
+                 "pending_webhooks": 0, "request": {"id": None, "idempotency_key": None}, "type": event_type}
+        account.events.append(event)
+        for endpoint in account.webhook_endpoints.values():
+            if endpoint["status"] == "enabled" and endpoint["livemode"] == event["livemode"] and (
+                    "*" in endpoint["enabled_events"] or event_type in endpoint["enabled_events"]):
+                event["pending_webhooks"] += 1
+                self.deliverer.enqueue(endpoint["id"], event)
+        return event
+
+    def _emit_entitlements_if_changed(self, account: Account, customer: dict, before: list[str]) -> None:
+        if self._entitlement_keys(account, customer) != before:
+            self._emit(account, "entitlements.active_entitlement_summary.updated", {
+                "object": "entitlements.active_entitlement_summary", "customer": customer["id"],
+                "entitlements": _list(self._active_entitlements(account, customer),
+                                      "/v1/entitlements/active_entitlements"),
+                "livemode": customer["livemode"]})
+
+    def _active_entitlements(self, account: Account, customer: dict) -> list[dict]:
+        features: dict[str, dict] = {}
+        for subscription in customer["_subscriptions"]:
+            if subscription["status"] not in ENTITLED_STATUSES:
+                continue
+            for item in subscription["items"]["data"]:
+                product = account.products.get(item["price"]["product"])
+                for feature_id in (product or {}).get("_features", []):
+                    features.setdefault(feature_id, account.features[feature_id])
+        return [{"id": "ent_" + f["id"].removeprefix("feat_"), "object": "entitlements.active_entitlement",
+                 "feature": f["id"], "livemode": customer["livemode"], "lookup_key": f["lookup_key"]}
+                for f in sorted(features.values(), key=lambda f: f["lookup_key"])]
+
+    def _entitlement_keys(self, account: Account, customer: dict) -> list[str]:
+        return [e["lookup_key"] for e in self._active_entitlements(account, customer)]
+
+    def _endpoint(self, endpoint_id: str) -> dict | None:
+        with self.lock:
+            for account in self.accounts.values():
+                if endpoint_id in account.webhook_endpoints:
+                    return account.webhook_endpoints[endpoint_id]
+        return None
+
+    def _create_endpoint(self, account: Account, url: str, enabled_events: list[str], mode: str) -> dict:
+        secret = "whsec_" + secrets.token_hex(24)
+        endpoint = {"id": new_id("we_"), "object": "webhook_endpoint", "api_version": None, "application": None,
+                    "created": int(time.time()), "description": None, "enabled_events": list(enabled_events),
+                    "livemode": mode == "live", "metadata": {}, "status": "enabled", "url": url,
+                    "_signing_secrets": [secret]}
+        account.webhook_endpoints[endpoint["id"]] = endpoint
+        return {**_public(endpoint, expand=False), "secret": secret}
+
+    def _account_of(self, customer_id: str) -> Account:
+        return next(a for a in self.accounts.values() if customer_id in a.customers)
+
+    def _find_subscription(self, subscription_id: str) -> tuple[Account, dict, dict]:
+        for account in self.accounts.values():
+            for customer in account.customers.values():
+                for subscription in customer["_subscriptions"]:
+                    if subscription["id"] == subscription_id:
+                        return account, customer, subscription
+        raise KeyError(subscription_id)
 
     def customers(self, mode: str = "test", include_deleted: bool = False,
                   account: Account | None = None) -> list[dict]:
@@ -243,7 +427,12 @@ class StripeStandin:
         length = int(handler.headers.get("Content-Length") or 0)
         body = handler.rfile.read(length).decode("utf-8") if length else ""
         if url.path.startswith("/p/session/"):
+            if method == "POST":
+                return self._portal_action(handler, url.path.split("/")[3], dict(parse_qsl(body)))
             return self._portal_page(handler, url.path.rsplit("/", 1)[-1])
+        if url.path.startswith("/b/"):
+            return self._payment_link_page(handler, method, url.path.split("/")[2], dict(parse_qsl(url.query)),
+                                           dict(parse_qsl(body)))
         params = decode_stripe_form(parse_qsl(url.query if method != "POST" else body, keep_blank_values=True))
         record = {"method": method, "path": url.path, "mode": None, "replayed": False, "fault": None,
                   "params": params, "status": None, "body": None}
@@ -393,6 +582,12 @@ class StripeStandin:
             ("POST", "billing_portal"): "portal_write",
             ("GET", "billing_portal"): "portal_read",
             ("GET", "subscriptions"): "subscriptions_read",
+            ("POST", "subscriptions"): "subscriptions_write",
+            ("DELETE", "subscriptions"): "subscriptions_write",
+            ("GET", "entitlements"): "entitlements_read",
+            ("GET", "webhook_endpoints"): "webhook_endpoints_read",
+            ("POST", "webhook_endpoints"): "webhook_endpoints_write",
+            ("DELETE", "webhook_endpoints"): "webhook_endpoints_write",
         }.get((method, parts[1] if len(parts) > 1 else ""))
         expands_subscriptions = "data.subscriptions" in (params.get("expand") or [])
         if expands_subscriptions and not self._granted("subscriptions_read", permissions):
@@ -409,10 +604,17 @@ class StripeStandin:
                 return 200, _account(account)
             if parts[1] == "customers":
                 return self._customers(account, method, parts[2:], params, mode)
-            if parts[1] == "subscriptions" and len(parts) == 2:
+            if parts[1] == "subscriptions":
+                return self._subscriptions(account, method, parts[2:], params, mode)
+            if parts[1:3] == ["entitlements", "active_entitlements"] and len(parts) == 3:
                 customer = account.customers.get(params.get("customer", ""))
-                subs = [s for s in (customer["_subscriptions"] if customer else []) if s["status"] != "canceled"]
-                return 200, _list(subs[: int(params.get("limit", 10))], "/v1/subscriptions")
+                if customer is None or customer["livemode"] != (mode == "live"):
+                    return 400, _error("invalid_request_error", f"No such customer: '{params.get('customer')}'",
+                                       code="resource_missing", param="customer")
+                return 200, _list(self._active_entitlements(account, customer)[: int(params.get("limit", 10))],
+                                  "/v1/entitlements/active_entitlements")
+            if parts[1] == "webhook_endpoints":
+                return self._webhook_endpoints(account, method, parts[2:], params, mode)
             if parts[1:3] == ["billing_portal", "sessions"] and method == "POST":
                 return self._create_session(account, params, mode)
             if parts[1:3] == ["billing_portal", "configurations"] and method == "GET":
@@ -488,7 +690,7 @@ class StripeStandin:
             return 404, _error("invalid_request_error", f"No such customer: '{rest[0]}'",
                                code="resource_missing", param="id")
         if method == "DELETE":
-            customer["deleted"] = True
+            self._delete_customer(account, customer)
             return 200, {"id": customer["id"], "object": "customer", "deleted": True}
         if method == "POST":
             refused = self._too_long(params)
@@ -503,6 +705,91 @@ class StripeStandin:
                 else:
                     customer["metadata"][meta_key] = value
         return 200, _public(customer, expand=False)
+
+    def _subscriptions(self, account: Account, method: str, rest: list[str], params: dict, mode: str):
+        if not rest:
+            if method != "GET":
+                return 404, _error("invalid_request_error", "Unrecognized request URL.")
+            customer = account.customers.get(params.get("customer", ""))
+            wanted = params.get("status")
+            subs = [s for s in (customer["_subscriptions"] if customer else [])
+                    if (wanted == "all") or (s["status"] == wanted if wanted else s["status"] != "canceled")]
+            subs = sorted(subs, key=lambda s: s["created"], reverse=True)  # newest first
+            limit = int(params.get("limit", 10))
+            if not 1 <= limit <= 100:
+                return 400, _error("invalid_request_error", "Invalid integer: limit must be between 1 and 100",
+                                   code="parameter_invalid_integer", param="limit")
+            return 200, {**_list(subs[:limit], "/v1/subscriptions"), "has_more": len(subs) > limit}
+        try:
+            owner_account, customer, subscription = self._find_subscription(rest[0])
+        except KeyError:
+            owner_account = None
+        if owner_account is not account or subscription["livemode"] != (mode == "live"):
+            return 404, _error("invalid_request_error", f"No such subscription: '{rest[0]}'",
+                               code="resource_missing", param="id")
+        if method == "DELETE":
+            if subscription["status"] == "canceled":
+                return 400, _error("invalid_request_error", "This subscription has already been canceled.")
+            self.cancel_subscription(subscription["id"])
+        elif method == "POST":
+            changes = {}
+            if "cancel_at_period_end" in params:
+                changes["cancel_at_period_end"] = params["cancel_at_period_end"] == "true"
+            if changes:
+                self.update_subscription(subscription["id"], **changes)
+        return 200, subscription
+
+    def _webhook_endpoints(self, account: Account, method: str, rest: list[str], params: dict, mode: str):
+        endpoints = {k: e for k, e in account.webhook_endpoints.items() if e["livemode"] == (mode == "live")}
+        if not rest:
+            if method == "GET":
+                found = sorted(endpoints.values(), key=lambda e: e["created"], reverse=True)
+                return 200, _list([_public(e, False) for e in found[: int(params.get("limit", 10))]],
+                                  "/v1/webhook_endpoints")
+            problem = self._endpoint_problem(params, creating=True)
+            if problem:
+                return 400, problem
+            return 200, self._create_endpoint(account, params["url"], params["enabled_events"], mode)
+        endpoint = endpoints.get(rest[0])
+        if endpoint is None:
+            return 404, _error("invalid_request_error", f"No such webhook endpoint: '{rest[0]}'",
+                               code="resource_missing", param="id")
+        if method == "DELETE":
+            del account.webhook_endpoints[endpoint["id"]]
+            return 200, {"id": endpoint["id"], "object": "webhook_endpoint", "deleted": True}
+        if method == "POST":
+            problem = self._endpoint_problem(params, creating=False)
+            if problem:
+                return 400, problem
+            if "url" in params:
+                endpoint["url"] = params["url"]
+            if "enabled_events" in params:
+                endpoint["enabled_events"] = list(params["enabled_events"])
+            if "disabled" in params:
+                endpoint["status"] = "disabled" if params["disabled"] == "true" else "enabled"
+        return 200, _public(endpoint, False)
+
+    @staticmethod
+    def _endpoint_problem(params: dict, *, creating: bool) -> dict | None:
+        if creating and not params.get("url"):
+            return _error("invalid_request_error", "Missing required param: url.", code="parameter_missing",
+                          param="url")
+        if "url" in params and urlsplit(params["url"]).scheme not in ("https", "http"):
+            return _error("invalid_request_error", "Invalid URL: must be an http(s) URL.", code="url_invalid",
+                          param="url")
+        events = params.get("enabled_events")
+        if creating and not events:
+            return _error("invalid_request_error", "Missing required param: enabled_events.",
+                          code="parameter_missing", param="enabled_events")
+        if events is not None:
+            if not isinstance(events, list):
+                return _error("invalid_request_error", "Invalid array", code="parameter_invalid_array",
+                              param="enabled_events")
+            unknown = [e for e in events if e != "*" and e not in EVENT_TYPES]
+            if unknown:
+                return _error("invalid_request_error", f"Invalid enabled_events: {unknown[0]!r} is not a valid "
+                              "event type.", code="parameter_invalid_string", param="enabled_events")
+        return None
 
     def _create_session(self, account: Account, params: dict, mode: str):
         customer = account.customers.get(params.get("customer", ""))
@@ -563,6 +850,52 @@ class StripeStandin:
             return "flow_data[after_completion][redirect][return_url] is required"
         return None
 
+    def _portal_action(self, handler, session_id: str, form: dict) -> None:
+        """The portal's "Cancel plan", as the configuration's cancel mode says (at the period's end by default)."""
+        with self.lock:
+            session = next((a.sessions[session_id] for a in self.accounts.values() if session_id in a.sessions), None)
+            customer = self._find_customer(session["customer"]) if session else None
+            owned = [s for s in (customer or {}).get("_subscriptions", []) if s["id"] == form.get("subscription")]
+            if session is None or not owned:
+                return _send_page(handler, 404, "<h1>Stripe stand-in: no such subscription in this session</h1>")
+            account = self._account_of(customer["id"])
+            mode = account.configurations[session["configuration"]]["features"]["subscription_cancel"]["mode"]
+            if mode == "immediately":
+                self.cancel_subscription(owned[0]["id"])
+            else:
+                self.update_subscription(owned[0]["id"], cancel_at_period_end=True)
+        _redirect(handler, f"/p/session/{session_id}")
+
+    def _payment_link_page(self, handler, method: str, link_id: str, query: dict, form: dict) -> None:
+        with self.lock:
+            account = next((a for a in self.accounts.values() if link_id in a.payment_links), None)
+            link = account.payment_links[link_id] if account else None
+            price = account.prices[link["price"]] if link else None
+        if link is None:
+            return _send_page(handler, 404, "<h1>Stripe stand-in: no such Payment Link</h1>")
+        if method == "POST":
+            email = (form.get("email") or "").strip()
+            if "@" not in email or len(email) > FIELD_LIMITS["email"]:
+                return _send_page(handler, 400, "<h1>Enter a valid email address</h1>")
+            with self.lock:
+                # A Payment Link makes a new customer for each purchase (it never reuses one by email).
+                customer = self._new_customer(account, "test", {"email": email, "name": form.get("name")})
+                self._emit(account, "customer.created", _public(customer, expand=False))
+                self.add_subscription(customer["id"], "active", price_id=price["id"])
+            target = link["after_completion"]["redirect"]["url"]
+            return _redirect(handler, target)
+        email = html.escape(query.get("prefilled_email", ""))
+        _send_page(handler, 200, (
+            "<!doctype html><meta charset=utf-8><title>Stripe stand-in checkout</title>"
+            "<style>body{font:16px/1.5 system-ui,sans-serif;max-width:30rem;margin:2rem auto;padding:0 1rem}"
+            ".note{background:#fff4d6;padding:.5rem}</style>"
+            "<p class=note><strong>Stripe stand-in</strong> (local development, not Stripe): a Payment Link "
+            "checkout. No card is needed.</p>"
+            f"<h1>Subscribe to {html.escape(price['nickname'] or price['lookup_key'] or 'this plan')}</h1>"
+            f"<p>${price['unit_amount'] / 100:.2f} per month</p>"
+            f"<form method=post><label>Email <input id=email name=email type=email required value=\"{email}\">"
+            "</label> <button id=pay>Subscribe</button></form>"))
+
     def _portal_page(self, handler, session_id: str) -> None:
         with self.lock:
             session = next((a.sessions[session_id] for a in self.accounts.values() if session_id in a.sessions), None)
@@ -573,8 +906,13 @@ class StripeStandin:
             status = 200
             back = html.escape(session["return_url"] or "")
             subscriptions = [s for s in customer["_subscriptions"] if s["status"] != "canceled"]
-            rows = "".join(f"<li><code>{html.escape(s['id'])}</code>: <span class=status>{html.escape(s['status'])}"
-                           f"</span></li>" for s in subscriptions) or "<li>No subscriptions yet.</li>"
+            rows = "".join(
+                f"<li><code>{html.escape(s['id'])}</code>: <span class=status>{html.escape(s['status'])}</span>"
+                + (" (cancels at the end of the period)" if s["cancel_at_period_end"] else
+                   f"<form method=post action=\"/p/session/{html.escape(session_id)}/cancel\" style=display:inline>"
+                   f"<input type=hidden name=subscription value=\"{html.escape(s['id'])}\">"
+                   f" <button class=cancel>Cancel plan</button></form>")
+                + "</li>" for s in subscriptions) or "<li>No subscriptions yet.</li>"
             page = (
                 "<!doctype html><meta charset=utf-8><title>Stripe stand-in portal</title>"
                 "<style>body{font:16px/1.5 system-ui,sans-serif;max-width:36rem;margin:2rem auto;padding:0 1rem}"
@@ -614,6 +952,22 @@ def _flow_in_words(flow: dict | None) -> str:
     return words + (" Afterwards, back to the site." if after == "redirect" else "")
 
 
+def _send_page(handler, status: int, page: str) -> None:
+    body = page.encode()
+    handler.send_response(status)
+    handler.send_header("Content-Type", "text/html; charset=utf-8")
+    handler.send_header("Content-Length", str(len(body)))
+    handler.end_headers()
+    handler.wfile.write(body)
+
+
+def _redirect(handler, location: str) -> None:
+    handler.send_response(303)
+    handler.send_header("Location", location)
+    handler.send_header("Content-Length", "0")
+    handler.end_headers()
+
+
 def _public(customer: dict, expand: bool) -> dict:
     public = {k: v for k, v in customer.items() if not k.startswith("_")}
     if expand:
@@ -650,10 +1004,21 @@ def _public_session(session: dict) -> dict:
     return public
 
 
-def _subscription(customer: dict, status: str) -> dict:
+def _items(subscription: dict, price: dict | None) -> dict:
+    """The subscription's items: one for its price (none for a bare subscription made by older tests)."""
+    data = []
+    if price is not None:
+        start = subscription["start_date"]
+        data.append({"id": new_id("si_"), "object": "subscription_item", "created": start,
+                     "current_period_start": start, "current_period_end": start + 30 * 24 * 3600,
+                     "metadata": {}, "price": dict(price), "quantity": 1, "subscription": subscription["id"]})
+    return _list(data, f"/v1/subscription_items?subscription={subscription['id']}")
+
+
+def _subscription(customer: dict, status: str, price: dict | None = None) -> dict:
     now = int(time.time())
     subscription_id = new_id("sub_")
-    return {
+    subscription = {
         "id": subscription_id, "object": "subscription", "application": None, "application_fee_percent": None,
         "automatic_tax": {"disabled_reason": None, "enabled": False, "liability": None},
         "billing_cycle_anchor": now, "billing_cycle_anchor_config": None,
@@ -671,6 +1036,8 @@ def _subscription(customer: dict, status: str) -> dict:
         "pending_update": None, "schedule": None, "start_date": now, "status": status, "test_clock": None,
         "transfer_data": None, "trial_end": None, "trial_start": None,
     }
+    subscription["items"] = _items(subscription, price)
+    return subscription
 
 
 def _configuration(config_id: str, mode: str, is_default: bool) -> dict:

@@ -1,4 +1,4 @@
-"""HTTP function: GET/POST /portal and GET /health behind an API Gateway HTTP API (payload 2.0).
+"""HTTP function: GET/POST /portal, GET /billing/status and GET /health behind an API Gateway HTTP API (payload 2.0).
 
 Thin by design: parse the request, call the core once, map errors to HTTP in one place.
 """
@@ -181,6 +181,18 @@ def sign_out():
     return_url = service.return_policy.choose(query.get("return_to"))
     target = service.login.logout_url(return_url) if service.login is not None else return_url
     return responses.redirect(target, 302, cookies=[responses.clear_login_cookie()])
+
+
+@app.get("/billing/status")
+def billing_status():
+    """What the signed-in caller has (subscriptions, entitlements), for a page to show a plan or gate content.
+    The token comes in the Authorization header only; the answer is the caller's own, never anyone else's."""
+    _query()  # a token in the query string is refused here too
+    headers = app.current_event.headers
+    from portal_gateway.billing.status_projection import encode
+
+    status = portal_service().billing_status(_bearer_token(headers.get("authorization")))
+    return responses.billing_status(encode(status), headers.get("if-none-match"))
 
 
 @app.post("/portal")

@@ -5,12 +5,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from portal_gateway.aws.mapping_store import CustomerMappingStore
+from portal_gateway.aws.projection_store import ProjectionStore, StoredProjection, now_ms
 from portal_gateway.aws.secrets import SecretsManagerReader
 from portal_gateway.aws.user_directory import CognitoUserDirectory, Profile, profile_from_identity
 from portal_gateway.billing.customers import CustomerResolver
+from portal_gateway.billing.status_projection import answer, empty_answer, project
 from portal_gateway.billing.stripe_adapter import StripeBilling
 from portal_gateway.billing.stripe_key import StripeKeyProvider
 from portal_gateway.config import Settings
@@ -49,6 +51,7 @@ class PortalService:
         resolver: CustomerResolver,
         billing: StripeBilling,
         users: UserLookups,
+        projections: ProjectionStore,
         count: Callable[[str], None] = lambda name: None,
         on_identity: Callable[[Identity], None] = lambda identity: None,
         login: HostedUiLogin | None = None,
@@ -59,6 +62,7 @@ class PortalService:
         self.resolver = resolver
         self.billing = billing
         self.users = users
+        self.projections = projections
         self.return_policy = ReturnUrlPolicy(settings.return_url, settings.allowed_return_urls)
         self._count = count
         self._on_identity = on_identity
@@ -70,7 +74,7 @@ class PortalService:
         self.billing.forget_key()
         if self.login is not None:
             self.login.forget_secrets()
-        self.resolver.cache.clear()
+        self.resolver.clear()
         self.users.clear()
         POOL.clear()
 
@@ -98,20 +102,56 @@ class PortalService:
         choose_locale(options.locale, options.accept_language)
         choose_flow(options.flow)
 
-    def open_portal(self, token: str, options: PortalOptions, *, nonce: str | None = None) -> str:
-        self.billing.prefetch_key()  # cold start: overlap the Secrets Manager read with the checks below
+    def _caller(self, token: str, *, nonce: str | None = None) -> Identity:
+        """The verified caller: a valid token of the pool's clients, of a user still enabled."""
         identity = self.verifier.verify(token, nonce=nonce)
         self._on_identity(identity)
         if self.settings.check_user_status:
             self.users.confirm_active(identity)  # a disabled or deleted user is refused (401) before anything
-        return_url = self.return_policy.choose(options.return_to)
-        locale = choose_locale(options.locale, options.accept_language)
-        flow = choose_flow(options.flow)
+        return identity
 
+    def _profile_loader(self, identity: Identity) -> Callable[[], Profile]:
         def load_profile() -> Profile:
             # Only needed on a first visit. An access token carries no email: Cognito's answer has it (the one
             # the status check just got, when it is on).
             return profile_from_identity(identity) if identity.token_use == "id" else self.users.get(identity).profile
+
+        return load_profile
+
+    def billing_status(self, token: str) -> dict[str, Any]:
+        """What the caller has: their subscriptions and active entitlements, from the projection the webhooks
+        keep (one DynamoDB read). A caller without a customer gets the empty answer; none is ever created here.
+        A customer with no projection yet (a deploy onto an existing account, a missed event) is read from
+        Stripe once and the result stored."""
+        identity = self._caller(token)
+        found = self.resolver.find(identity, self._profile_loader(identity))
+        if found is None:
+            return empty_answer()
+        stored = self.projections.get(found.customer_id)
+        if stored is None:
+            stored = self._fill_projection(found.customer_id)
+        if stored.deleted:
+            self.resolver.forget(identity)  # its mapping goes with the customer; the next visit resolves again
+            return empty_answer()
+        return answer(stored.projection)
+
+    def _fill_projection(self, customer_id: str) -> StoredProjection:
+        synced_at = now_ms()  # before the read: a webhook's later read wins over this one
+        subscriptions, entitlements = self.billing.billing_state(customer_id)
+        projection = project(subscriptions, entitlements)
+        self.projections.put(customer_id, projection, synced_at_ms=synced_at)
+        self._count("StatusProjectionFilled")
+        logger.info("Billing status read from Stripe and stored (no projection yet)",
+                    extra={"customer_id": customer_id})
+        return StoredProjection(projection, synced_at)
+
+    def open_portal(self, token: str, options: PortalOptions, *, nonce: str | None = None) -> str:
+        self.billing.prefetch_key()  # cold start: overlap the Secrets Manager read with the checks below
+        identity = self._caller(token, nonce=nonce)
+        return_url = self.return_policy.choose(options.return_to)
+        locale = choose_locale(options.locale, options.accept_language)
+        flow = choose_flow(options.flow)
+        load_profile = self._profile_loader(identity)
 
         resolution = self.resolver.resolve(identity, load_profile)
         try:
@@ -236,6 +276,7 @@ def build_service(
         resolver=resolver,
         billing=billing,
         users=UserLookups(CognitoUserDirectory(settings.user_pool_id, settings.region)),  # the pool's region
+        projections=ProjectionStore(settings.customers_table, stripe_mode=settings.stripe_mode),
         count=count,
         on_identity=on_identity,
     )

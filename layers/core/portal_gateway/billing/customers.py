@@ -28,6 +28,9 @@ from portal_gateway.identity.tokens import Identity
 logger = logging.getLogger(__name__)
 
 OWNER_SUB = "cognito_sub"
+# A status request of a user with no customer looks in Stripe (by verified email) at most this often per
+# execution environment: a purchase made meanwhile (a Payment Link) shows within this time.
+NO_MATCH_RECHECK_SECONDS = 10
 OWNER_POOL = "cognito_user_pool"
 
 
@@ -126,20 +129,16 @@ class CustomerResolver:
         self.allow_creation = allow_creation
         self.match_by_email = match_by_email
         self.cache = cache or BoundedCache()
+        self._unmatched = BoundedCache(ttl_seconds=NO_MATCH_RECHECK_SECONDS)
         self._count = count
 
     def resolve(self, identity: Identity, load_profile: Callable[[], Profile], *,
                 stale_customer_id: str | None = None) -> Resolution:
         key = self.store.key_for(identity)
         if stale_customer_id is None:
-            cached = self.cache.get(key)
-            if cached:
-                return Resolution(cached, "cache")
-            mapped = self.store.get(key)
-            if mapped:
-                self.cache.put(key, mapped)
-                self._count("CustomerFoundByMapping")
-                return Resolution(mapped, "mapping")
+            known = self._known(key)
+            if known is not None:
+                return known
         else:
             self.cache.discard(key)
 
@@ -147,7 +146,45 @@ class CustomerResolver:
         resolution = self._match_by_email(identity, profile, exclude=stale_customer_id)
         if resolution is None:
             resolution = self._create(identity, profile, replacing=stale_customer_id)
+        return self._map(identity, key, resolution, stale_customer_id)
 
+    def find(self, identity: Identity, load_profile: Callable[[], Profile]) -> Resolution | None:
+        """The user's customer if they have one: mapped, or an existing customer with their verified email
+        (claimed and mapped as `resolve` would). Never creates one. A user found to have none is not looked
+        up in Stripe again for NO_MATCH_RECHECK_SECONDS, so a page asking on every view costs Stripe little."""
+        key = self.store.key_for(identity)
+        known = self._known(key)
+        if known is not None:
+            return known
+        if self._unmatched.get(key):
+            return None
+        resolution = self._match_by_email(identity, load_profile(), exclude=None)
+        if resolution is None:
+            self._unmatched.put(key, True)
+            return None
+        return self._map(identity, key, resolution, None)
+
+    def clear(self) -> None:
+        """Forget every user's customer and every "none found" (SnapStart hooks)."""
+        self.cache.clear()
+        self._unmatched.clear()
+
+    def forget(self, identity: Identity) -> None:
+        """Drop what this environment remembers of the user's customer (its mapping was removed)."""
+        self.cache.discard(self.store.key_for(identity))
+
+    def _known(self, key: str) -> Resolution | None:
+        cached = self.cache.get(key)
+        if cached:
+            return Resolution(cached, "cache")
+        mapped = self.store.get(key)
+        if mapped:
+            self.cache.put(key, mapped)
+            self._count("CustomerFoundByMapping")
+            return Resolution(mapped, "mapping")
+        return None
+
+    def _map(self, identity: Identity, key: str, resolution: Resolution, stale_customer_id: str | None) -> Resolution:
         if stale_customer_id is None:
             winner = self.store.put_if_absent(key, resolution.customer_id)
         else:

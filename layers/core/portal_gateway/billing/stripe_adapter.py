@@ -167,6 +167,20 @@ class StripeBilling:
         page = self._call("GET", "/v1/subscriptions", {"customer": customer_id, "limit": 10})
         return [s["id"] for s in page.get("data") or [] if s.get("status") in ACTIVE_SUBSCRIPTION_STATUSES]
 
+    def billing_state(self, customer_id: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """The customer's subscriptions (every status; ended ones are dropped by the projection) and active
+        entitlements, as Stripe has them now: what the status projection is made of. A key that may not read
+        entitlements (a restricted key without Entitlements read, an account not using them) gives none."""
+        subscriptions = self._call("GET", "/v1/subscriptions",
+                                   {"customer": customer_id, "status": "all", "limit": 100}).get("data") or []
+        try:
+            entitlements = self._call("GET", "/v1/entitlements/active_entitlements",
+                                      {"customer": customer_id, "limit": 100}).get("data") or []
+        except StripeKeyPermissions:
+            logger.warning("The Stripe key may not read entitlements; the status lists none")
+            entitlements = []
+        return subscriptions, entitlements
+
     def claim_customer(self, customer_id: str, metadata: dict[str, str]) -> None:
         """Stamp an existing customer with its owner, so no other user can ever match it by email."""
         self._call("POST", path_of("v1", "customers", customer_id), {"metadata": metadata})

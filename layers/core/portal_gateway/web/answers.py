@@ -8,6 +8,7 @@ import json
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.shared.cookies import Cookie, SameSite
 
+from portal_gateway.billing.status_projection import etag
 from portal_gateway.errors import GatewayError
 
 STATUS_BY_CODE: dict[str, int] = {
@@ -78,6 +79,23 @@ def clear_login_cookie() -> Cookie:
 def portal_url_json(url: str) -> Response:
     return Response(status_code=200, content_type="application/json", headers=dict(BASE_HEADERS),
                     body=json.dumps({"url": url}))
+
+
+# The billing status is the caller's own: a browser may keep it briefly and revalidate it by its ETag; no
+# shared cache may keep it at all, and it differs by Authorization.
+STATUS_MAX_AGE_SECONDS = 5
+
+
+def billing_status(body: str, if_none_match: str | None) -> Response:
+    """The status JSON, or 304 when the caller already holds exactly this answer (its ETag)."""
+    tag = etag(body)
+    headers = {**BASE_HEADERS, "Cache-Control": f"private, max-age={STATUS_MAX_AGE_SECONDS}", "ETag": tag,
+               "Vary": "Authorization"}
+    del headers["Pragma"]
+    offered = {part.strip().removeprefix("W/") for part in (if_none_match or "").split(",")}
+    if tag in offered or "*" in offered:
+        return Response(status_code=304, headers=headers, body="")
+    return Response(status_code=200, content_type="application/json", headers=headers, body=body)
 
 
 # What /health names when a deploy step is still to do, and where the deploy guide says how (never any value).

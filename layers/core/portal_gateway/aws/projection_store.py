@@ -1,0 +1,101 @@
+"""DynamoDB adapter: billing status projections and the webhook events already handled, in the customers table.
+
+One item per Stripe customer (`<mode>#billing#<customer id>`) holds what the status route answers with. Every
+writer re-reads the customer's state from Stripe and stamps the item with the time that read started; a write
+only lands if no later read has landed already, so deliveries in any order, duplicated or concurrent, end in the
+state Stripe had last.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from portal_gateway.aws.client import DYNAMODB, AwsError, AwsJsonClient
+from portal_gateway.errors import MappingStoreUnavailable
+
+# Stripe retries a delivery for up to 3 days; an event id is remembered a little longer than that.
+EVENT_TTL_SECONDS = 4 * 24 * 3600
+
+
+def projection_key(mode: str, customer_id: str) -> str:
+    return f"{mode}#billing#{customer_id}"
+
+
+def event_key(mode: str, event_id: str) -> str:
+    return f"{mode}#event#{event_id}"
+
+
+@dataclass(frozen=True)
+class StoredProjection:
+    projection: dict[str, Any] | None  # None once the customer is deleted in Stripe
+    synced_at_ms: int
+
+    @property
+    def deleted(self) -> bool:
+        return self.projection is None
+
+
+class ProjectionStore:
+    def __init__(self, table_name: str, *, stripe_mode: str, client: AwsJsonClient | None = None):
+        self.table = table_name
+        self.mode = stripe_mode
+        self._client = client or AwsJsonClient(DYNAMODB)
+
+    def get(self, customer_id: str) -> StoredProjection | None:
+        item = self._call("GetItem", "GetItem (projection)", Key=self._key(projection_key(self.mode, customer_id)),
+                          ConsistentRead=True, ProjectionExpression="projection, synced_at, deleted").get("Item")
+        if not item or "synced_at" not in item:
+            return None
+        if item.get("deleted", {}).get("BOOL"):
+            return StoredProjection(None, int(item["synced_at"]["N"]))
+        try:
+            projection = json.loads(item["projection"]["S"])
+        except (KeyError, ValueError):
+            return None  # unreadable: treated as missing, so it is read from Stripe again
+        return StoredProjection(projection, int(item["synced_at"]["N"]))
+
+    def put(self, customer_id: str, projection: dict[str, Any] | None, *, synced_at_ms: int) -> bool:
+        """Store what a read of Stripe that started at `synced_at_ms` found (None: the customer is deleted),
+        unless a later read is stored already. True if this one landed."""
+        item: dict[str, Any] = {**self._key(projection_key(self.mode, customer_id)),
+                                "synced_at": {"N": str(synced_at_ms)}, "updated_at": {"N": str(int(time.time()))}}
+        if projection is None:
+            item["deleted"] = {"BOOL": True}
+        else:
+            item["projection"] = {"S": json.dumps(projection, sort_keys=True, separators=(",", ":"))}
+        try:
+            self._client.call("PutItem", {"TableName": self.table, "Item": item,
+                                          "ConditionExpression": "attribute_not_exists(pk) OR synced_at < :t",
+                                          "ExpressionAttributeValues": {":t": {"N": str(synced_at_ms)}}})
+            return True
+        except AwsError as exc:
+            if exc.code == "ConditionalCheckFailedException":
+                return False
+            raise MappingStoreUnavailable(log_detail=f"DynamoDB PutItem (projection) failed: {exc.code}") from None
+
+    def event_seen(self, event_id: str) -> bool:
+        return bool(self._call("GetItem", "GetItem (event)", Key=self._key(event_key(self.mode, event_id)),
+                               ConsistentRead=True, ProjectionExpression="pk").get("Item"))
+
+    def record_event(self, event_id: str, event_type: str) -> None:
+        now = int(time.time())
+        self._call("PutItem", "PutItem (event)", Item={**self._key(event_key(self.mode, event_id)),
+                                                       "event_type": {"S": event_type},
+                                                       "updated_at": {"N": str(now)},
+                                                       "expires_at": {"N": str(now + EVENT_TTL_SECONDS)}})
+
+    def _key(self, pk: str) -> dict[str, Any]:
+        return {"pk": {"S": pk}}
+
+    def _call(self, action: str, what: str, **request: Any) -> dict[str, Any]:
+        try:
+            return self._client.call(action, {"TableName": self.table, **request})
+        except AwsError as exc:
+            raise MappingStoreUnavailable(log_detail=f"DynamoDB {what} failed: {exc.code}") from None
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
