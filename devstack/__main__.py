@@ -26,7 +26,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from devstack.aws_standin import MotoServer, add_oauth_secret, provision
+from devstack.aws_standin import MotoServer, add_oauth_secret, add_webhook_secret, provision
 from devstack.http_api import load_handler_module, serve
 from devstack.stripe_standin import StripeStandin, fake_key
 
@@ -38,6 +38,9 @@ DEMO_USERS = [("ada@example.com", "Ada Lovelace"), ("grace@example.com", "Grace 
 DEMO_PASSWORD = "Demo-Password-1"
 # Paid through a Stripe Payment Link before having an account: a customer with their email and a subscription.
 PAYMENT_LINK_BUYERS = [("buyer@example.com", "Bea Buyer"), ("late-buyer@example.com", "Lee Late")]
+# The demo's plan: a monthly price with this lookup key, and the feature (entitlement) it grants.
+PLAN_LOOKUP_KEY = "pro_monthly"
+PLAN_FEATURE = "premium-content"
 
 
 PORT_DEFAULTS = {"API": 3000, "SITE": 8000, "STRIPE": 12111, "MOTO": 5055, "HOSTED_UI": 9229}
@@ -139,6 +142,7 @@ class LocalStack:
         self.api_url = f"http://{host}:{_port('API', 3000)}"
         self.site_url = f"http://{host}:{_port('SITE', 8000)}/"
         self.callback_url = f"{self.api_url}/portal/callback"
+        self.payment_link_url: str | None = None  # the stand-in's Payment Link (none with real Stripe)
         self._servers: list = []
         self._closers: list = []
         self.notes: list[str] = []
@@ -155,8 +159,10 @@ class LocalStack:
             self._closers.append(stripe.close)
             stripe_key, stripe_base = stripe.add_key(fake_key("sk", "test")), stripe.base_url
             stripe.create_default_portal_configuration("test")
+            pro = stripe.add_product("Pro", lookup_key=PLAN_LOOKUP_KEY, features=(PLAN_FEATURE,), unit_amount=900)
             for email, name in PAYMENT_LINK_BUYERS:
-                stripe.add_customer(email=email, name=name, subscription_status="active")
+                stripe.add_subscription(stripe.add_customer(email=email, name=name), "active", price_id=pro)
+            self.payment_link_url = stripe.add_payment_link(pro, after_completion_url=f"{self.site_url}?purchased=1")
             self.notes.append(f"Stripe stand-in (NOT Stripe):   {stripe.base_url}")
             self.notes.append("Paid by Payment Link, no account yet (sign up with these emails): "
                               + ", ".join(email for email, _ in PAYMENT_LINK_BUYERS))
@@ -165,7 +171,8 @@ class LocalStack:
         service_env = env.service_env(
             stripe_api_base=stripe_base or "", return_url=self.site_url,
             ALLOWED_RETURN_URLS=self.site_url.rstrip("/"), ALLOWED_ORIGINS=self.site_url.rstrip("/"),
-            CALLBACK_URL=self.callback_url, OAUTH_SECRET_ID=add_oauth_secret(env))
+            CALLBACK_URL=self.callback_url, OAUTH_SECRET_ID=add_oauth_secret(env),
+            WEBHOOK_SECRET_ID=add_webhook_secret(env))
 
         if all(os.environ.get(name, "").strip() for name in COGNITO_VARIABLES):
             # A real pool: its JWKS and Hosted UI are real; Cognito calls must not go to moto.
@@ -202,14 +209,33 @@ class LocalStack:
         os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "INFO")
 
         module = load_handler_module()
-        api = serve(module.lambda_handler, self.host, int(self.api_url.rsplit(":", 1)[1]))
+        webhooks = load_handler_module(ROOT / "functions" / "webhooks" / "app.py")
+        api = serve(module.lambda_handler, self.host, int(self.api_url.rsplit(":", 1)[1]),
+                    routes={"/webhooks/": webhooks.lambda_handler})
+        if stripe_base:
+            self._set_up_webhooks(moto, stripe_key, stripe_base, service_env["WEBHOOK_SECRET_ID"])
+        else:
+            self.notes.append("Billing status: real Stripe cannot reach this machine's webhook; statuses are read "
+                              "from Stripe on first use only")
         site = site_server(self.host, int(self.site_url.rstrip("/").rsplit(":", 1)[1]), {
-            "apiUrl": self.api_url, "hostedUiUrl": hosted_ui_url, "clientId": client_id, "siteUrl": self.site_url})
+            "apiUrl": self.api_url, "hostedUiUrl": hosted_ui_url, "clientId": client_id, "siteUrl": self.site_url,
+            "paymentLinkUrl": self.payment_link_url})
         for server in (api, site):
             threading.Thread(target=server.serve_forever, daemon=True).start()
             self._servers.append(server)
         self.notes.insert(0, f"AWS stand-in (moto server):      {moto.endpoint}")
         return self
+
+    def _set_up_webhooks(self, moto, stripe_key: str, stripe_base: str, secret_id: str) -> None:
+        """What an operator does after deploying: `stripe-portal-admin webhooks setup`, here with the stand-in."""
+        import io
+
+        from portal_admin.webhooks import setup
+        from portal_gateway.billing.stripe_client import StripeHttp
+
+        setup(url=f"{self.api_url}/webhooks/stripe", secret_id=secret_id, client=moto.client, out=io.StringIO(),
+              stripe=StripeHttp(api_base=stripe_base, timeout_seconds=5).with_key(stripe_key))
+        self.notes.append(f"Webhooks: the stand-in delivers subscription events to {self.api_url}/webhooks/stripe")
 
     def _write_admin_env(self, service_env: dict[str, str]) -> None:
         """What stripe-portal-admin needs to manage this stack: where AWS and Stripe are, and the ids."""
@@ -218,7 +244,9 @@ class LocalStack:
         names = [name for name in service_env if name.startswith(("AWS_", "STRIPE_API_BASE"))]
         ids = {"--secret-id": service_env["STRIPE_SECRET_ID"], "--mode": service_env["STRIPE_MODE"],
                "--user-pool-id": service_env["COGNITO_USER_POOL_ID"], "--table": service_env["CUSTOMERS_TABLE"]}
-        check = {**ids, "--client-ids": service_env["COGNITO_CLIENT_IDS"]}
+        check = {**ids, "--client-ids": service_env["COGNITO_CLIENT_IDS"],
+                 "--webhook-url": f"{self.api_url}/webhooks/stripe",
+                 "--webhook-secret-id": service_env["WEBHOOK_SECRET_ID"]}
         if service_env.get("COGNITO_JWKS_URL"):
             check["--jwks-url"] = service_env["COGNITO_JWKS_URL"]
         lines = [f"export {name}={shlex.quote(service_env[name])}" for name in names]

@@ -152,3 +152,14 @@ def add_oauth_secret(env: Environment, *, client_secret: str = "") -> str:
         value["client_secret"] = client_secret
     return env.moto.client("secretsmanager").create_secret(
         Name=f"portal-{secrets.token_hex(4)}/oauth", SecretString=json.dumps(value))["ARN"]
+
+
+def add_webhook_secret(env: Environment) -> str:
+    """The webhook signing secret as template.yaml's WebhookSigningSecret creates it: no secret yet."""
+    import secrets
+
+    from devstack.cfn import load_template
+
+    value = load_template()["Resources"]["WebhookSigningSecret"]["Properties"]["SecretString"]
+    return env.moto.client("secretsmanager").create_secret(
+        Name=f"portal-{secrets.token_hex(4)}/stripe-webhook", SecretString=value)["ARN"]

@@ -93,8 +93,10 @@ def load_handler_module(path: Path = ROOT / "functions" / "portal" / "app.py", n
     return module
 
 
-def serve(handler, host: str = "127.0.0.1", port: int = 0, *, max_body: int = 1024 * 1024) -> ThreadingHTTPServer:
-    """A loopback HTTP server that feeds every request to `handler(event, context)`."""
+def serve(handler, host: str = "127.0.0.1", port: int = 0, *, max_body: int = 1024 * 1024,
+          routes: dict[str, object] | None = None) -> ThreadingHTTPServer:
+    """A loopback HTTP server that feeds every request to `handler(event, context)`, or to the handler of the
+    first `routes` path prefix it starts with (one API, several functions, as API Gateway routes them)."""
 
     class Adapter(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -109,7 +111,8 @@ def serve(handler, host: str = "127.0.0.1", port: int = 0, *, max_body: int = 10
             body = self.rfile.read(length) if length else None
             event = build_event(self.command, url.path, query=url.query, headers=dict(self.headers.items()),
                                 body=body)
-            result = handler(event, new_context())
+            chosen = next((h for prefix, h in (routes or {}).items() if url.path.startswith(prefix)), handler)
+            result = chosen(event, new_context())
             payload = result.get("body") or ""
             data = base64.b64decode(payload) if result.get("isBase64Encoded") else payload.encode()
             self.send_response(result.get("statusCode", 200))

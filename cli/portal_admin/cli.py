@@ -6,6 +6,9 @@
               clients, plain-link sign-in (domain, callback, flows, scopes, OAuth secret), table.
   whois / link / unlink / forget
               support: who is mapped to which Stripe customer, and the audited changes to that mapping.
+  webhooks setup / backfill
+              billing status: the Stripe webhook endpoint and its signing secret; every mapped customer's
+              projection filled from Stripe at a bounded rate.
   smoke       after a deploy: /health, unauthenticated /portal, CORS preflight, and with a token the whole way.
 All take `--stack NAME` (ids read from the stack's parameters and outputs) or explicit ids. Failures are
 printed on stderr as what is wrong and the fix; the exit codes are EXIT_* below (docs/operations.md).
@@ -60,6 +63,14 @@ COMMANDS = {
     "forget": ("erase a deleted user's mapping and claim (audited)",
                "For erasure requests: the mapping and the claim go; Stripe keeps the customer (docs/operations.md "
                "says how to delete it there). Needs --reason."),
+    "webhooks": ("set up the Stripe webhook endpoint that keeps the billing status current",
+                 "`webhooks setup` creates the endpoint for exactly the events the webhook function handles (or "
+                 "updates the one this deployment made) and stores its signing secret in the stack's webhook "
+                 "secret. Uses the deployment's Stripe key, or one piped in with --key-stdin."),
+    "backfill": ("fill the billing status of every mapped customer from Stripe",
+                 "Reads each mapped customer's subscriptions and entitlements at a bounded rate (--rate, Stripe "
+                 "requests per second) and stores their projections; a projection a webhook stored later is "
+                 "kept. Progress on stderr."),
     "smoke": ("after a deploy: does the API answer as documented?",
               "/health, an unauthenticated /portal (401, or 302 to the sign-in), the CORS preflight when origins "
               "are set, and with --token-stdin the whole way to a portal URL (never printed). Exit 1 on any "
@@ -91,6 +102,17 @@ def parser() -> argparse.ArgumentParser:
             sub.add_argument("--rotation-function-arn", help="rotation function (stack output RotationFunctionArn)")
             sub.add_argument("--stage-only", action="store_true", help="validate and stage, do not start rotation")
             sub.add_argument("--wait", type=float, default=120, help="seconds to wait for the rotation (default 120)")
+        if name in ("check", "webhooks"):
+            sub.add_argument("--webhook-url", help="the stack output WebhookUrl (without --stack)")
+            sub.add_argument("--webhook-secret-id", help="the stack output WebhookSecretArn (without --stack)")
+        if name == "webhooks":
+            sub.add_argument("action", choices=["setup"], help="setup: create or update the endpoint")
+            sub.add_argument("--key-stdin", action="store_true",
+                             help="read a Stripe key that may write webhook endpoints from stdin (else the "
+                                  "deployment's own key)")
+        if name == "backfill":
+            sub.add_argument("--rate", type=float, default=20.0,
+                             help="Stripe requests per second at most (default 20; Stripe allows 25 in test mode)")
         if name == "check":
             sub.add_argument("--client-ids", help="comma-separated app client ids (without --stack)")
             sub.add_argument("--jwks-url", help="JWKS URL, when the deployment overrides it")
@@ -160,6 +182,10 @@ def _run(args: argparse.Namespace, stdin: TextIO, out: TextIO, client: Callable[
             raise AdminError("nothing to check", "Pass --stack NAME, or the ids (--secret-id, --mode, "
                              "--user-pool-id, --client-ids, --table)", EXIT_USAGE)
         checks = run_check(target, client)
+        from portal_admin.webhooks import webhook_checks
+
+        checks += webhook_checks(url=target.webhook_url, secret_id=target.webhook_secret_id,
+                                 stripe=_stripe_caller(target, client), client=client)
         print_checks(checks, out)
         ok = passed(checks)
         print("All checks passed." if ok else "Some checks failed.", file=out)
@@ -174,6 +200,31 @@ def _run(args: argparse.Namespace, stdin: TextIO, out: TextIO, client: Callable[
             raise AdminError("no key given", "Pipe it on stdin or type it at the prompt", EXIT_USAGE)
         return run_rotate(target, new_key, stage_only=args.stage_only, wait_seconds=args.wait, out=out,
                           client=client)
+    if args.command == "webhooks":
+        from portal_admin.webhooks import setup
+
+        if not target.webhook_url or not target.webhook_secret_id:
+            raise AdminError("no webhook URL or secret", "Pass --stack NAME, or --webhook-url and "
+                             "--webhook-secret-id", EXIT_USAGE)
+        stripe = _stripe_caller(target, client, key=stdin.readline().strip() if args.key_stdin else None)
+        if stripe is None:
+            raise AdminError("no usable Stripe key", "Put the key in first (rotate-key), or pipe one with "
+                             "--key-stdin", EXIT_FAILED)
+        return _stripe_refusals(lambda: setup(url=target.webhook_url, secret_id=target.webhook_secret_id,
+                                              stripe=stripe, client=client, out=out))
+    if args.command == "backfill":
+        from portal_admin.webhooks import backfill
+
+        missing = [flag for flag, value in (("--table", target.table), ("--mode", target.mode),
+                                            ("--user-pool-id", target.user_pool_id)) if not value]
+        if missing:
+            raise AdminError(f"missing {', '.join(missing)}", "Pass --stack NAME, or the ids", EXIT_USAGE)
+        stripe = _stripe_caller(target, client)
+        if stripe is None:
+            raise AdminError("no usable Stripe key", "Put the key in first (rotate-key)", EXIT_FAILED)
+        return _stripe_refusals(lambda: backfill(table=target.table, mode=target.mode,
+                                                 user_pool_id=target.user_pool_id, stripe=stripe, client=client,
+                                                 out=out, rate=args.rate))
     if args.command == "smoke":
         from portal_admin.smoke import checked_portal_url, run_smoke
 
@@ -215,16 +266,30 @@ def _support(args: argparse.Namespace, target: Target, out: TextIO, client: Call
     return support.forget(ctx, args.sub, reason=args.reason, who=who)
 
 
-def _stripe_caller(target: Target, client: Callable[[str], Any]):
-    """(method, path, params) -> answer, with the deployment's own key; None when the key cannot be read."""
+def _stripe_refusals(run: Callable[[], int]) -> int:
+    """Run a command that calls Stripe; Stripe's refusal becomes one sentence and a fix."""
+    from portal_gateway.billing.stripe_client import StripeApiError
+
+    try:
+        return run()
+    except StripeApiError as exc:
+        if exc.kind in ("PermissionError", "AuthenticationError"):
+            raise AdminError(f"Stripe refused the key ({exc.kind})", "Use a key with the permissions docs/deploy.md "
+                             "lists (webhooks setup: Webhook Endpoints write, or --key-stdin)", EXIT_FAILED) from None
+        raise AdminError(f"Stripe answered {exc.kind} (http {exc.http_status})", "Try again in a moment",
+                         EXIT_UNREACHABLE) from None
+
+
+def _stripe_caller(target: Target, client: Callable[[str], Any], *, key: str | None = None):
+    """(method, path, params) -> answer, with the deployment's own key (or `key`); None when there is none."""
     from portal_gateway.billing.stripe_client import StripeHttp
     from portal_gateway.billing.stripe_key import parse_stripe_key
     from portal_gateway.errors import StripeKeyUnavailable
 
-    if not target.secret_id:
+    if not target.secret_id and not key:
         return None
     try:
-        key = parse_stripe_key(current_secret(client, target.secret_id))
+        key = parse_stripe_key(key or current_secret(client, target.secret_id))
     except StripeKeyUnavailable:
         return None
     return StripeHttp(api_base=target.stripe_api_base, timeout_seconds=10).with_key(key)

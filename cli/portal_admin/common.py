@@ -74,6 +74,8 @@ class Target:
     oauth_secret_id: str | None = None
     portal_url: str | None = None
     allowed_origins: tuple[str, ...] = ()
+    webhook_url: str | None = None
+    webhook_secret_id: str | None = None
 
 
 def boto_factory(region: str | None = None, profile: str | None = None) -> Callable[[str], Any]:
@@ -115,6 +117,8 @@ def resolve_target(args: argparse.Namespace, client: Callable[[str], Any] = defa
             oauth_secret_id=outputs.get("OAuthSecretArn"),
             portal_url=outputs.get("PortalUrl"),
             allowed_origins=tuple(o for o in params.get("AllowedOrigins", "").split(",") if o),
+            webhook_url=outputs.get("WebhookUrl"),
+            webhook_secret_id=outputs.get("WebhookSecretArn"),
         )
     for field, value in (
         ("secret_id", getattr(args, "secret_id", None)), ("mode", getattr(args, "mode", None)),
@@ -122,6 +126,8 @@ def resolve_target(args: argparse.Namespace, client: Callable[[str], Any] = defa
         ("table", getattr(args, "table", None)), ("jwks_url", getattr(args, "jwks_url", None)),
         ("portal_configuration_id", getattr(args, "portal_configuration_id", None)),
         ("rotation_function_arn", getattr(args, "rotation_function_arn", None)),
+        ("webhook_url", getattr(args, "webhook_url", None)),
+        ("webhook_secret_id", getattr(args, "webhook_secret_id", None)),
     ):
         if value:
             setattr(target, field, value)

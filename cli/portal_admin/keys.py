@@ -38,6 +38,8 @@ README_STEPS = (
       "same Stripe account as before")),
     (5, "register the stack output CallbackUrlToRegister (callback) and ReturnUrl (sign-out) on the app client",
      ("callback URL registered", "sign-out URL registered")),
+    (6, "set up the billing status webhook: stripe-portal-admin webhooks setup --stack <stack>",
+     ("webhook endpoint", "webhook events", "webhook URL", "webhook reachable")),
 )
 
 

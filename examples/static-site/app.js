@@ -66,6 +66,43 @@ async function openWithFetch() {
   $("fetch-error").textContent = answer.message || `The billing service answered unexpectedly (HTTP ${response.status}).`;
 }
 
+// The billing status: what the signed-in user has, to show a plan or gate content. It is the caller's own
+// (private, short-lived, with an ETag): "no-cache" revalidates it, so a change shows on the next look.
+async function billingStatus() {
+  const response = await fetch(`${cfg.apiUrl}/billing/status`, {
+    headers: { Authorization: `Bearer ${sessionStorage.getItem("id_token")}`, Accept: "application/json" },
+    cache: "no-cache",
+  });
+  if (!response.ok) throw new Error(`HTTP ${response.status}`);
+  return response.json();
+}
+
+function describePlan(status) {
+  const live = status.subscriptions.filter((s) => ["active", "trialing", "past_due"].includes(s.status));
+  if (!live.length) return "No plan";
+  const first = live[0];
+  const name = (first.items[0] && first.items[0].lookup_key) === "pro_monthly" ? "Pro" : "Subscribed";
+  if (first.cancel_at_period_end && first.current_period_end) {
+    return `${name} (ends ${new Date(first.current_period_end * 1000).toLocaleDateString("en-GB")})`;
+  }
+  return first.status === "trialing" ? `${name} (trial)` : name;
+}
+
+async function showPlan() {
+  if (!sessionStorage.getItem("id_token")) return;
+  // Back from the Payment Link: the purchase reaches us by webhook within moments; look again until it shows.
+  const justBought = new URLSearchParams(location.search).has("purchased");
+  for (let attempt = 0; attempt < (justBought ? 30 : 1); attempt++) {
+    let status;
+    try { status = await billingStatus(); } catch (e) { $("plan-badge").textContent = "Unavailable"; return; }
+    $("plan-badge").textContent = describePlan(status);
+    $("premium").hidden = !status.entitlements.includes("premium-content");
+    $("subscribe").hidden = !cfg.paymentLinkUrl || status.subscriptions.length > 0;
+    if (!justBought || status.subscriptions.length) return;
+    await new Promise((done) => setTimeout(done, 1000));
+  }
+}
+
 // Signing out of the site alone would leave the Hosted UI's own session: the next person at this computer would
 // be signed in as this user. The API's sign-out passes through the Hosted UI's /logout and comes back here.
 function signOut() {
@@ -87,6 +124,10 @@ function render() {
   $("sign-in").hidden = !!token;
   $("sign-in").textContent = expired ? "Sign in again" : "Sign in";
   $("sign-out").hidden = !token;
+  // No email in the link (Stripe could prefill it, but an address in a URL ends up in logs): the buyer types
+  // the address they signed in with, which is how their purchase is matched to them.
+  if (cfg.paymentLinkUrl) $("subscribe-link").href = cfg.paymentLinkUrl;
+  if (!token) { $("plan-badge").textContent = "Sign in to see your plan"; $("premium").hidden = $("subscribe").hidden = true; }
   $("who").textContent = token ? `Signed in as ${claims(token).email || "a user"}.`
     : expired ? "Your sign-in has expired. Sign in again to manage billing here."
     : "Not signed in to this site. The plain link works anyway: it signs you in on the way to billing.";
@@ -95,4 +136,4 @@ function render() {
 $("sign-in").addEventListener("click", () => { sessionStorage.removeItem("expired"); signIn(); });
 $("sign-out").addEventListener("click", signOut);
 $("fetch-button").addEventListener("click", openWithFetch);
-finishSignIn().then(render);
+finishSignIn().then(render).then(showPlan);

@@ -4,4 +4,5 @@ window.PORTAL_CONFIG = {
   hostedUiUrl: "https://your-prefix.auth.eu-west-1.amazoncognito.com", // the user pool's domain
   clientId: "your-app-client-id",                                   // a public app client (no secret)
   siteUrl: "https://www.example.com/",                              // this page; a callback URL of the client
+  paymentLinkUrl: "",  // optional: a Stripe Payment Link (after payment, redirect to siteUrl + "?purchased=1")
 };

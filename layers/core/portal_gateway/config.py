@@ -153,6 +153,40 @@ class Settings:
         )
 
 
+@dataclass(frozen=True)
+class WebhookSettings:
+    """The webhook function's configuration: where the signing secrets, the Stripe key and the table are."""
+
+    webhook_secret_id: str
+    stripe_secret_id: str
+    stripe_mode: str
+    customers_table: str
+    user_pool_id: str
+    stripe_api_base: str | None = None
+    signature_tolerance_seconds: int = 300  # stripe-python's default: older signatures are replays
+    stripe_key_ttl_seconds: int = 300
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> WebhookSettings:
+        env = os.environ if environ is None else environ
+        api_base = env.get("STRIPE_API_BASE", "").strip().rstrip("/") or None
+        if api_base:
+            _check_url("STRIPE_API_BASE", api_base, prefix_ok=False)
+        pool_id = _required(env, "COGNITO_USER_POOL_ID")
+        if not _POOL_ID.match(pool_id):
+            raise ConfigError("COGNITO_USER_POOL_ID must look like '<region>_<id>', e.g. 'eu-west-1_AbCdEf123'")
+        return cls(
+            webhook_secret_id=_required(env, "WEBHOOK_SECRET_ID"),
+            stripe_secret_id=_required(env, "STRIPE_SECRET_ID"),
+            stripe_mode=_choice(env, "STRIPE_MODE", STRIPE_MODES),
+            customers_table=_required(env, "CUSTOMERS_TABLE"),
+            user_pool_id=pool_id,
+            stripe_api_base=api_base,
+            signature_tolerance_seconds=_number(env, "SIGNATURE_TOLERANCE_SECONDS", 300, int, 30, 600),
+            stripe_key_ttl_seconds=_number(env, "STRIPE_KEY_TTL_SECONDS", 300, int, 0, 3600),
+        )
+
+
 def _check_endpoints(env: Mapping[str, str], pool_region: str) -> None:
     """Every AWS endpoint the function will call must be resolvable now, not at the first click: the pool's
     region (Cognito) and the function's own (Secrets Manager, DynamoDB; Lambda sets AWS_REGION)."""

@@ -164,3 +164,20 @@ def user_message(error: GatewayError, *, owner_alerted: bool) -> str:
     if error.needs_operator and owner_alerted:
         return f"{error.message} {NOTIFIED}"
     return error.message
+
+
+# --- the webhook function (answers go to Stripe, which retries anything but a 2xx) ---
+class WebhookSignatureInvalid(GatewayError):
+    code = "webhook_signature_invalid"
+    message = "The Stripe-Signature header does not match this endpoint's signing secret."
+
+
+class WebhookPayloadInvalid(BadRequest):
+    code = "webhook_payload_invalid"
+    message = "The event could not be read."
+
+
+class WebhookNotConfigured(GatewayError):
+    code = "webhook_not_configured"
+    message = "This endpoint has no signing secret yet (stripe-portal-admin webhooks setup)."
+    needs_operator = True

@@ -75,6 +75,30 @@ class CustomerMappingStore:
                             ExpressionAttributeNames={"#owner": "owner"},
                             ExpressionAttributeValues={":owner": {"S": owner}})
 
+    def claim_owner(self, customer_id: str) -> str | None:
+        """The mapping key of the user holding a claim on this customer (email-matched or linked), if any."""
+        return self._read(claim_key(self.mode, customer_id), "owner", "GetItem (claim)")
+
+    def remove_if(self, key: str, customer_id: str) -> bool:
+        """Remove a user's mapping if it still names this customer (so the next visit resolves again), and that
+        user's claim on the customer. True if the mapping was removed."""
+        removed = self._delete_if(key, "customer_id = :v", customer_id)
+        self._delete_if(claim_key(self.mode, customer_id), "#owner = :v", key)
+        return removed
+
+    def _delete_if(self, pk: str, condition: str, value: str) -> bool:
+        request = {"TableName": self.table, "Key": {"pk": {"S": pk}}, "ConditionExpression": condition,
+                   "ExpressionAttributeValues": {":v": {"S": value}}}
+        if "#owner" in condition:
+            request["ExpressionAttributeNames"] = {"#owner": "owner"}
+        try:
+            self._client.call("DeleteItem", request)
+            return True
+        except AwsError as exc:
+            if exc.code == "ConditionalCheckFailedException":
+                return False
+            raise MappingStoreUnavailable(log_detail=f"DynamoDB DeleteItem failed: {exc.code}") from None
+
     def creation_ticket(self, key: str) -> str:
         """This user's current creation ticket, made now if there is none. Concurrent first requests of one
         user agree on it (a conditional write), so they send Stripe the same idempotency key."""

@@ -66,9 +66,10 @@ class ProjectionStore:
             item["deleted"] = {"BOOL": True}
         else:
             item["projection"] = {"S": json.dumps(projection, sort_keys=True, separators=(",", ":"))}
+        # A deleted customer stays deleted (Stripe cannot undo a deletion): no later read overwrites that.
+        condition = "attribute_not_exists(pk) OR (synced_at < :t AND attribute_not_exists(deleted))"
         try:
-            self._client.call("PutItem", {"TableName": self.table, "Item": item,
-                                          "ConditionExpression": "attribute_not_exists(pk) OR synced_at < :t",
+            self._client.call("PutItem", {"TableName": self.table, "Item": item, "ConditionExpression": condition,
                                           "ExpressionAttributeValues": {":t": {"N": str(synced_at_ms)}}})
             return True
         except AwsError as exc:

@@ -17,6 +17,8 @@ STATUS_BY_CODE: dict[str, int] = {
     "return_url_not_allowed": 400,
     "login_failed": 400,
     "login_session_invalid": 400,
+    "webhook_signature_invalid": 400,
+    "webhook_payload_invalid": 400,
     "authentication_required": 401,
     "invalid_token": 401,
     "no_billing_account": 403,
@@ -37,6 +39,7 @@ STATUS_BY_CODE: dict[str, int] = {
     "portal_not_configured": 503,
     "portal_configuration_invalid": 503,
     "login_unavailable": 503,
+    "webhook_not_configured": 503,
 }
 # Worth retrying soon: the dependency is probably back in a moment.
 _TRANSIENT = {"auth_unavailable", "identity_unavailable", "customer_store_unavailable", "billing_provider_error",

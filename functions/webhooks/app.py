@@ -1,0 +1,248 @@
+"""HTTP function: POST /webhooks/stripe. Stripe's events keep the billing status projections current.
+
+Thin by design: check the signature with the official library (stripe.WebhookSignature, against every signing
+secret in WEBHOOK_SECRET_ID, so a roll loses nothing), hand the event to the core (billing/webhook_events.py),
+answer 2xx once the result is stored. Any failure answers an error and Stripe delivers the event again.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import threading
+import time
+
+import stripe
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
+from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
+from aws_lambda_powertools.metrics import MetricUnit
+from portal_gateway.aws.mapping_store import CustomerMappingStore
+from portal_gateway.aws.projection_store import ProjectionStore
+from portal_gateway.aws.secrets import SecretsManagerReader
+from portal_gateway.billing.stripe_key import StripeKeyProvider
+from portal_gateway.billing.webhook_events import WebhookEvents
+from portal_gateway.config import ConfigError, WebhookSettings
+from portal_gateway.errors import (
+    GatewayError,
+    PayloadTooLarge,
+    StripeKeyRejected,
+    StripeKeyUnavailable,
+    StripeUnavailable,
+    WebhookNotConfigured,
+    WebhookPayloadInvalid,
+    WebhookSignatureInvalid,
+)
+from portal_gateway.web import answers
+
+SERVICE = "stripe-portal-gateway-webhooks"
+logger = Logger(service=SERVICE)
+metrics = Metrics(namespace="StripePortalGateway", service=SERVICE)
+copy_config_to_registered_loggers(source_logger=logger, include={"portal_gateway"})
+# Stripe's events are small (tens of KB); anything far larger is not one.
+MAX_BODY_BYTES = 512 * 1024
+# After a signature matches no secret, the secret is read again (a roll may just have happened), at most this
+# often: a flood of forged deliveries must not become a flood of Secrets Manager reads.
+SECRET_REREAD_SECONDS = 10
+SECRET_TTL_SECONDS = 300
+
+try:
+    SETTINGS = WebhookSettings.from_env()
+except ConfigError as exc:
+    logger.error("Invalid configuration", extra={"problem": str(exc)})
+    raise
+
+app = APIGatewayHttpResolver()
+
+
+class SigningSecrets:
+    """The endpoint's signing secrets (whsec_...), from a secret holding {"signing_secrets": [...]} (newest
+    first; more than one while a roll is under way) or a bare whsec_ string."""
+
+    def __init__(self, secret_id: str, read=None, clock=time.monotonic):
+        self._secret_id = secret_id
+        self._read = read or SecretsManagerReader(unavailable=WebhookNotConfigured, transient=WebhookNotConfigured,
+                                                  label="the webhook signing secret", variable="WEBHOOK_SECRET_ID")
+        self._clock = clock
+        self._secrets: tuple[str, ...] = ()
+        self._read_at = float("-inf")
+        self._lock = threading.Lock()
+
+    def current(self, *, reread: bool = False) -> tuple[str, ...]:
+        with self._lock:
+            age = self._clock() - self._read_at
+            if not self._secrets or age >= SECRET_TTL_SECONDS or (reread and age >= SECRET_REREAD_SECONDS):
+                self._secrets = parse_signing_secrets(self._read(self._secret_id))
+                self._read_at = self._clock()
+            return self._secrets
+
+
+def parse_signing_secrets(raw: str) -> tuple[str, ...]:
+    value = raw.strip()
+    if value.startswith("{"):
+        try:
+            listed = json.loads(value).get("signing_secrets")
+        except (ValueError, AttributeError):
+            listed = None
+        candidates = listed if isinstance(listed, list) else []
+    else:
+        candidates = [value]
+    found = tuple(s.strip() for s in candidates if isinstance(s, str) and s.strip().startswith("whsec_"))
+    if not found:
+        raise WebhookNotConfigured(log_detail="the webhook signing secret holds no whsec_ secret yet "
+                                              "(stripe-portal-admin webhooks setup)")
+    return found
+
+
+def verified_event(payload: str, header: str | None, secrets: tuple[str, ...]) -> dict:
+    """The event, if the header carries a valid, recent signature by any of the secrets."""
+    for secret in secrets:
+        try:
+            stripe.WebhookSignature.verify_header(payload, header, secret,
+                                                  tolerance=SETTINGS.signature_tolerance_seconds)
+        except stripe.SignatureVerificationError:
+            continue
+        try:
+            return json.loads(payload)
+        except ValueError:
+            raise WebhookPayloadInvalid(log_detail="signed, but not JSON") from None
+    raise WebhookSignatureInvalid(log_detail="no signing secret matches the Stripe-Signature header")
+
+
+class StripeLibraryReader:
+    """The customer's state, read with stripe-python (the official library: start-up cost matters little here)."""
+
+    def __init__(self, keys: StripeKeyProvider, api_base: str | None):
+        self._keys = keys
+        self._api_base = api_base
+        # One connection pool for the environment; each call bounded well inside the function's timeout.
+        self._http = stripe.RequestsClient(timeout=(3.05, 5))
+        self._clients: dict[str, stripe.StripeClient] = {}
+        self.calls = 0
+
+    def billing_state(self, customer_id: str):
+        def read(client: stripe.StripeClient):
+            subscriptions = client.v1.subscriptions.list({"customer": customer_id, "status": "all", "limit": 100})
+            try:
+                entitlements = client.v1.entitlements.active_entitlements.list(
+                    {"customer": customer_id, "limit": 100}).data
+            except stripe.PermissionError:
+                logger.warning("The Stripe key may not read entitlements; the status lists none")
+                entitlements = []
+            return [s.to_dict() for s in subscriptions.data], [e.to_dict() for e in entitlements]
+
+        return self._with_client(read)
+
+    def customer_deleted(self, customer_id: str) -> bool:
+        def read(client: stripe.StripeClient):
+            try:
+                return bool(client.v1.customers.retrieve(customer_id).get("deleted"))
+            except stripe.InvalidRequestError as exc:
+                if exc.code == "resource_missing":
+                    return True  # not there at all for this key: nothing of it to keep either
+                raise
+
+        return self._with_client(read)
+
+    def _with_client(self, read):
+        key = self._keys.current()
+        try:
+            return self._attempt(read, key)
+        except stripe.AuthenticationError:
+            fresh = self._keys.refresh(key)  # a rotated key: read the secret again, once
+            if fresh is None:
+                raise StripeKeyRejected(log_detail="Stripe rejected the API key; rotate it") from None
+            try:
+                return self._attempt(read, fresh)
+            except stripe.AuthenticationError:
+                raise StripeKeyRejected(log_detail="Stripe rejected the freshly read API key too") from None
+
+    def _attempt(self, read, key: str):
+        client = self._clients.get(key)
+        if client is None:
+            self._clients = {key: stripe.StripeClient(  # the previous key's client goes: it will not be used again
+                key, base_addresses={"api": self._api_base} if self._api_base else None, max_network_retries=1,
+                http_client=self._http)}
+            client = self._clients[key]
+        self.calls += 1
+        try:
+            return read(client)
+        except stripe.AuthenticationError:
+            raise
+        except stripe.StripeError as exc:
+            raise StripeUnavailable(log_detail=f"Stripe call failed: {type(exc).__name__} "
+                                               f"http_status={exc.http_status} code={exc.code}") from None
+
+
+def count(name: str, **_dimensions: str) -> None:
+    metrics.add_metric(name=name, unit=MetricUnit.Count, value=1)
+
+
+_keys = StripeKeyProvider(SETTINGS.stripe_secret_id, expected_mode=SETTINGS.stripe_mode,
+                          ttl_seconds=SETTINGS.stripe_key_ttl_seconds, read_secret=SecretsManagerReader())
+reader = StripeLibraryReader(_keys, SETTINGS.stripe_api_base)
+signing_secrets = SigningSecrets(SETTINGS.webhook_secret_id)
+events = WebhookEvents(
+    projections=ProjectionStore(SETTINGS.customers_table, stripe_mode=SETTINGS.stripe_mode),
+    mappings=CustomerMappingStore(SETTINGS.customers_table, stripe_mode=SETTINGS.stripe_mode),
+    stripe=reader, stripe_mode=SETTINGS.stripe_mode, user_pool_id=SETTINGS.user_pool_id, count=count)
+
+
+@app.post("/webhooks/stripe")
+def stripe_webhook():
+    payload = _body()
+    header = app.current_event.headers.get("stripe-signature")
+    try:
+        event = verified_event(payload, header, signing_secrets.current())
+    except WebhookSignatureInvalid:
+        event = verified_event(payload, header, signing_secrets.current(reread=True))
+    outcome = events.handle(event)
+    count(f"WebhookEvents{outcome.title()}")
+    return Response(status_code=200, content_type="application/json", headers=dict(answers.BASE_HEADERS),
+                    body=json.dumps({"received": True, "outcome": outcome}))
+
+
+def _body() -> str:
+    event = app.current_event
+    raw = event.body or ""
+    if len(raw) > MAX_BODY_BYTES * 4 // 3 + 4:
+        raise PayloadTooLarge()
+    if event.is_base64_encoded:
+        try:
+            raw = base64.b64decode(raw, validate=True).decode("utf-8")
+        except (binascii.Error, ValueError):
+            raise WebhookSignatureInvalid(log_detail="body is not valid base64 UTF-8") from None
+    if len(raw.encode("utf-8", "surrogatepass")) > MAX_BODY_BYTES:
+        raise PayloadTooLarge()
+    return raw
+
+
+@app.exception_handler(GatewayError)
+def gateway_error(err: GatewayError):
+    status = answers.status_for(err.code)
+    (logger.error if status >= 500 else logger.warning)(
+        "Webhook delivery refused", extra={"error_code": err.code, "status": status, "detail": err.log_detail})
+    if isinstance(err, WebhookSignatureInvalid):
+        count("WebhookSignatureFailures")  # alarmed: a wrong secret after a roll, or someone forging events
+    elif status >= 500 or isinstance(err, StripeKeyUnavailable):
+        count("WebhookProcessingFailed")  # alarmed: Stripe will retry, but the status is stale meanwhile
+    return answers.error_for(err.code, err.message, wants_html=False, back_url=None, title=err.title)
+
+
+@app.exception_handler(Exception)
+def unexpected_error(err: Exception):
+    logger.exception("Unexpected error handling a webhook")
+    count("WebhookProcessingFailed")
+    return answers.error_for(GatewayError.code, GatewayError.message, wants_html=False, back_url=None)
+
+
+@app.not_found
+def not_found(_err):
+    return answers.error_for("not_found", "There is nothing here.", wants_html=False, back_url=None)
+
+
+@logger.inject_lambda_context(clear_state=True)
+@metrics.log_metrics
+def lambda_handler(event, context):
+    return app.resolve(event, context)
