@@ -183,8 +183,9 @@ def mapped_customers(client: Callable[[str], Any], table: str, mode: str, user_p
 
 
 def backfill(*, table: str, mode: str, user_pool_id: str, stripe: StripeCall, client: Callable[[str], Any],
-             out: TextIO, progress: TextIO = sys.stderr, rate: float = DEFAULT_BACKFILL_RATE,
+             out: TextIO, progress: TextIO | None = None, rate: float = DEFAULT_BACKFILL_RATE,
              sleep: Callable[[float], None] = time.sleep) -> int:
+    progress = progress or sys.stderr
     if not 0 < rate <= 100:
         raise AdminError("--rate must be between 0 and 100 Stripe requests per second",
                          "Stripe allows 100 per second in live mode and 25 in test mode", EXIT_USAGE)

@@ -12,6 +12,7 @@ from tests.deploy.readme_script import ROOT, guided_answers
 from tests.deploy.sam_cli import SAM_PYTHON, run_sam, scratch_project
 
 NO_AUTH = "PortalFunction has no authentication. Is this okay?"
+WEBHOOK_NO_AUTH = "WebhookFunction has no authentication. Is this okay?"
 AWS_BOUNDARY = "Unable to locate credentials"  # what SAM says when it first needs AWS
 
 

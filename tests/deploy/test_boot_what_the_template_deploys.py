@@ -27,6 +27,7 @@ import pytest
 
 from devstack.http_api import build_event, load_handler_module, new_context
 from devstack.stripe_standin import StripeStandin, fake_key
+from devstack.stripe_webhooks import signature_header
 from tests.deploy.cloudformation import ACCOUNT, Stack
 from tests.deploy.conftest import translate
 from tests.deploy.readme_script import ROOT, redeploy_answers
@@ -34,7 +35,8 @@ from tests.deploy.sam_cli import saved_parameters
 from tests.functional.conftest import reset_logging
 
 PASSWORD = "Correct-Horse-9"
-FUNCTIONS = {"PortalFunction": "portal", "RotationFunction": "rotation", "PreTrafficHookFunction": "pre_traffic"}
+FUNCTIONS = {"PortalFunction": "portal", "RotationFunction": "rotation", "PreTrafficHookFunction": "pre_traffic",
+             "WebhookFunction": "webhooks"}
 # What the rehearsal changes in a function's environment, and why: where the network goes (no AWS, no Stripe,
 # no Cognito here). Everything else is exactly what the template gives.
 NETWORK = ("AWS_ENDPOINT_URL", "STRIPE_API_BASE", "COGNITO_JWKS_URL")
@@ -154,7 +156,7 @@ def deploy(deployment: Deployment, moto, standin: StripeStandin) -> Deployment:
             dynamodb.update_time_to_live(TableName=table_name, TimeToLiveSpecification=ttl)
         stack.physical_ids["CustomersTable"] = table_name
         stack.attributes[("CustomersTable", "Arn")] = f"arn:aws:dynamodb:{region}:{ACCOUNT}:table/{table_name}"
-    for logical_id in ("StripeApiKeySecret", "OAuthSecret"):
+    for logical_id in ("StripeApiKeySecret", "OAuthSecret", "WebhookSigningSecret"):
         if stack.exists(logical_id):
             properties = stack.resolve(resources[logical_id]["Properties"])
             value = properties.get("SecretString") or generated_secret(properties["GenerateSecretString"])
@@ -403,7 +405,9 @@ def walk_the_readme(deployment: Deployment, moto, standin: StripeStandin, cold_s
 
     # Step 4: the key goes in through rotate-key --stack; Secrets Manager drives the rotation function.
     rotation = cold_start("rotation", env["RotationFunction"])
-    key = standin.add_key(fake_key("rk", mode), frozenset({"customers_write", "portal_write"}))
+    # The restricted key with the permissions docs/deploy.md lists, the billing status's included.
+    key = standin.add_key(fake_key("rk", mode), frozenset({"customers_write", "portal_write", "subscriptions_read",
+                                                          "entitlements_read", "webhook_endpoints_write"}))
     code, out = admin(["rotate-key", "--stack", deployment.stack_name, "--wait", "5"], deployment, moto,
                       stdin=key + "\n", rotation=rotation, cold_start=cold_start)
     assert code == 0, out
@@ -426,10 +430,21 @@ def walk_the_readme(deployment: Deployment, moto, standin: StripeStandin, cold_s
                                         AllowedOAuthScopes=described["AllowedOAuthScopes"],
                                         AllowedOAuthFlowsUserPoolClient=True,
                                         ExplicitAuthFlows=described["ExplicitAuthFlows"])
+    # Step 6: the billing status webhook, at the stack's WebhookUrl, its secret stored; then the backfill.
+    code, out = admin(["webhooks", "setup", "--stack", deployment.stack_name], deployment, moto,
+                      cold_start=cold_start)
+    assert code == 0, out
+    webhook_url = deployment.stack.output("WebhookUrl")
+    (endpoint,) = standin.account.webhook_endpoints.values()
+    assert endpoint["url"] == webhook_url and endpoint["_signing_secrets"][0] not in out
+    code, out = admin(["backfill", "--stack", deployment.stack_name], deployment, moto, cold_start=cold_start)
+    assert code == 0 and "mapped customers" in out, out
+
     code, out = admin(["check", "--stack", deployment.stack_name], deployment, moto, cold_start=cold_start)
     failed = [line for line in out.splitlines() if line.startswith("FAIL")]
-    # The only failure left: the JWKS is Cognito's real URL, and there is no network here.
-    assert [line.split()[1:3] for line in failed] == [["JWKS", "reachable"]], out
+    # The only failures left: the JWKS is Cognito's real URL and the webhook the API's, and there is no network
+    # here (the webhook function itself is invoked below).
+    assert [line.split()[1:3] for line in failed] == [["JWKS", "reachable"], ["webhook", "reachable"]], out
 
     # Step 7, a signed-in user clicks: health is ok and they land in their own portal.
     assert api(portal, "GET", "/health", deployment)["statusCode"] == 200
@@ -446,6 +461,25 @@ def walk_the_readme(deployment: Deployment, moto, standin: StripeStandin, cold_s
     assert landed_on == customer["id"]
     if redeploy:  # the kept table brought Ada back to the customer she had: nothing new was created
         assert customer["id"] == deployment.kept_customer
+
+    # Her page asks what she has; a subscription reaches the webhook function, signed as Stripe signs it.
+    status = api(portal, "GET", "/billing/status", deployment, accept="application/json",
+                 authorization=f"Bearer {token['IdToken']}")
+    assert status["statusCode"] == 200 and json.loads(status["body"])["has_billing_account"] is True
+    price = standin.add_product("Pro", lookup_key="pro", features=("pro-feature",))
+    standin.add_subscription(customer["id"], "active", price_id=price)
+    webhooks = cold_start("webhooks", env["WebhookFunction"])
+    for event in standin.events()[-2:]:  # the subscription and the entitlement summary
+        body = json.dumps(event)
+        delivery = webhooks.lambda_handler(build_event(
+            "POST", "/webhooks/stripe", body=body, headers={
+                "host": deployment.api_domain, "content-type": "application/json",
+                "stripe-signature": signature_header(body.encode(), endpoint["_signing_secrets"])}), new_context())
+        assert delivery["statusCode"] == 200, delivery["body"]
+    cold_start.use(env["PortalFunction"])
+    status = api(portal, "GET", "/billing/status", deployment, accept="application/json",
+                 authorization=f"Bearer {token['IdToken']}")
+    assert json.loads(status["body"])["entitlements"] == ["pro-feature"], status["body"]
 
     # A later deploy: the pre-traffic hook checks the new version and lets it through.
     new_version = cold_start("portal", env["PortalFunction"])

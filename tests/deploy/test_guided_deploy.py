@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from devstack.cfn import load_template
-from tests.deploy.conftest import NO_AUTH, stopped_at_aws
+from tests.deploy.conftest import NO_AUTH, WEBHOOK_NO_AUTH, stopped_at_aws
 from tests.deploy.readme_script import (
     ROOT,
     Answer,
@@ -25,9 +25,11 @@ def test_the_readmes_answers_get_through_every_prompt_in_order(first_deploy):
     expected = [answer.prompt for answer in guided_answers() for _ in range(answer.times)]
     assert [prompt for prompt, _, _ in run.asked] == expected
     assert len(run.asked) == promised_question_count()
-    events = load_template(ROOT / "template.yaml")["Resources"]["PortalFunction"]["Properties"]["Events"]
-    routes = sum(1 for event in events.values() if event["Type"] == "HttpApi")
-    assert sum(1 for prompt, _, _ in run.asked if prompt == NO_AUTH) == routes  # SAM asks once per route
+    resources = load_template(ROOT / "template.yaml")["Resources"]
+    for function, prompt in (("PortalFunction", NO_AUTH), ("WebhookFunction", WEBHOOK_NO_AUTH)):
+        events = resources[function]["Properties"]["Events"]
+        routes = sum(1 for event in events.values() if event["Type"] == "HttpApi")
+        assert sum(1 for asked, _, _ in run.asked if asked == prompt) == routes  # SAM asks once per route
 
 
 def test_the_guided_deploy_stops_only_where_it_must_reach_aws(first_deploy):
@@ -78,9 +80,9 @@ def test_teardown_then_redeploy_takes_the_kept_table_and_secret_back(first_deplo
     assert delete.unexpected == [], delete.output
     assert stopped_at_aws(delete, delete.output[:1]), delete.output
     kept = {a.prompt: a.typed for a in redeploy_answers()}
-    # The guide: Enter keeps every saved answer; the two kept resources are typed in; the five questions about
+    # The guide: Enter keeps every saved answer; the two kept resources are typed in; the questions about
     # unauthenticated routes still want `y`.
-    script = [Answer(a.prompt, kept.get(a.prompt, "y" if a.prompt == NO_AUTH else ""), a.times)
+    script = [Answer(a.prompt, kept.get(a.prompt, "y" if a.prompt in (NO_AUTH, WEBHOOK_NO_AUTH) else ""), a.times)
               for a in guided_answers()]
     run = run_sam(["deploy", "--guided", "--config-env", "dev"], cwd=project, home=home, script=script,
                   managed_bucket_stand_in=True)
@@ -98,6 +100,8 @@ def test_every_command_of_the_deploy_section_is_one_the_rehearsal_runs():
         ".venv-sam/bin/sam build": "make build (part of make test) runs `sam build` on this template",
         ".venv-sam/bin/sam deploy --guided --config-env dev": "test_the_readmes_answers_get_through_every_prompt",
         ".venv/bin/stripe-portal-admin rotate-key --stack stripe-portal-gateway-dev": "test_deploy_steps",
+        ".venv/bin/stripe-portal-admin webhooks setup --stack stripe-portal-gateway-dev": "walk_the_readme, step 6",
+        ".venv/bin/stripe-portal-admin backfill --stack stripe-portal-gateway-dev": "walk_the_readme, step 6",
         ".venv-sam/bin/sam build && .venv-sam/bin/sam deploy --config-env dev": "test_later_deploys",
     }
     assert shell_commands() == list(rehearsed)

@@ -164,8 +164,13 @@ def test_routes_and_outputs(template):
     events = template["Resources"]["PortalFunction"]["Properties"]["Events"]
     routes = {(e["Properties"]["Method"], e["Properties"]["Path"]) for e in events.values()}
     assert routes == {("GET", "/portal"), ("POST", "/portal"), ("OPTIONS", "/portal"), ("GET", "/portal/callback"),
-                      ("GET", "/portal/signout"), ("GET", "/health")}
+                      ("GET", "/portal/signout"), ("GET", "/billing/status"), ("OPTIONS", "/billing/status"),
+                      ("GET", "/health")}
     assert all(e["Type"] == "HttpApi" for e in events.values())
+    webhook = template["Resources"]["WebhookFunction"]["Properties"]["Events"]
+    assert [(e["Properties"]["Method"], e["Properties"]["Path"]) for e in webhook.values()] == [
+        ("POST", "/webhooks/stripe")]
+    assert "/webhooks/stripe" in template["Outputs"]["WebhookUrl"]["Value"]["Fn::Sub"]
     assert "/portal" in template["Outputs"]["PortalUrl"]["Value"]["Fn::Sub"]
     access_log = template["Resources"]["HttpApi"]["Properties"]["AccessLogSettings"]["Format"]
     assert "queryString" not in access_log and "header" not in access_log.lower()
@@ -248,7 +253,8 @@ def test_alarms_cover_5xx_rate_stripe_errors_function_errors_and_throttles(templ
 
 
 def test_metric_names_in_alarms_are_the_ones_the_code_emits(template):
-    code = (ROOT / "layers/core/portal_gateway/service.py").read_text() + (ROOT / "functions/portal/app.py").read_text()
+    code = "".join((ROOT / path).read_text() for path in (
+        "layers/core/portal_gateway/service.py", "functions/portal/app.py", "functions/webhooks/app.py"))
     for alarm in resources_of(template, "AWS::CloudWatch::Alarm").values():
         if alarm["Properties"].get("Namespace") == "StripePortalGateway":
             assert f'"{alarm["Properties"]["MetricName"]}"' in code

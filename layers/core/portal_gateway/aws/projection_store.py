@@ -46,7 +46,8 @@ class ProjectionStore:
 
     def get(self, customer_id: str) -> StoredProjection | None:
         item = self._call("GetItem", "GetItem (projection)", Key=self._key(projection_key(self.mode, customer_id)),
-                          ConsistentRead=True, ProjectionExpression="projection, synced_at, deleted").get("Item")
+                          ConsistentRead=True, ProjectionExpression="#p, synced_at, deleted",
+                          ExpressionAttributeNames={"#p": "projection"}).get("Item")  # a reserved word
         if not item or "synced_at" not in item:
             return None
         if item.get("deleted", {}).get("BOOL"):
