@@ -137,7 +137,7 @@ class StripeLibraryReader:
     def customer_deleted(self, customer_id: str) -> bool:
         def read(client: stripe.StripeClient):
             try:
-                return bool(client.v1.customers.retrieve(customer_id).get("deleted"))
+                return client.v1.customers.retrieve(customer_id).to_dict().get("deleted") is True
             except stripe.InvalidRequestError as exc:
                 if exc.code == "resource_missing":
                     return True  # not there at all for this key: nothing of it to keep either

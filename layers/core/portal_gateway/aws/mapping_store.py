@@ -128,7 +128,9 @@ class CustomerMappingStore:
         """One string attribute of one item, read consistently; None when the item or attribute is absent."""
         try:
             item = self._client.call("GetItem", {"TableName": self.table, "Key": {"pk": {"S": pk}},
-                                                 "ConsistentRead": True, "ProjectionExpression": attribute}).get("Item")
+                                                 "ConsistentRead": True, "ProjectionExpression": "#a",
+                                                 # by placeholder: some names are reserved words ("owner")
+                                                 "ExpressionAttributeNames": {"#a": attribute}}).get("Item")
         except AwsError as exc:
             raise MappingStoreUnavailable(log_detail=f"DynamoDB {what} failed: {exc.code}") from None
         return item[attribute]["S"] if item and attribute in item else None

@@ -1,0 +1,373 @@
+"""The billing status: GET /billing/status answers from the projection the webhook function keeps, and the
+webhook function applies Stripe's events as Stripe delivers them (signed, retried, duplicated, out of order).
+
+Real parts throughout: the portal and webhook functions' handlers with their configuration in the environment,
+moto for the table and the secrets, the Stripe stand-in delivering its events over HTTP to the webhook function
+served on loopback, `stripe-portal-admin webhooks setup` registering the endpoint, stripe-python checking the
+signatures.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+import time
+from dataclasses import dataclass
+
+import pytest
+import stripe
+from portal_gateway.aws.mapping_store import mapping_key
+from portal_gateway.aws.projection_store import projection_key
+from portal_gateway.billing.status_projection import HANDLED_EVENTS, project
+from portal_gateway.billing.stripe_client import StripeHttp
+
+from devstack.aws_standin import add_webhook_secret
+from devstack.http_api import build_event, load_handler_module, new_context, serve
+from devstack.stripe_standin import Fault
+from devstack.stripe_webhooks import signature_header
+from tests.deploy.readme_script import ROOT
+from tests.functional.conftest import reset_logging
+
+
+@dataclass
+class Billing:
+    portal: object  # Gateway
+    webhooks: object  # the webhook function's module
+    url: str
+    secret_id: str
+    endpoint_id: str
+
+    def status(self, token: str, **headers):
+        return self.portal.call("GET", "/billing/status", headers={
+            "authorization": f"Bearer {token}", "accept": "application/json", **headers})
+
+    def portal_calls(self) -> int:
+        return self.portal.module.portal_service().billing.calls
+
+
+def deliver(webhooks, body: str, signature: str | None, *, base64_body: bool = False):
+    headers = {"content-type": "application/json"}
+    if signature is not None:
+        headers["stripe-signature"] = signature
+    event = build_event("POST", "/webhooks/stripe", headers=headers, body=body)
+    if base64_body:
+        import base64
+
+        event["body"], event["isBase64Encoded"] = base64.b64encode(body.encode()).decode(), True
+    result = webhooks.lambda_handler(event, new_context())
+    return result["statusCode"], json.loads(result["body"] or "{}")
+
+
+@pytest.fixture
+def billing(gateway, stack, stripe_standin):
+    secret_id = add_webhook_secret(stack)
+    portal = gateway(WEBHOOK_SECRET_ID=secret_id)
+    reset_logging(("stripe-portal-gateway-webhooks",))
+    webhooks = load_handler_module(ROOT / "functions" / "webhooks" / "app.py")
+    server = serve(webhooks.lambda_handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/webhooks/stripe"
+    from portal_admin.webhooks import setup
+
+    setup(url=url, secret_id=secret_id, client=stack.moto.client, out=io.StringIO(),
+          stripe=StripeHttp(api_base=stripe_standin.base_url, timeout_seconds=5).with_key(stripe_standin.key))
+    (endpoint,) = stripe_standin.account.webhook_endpoints.values()
+    stripe_standin.deliverer.retry_delays = (0.05, 0.1, 0.2, 0.4, 0.8)
+    yield Billing(portal, webhooks, url, secret_id, endpoint["id"])
+    server.shutdown()
+    server.server_close()
+
+
+def settle(standin) -> None:
+    assert standin.deliverer.idle(20), "the stand-in's deliveries did not finish"
+
+
+def stored(stack, customer_id: str) -> dict | None:
+    item = stack.moto.client("dynamodb").get_item(TableName=stack.table_name, ConsistentRead=True, Key={
+        "pk": {"S": projection_key("test", customer_id)}}).get("Item")
+    return item
+
+
+def table_items(stack) -> list[dict]:
+    return stack.moto.client("dynamodb").scan(TableName=stack.table_name)["Items"]
+
+
+def test_a_user_without_a_customer_gets_the_empty_answer_and_nothing_is_created(billing, user, stripe_standin):
+    _, tokens = user()
+    reply = billing.status(tokens["IdToken"])
+    assert reply.status == 200
+    assert reply.json == {"version": 1, "has_billing_account": False, "subscriptions": [], "entitlements": []}
+    assert stripe_standin.customers() == [] and stripe_standin.calls("POST", "/v1/customers") == []
+    calls = billing.portal_calls()
+    for _ in range(3):  # a page asking on every view: Stripe is asked again only after NO_MATCH_RECHECK_SECONDS
+        assert billing.status(tokens["IdToken"]).json["has_billing_account"] is False
+    assert billing.portal_calls() == calls
+
+
+def test_a_payment_link_buyer_is_matched_by_verified_email_and_sees_only_what_a_page_needs(billing, user, stack,
+                                                                                           stripe_standin):
+    price = stripe_standin.add_product("Pro", lookup_key="pro_monthly", features=("premium", "api-access"))
+    bought = stripe_standin.add_customer(email="ada@example.com", name="Ada L")
+    stripe_standin.add_subscription(bought, "active", price_id=price)
+    sub, tokens = user()
+    reply = billing.status(tokens["IdToken"])
+    assert reply.status == 200, reply.body
+    answer = reply.json
+    assert answer["has_billing_account"] is True and answer["entitlements"] == ["api-access", "premium"]
+    (subscription,) = answer["subscriptions"]
+    assert subscription["status"] == "active" and subscription["items"][0]["lookup_key"] == "pro_monthly"
+    assert subscription["items"][0]["price"] == price and subscription["cancel_at_period_end"] is False
+    assert isinstance(subscription["current_period_end"], int)
+    # Nothing else about the customer: no id, no email, no name.
+    assert bought not in reply.body and "ada@" not in reply.body and "Ada" not in reply.body
+    assert len(stripe_standin.customers()) == 1  # matched, not created
+    mapping = stack.moto.client("dynamodb").get_item(TableName=stack.table_name, Key={
+        "pk": {"S": mapping_key("test", stack.user_pool_id, sub)}})["Item"]
+    assert mapping["customer_id"]["S"] == bought
+    # Stored: the next status request reads one item and asks Stripe nothing.
+    calls = billing.portal_calls()
+    assert billing.status(tokens["IdToken"]).json == answer
+    assert billing.portal_calls() == calls
+
+
+def test_webhooks_keep_the_status_current_with_no_stripe_call_per_status_request(billing, user, stripe_standin):
+    _, tokens = user()
+    assert billing.portal.portal(tokens["IdToken"]).status == 302  # the first click creates her customer
+    (customer,) = stripe_standin.customers()
+    assert billing.status(tokens["IdToken"]).json["subscriptions"] == []  # filled once from Stripe
+    calls = billing.portal_calls()
+
+    price = stripe_standin.add_product("Pro", lookup_key="pro_monthly", features=("premium",))
+    subscription = stripe_standin.add_subscription(customer["id"], "active", price_id=price)
+    settle(stripe_standin)
+    answer = billing.status(tokens["IdToken"]).json
+    assert [s["status"] for s in answer["subscriptions"]] == ["active"] and answer["entitlements"] == ["premium"]
+
+    stripe_standin.update_subscription(subscription, cancel_at_period_end=True)
+    settle(stripe_standin)
+    assert billing.status(tokens["IdToken"]).json["subscriptions"][0]["cancel_at_period_end"] is True
+
+    stripe_standin.cancel_subscription(subscription)
+    settle(stripe_standin)
+    assert billing.status(tokens["IdToken"]).json == {"version": 1, "has_billing_account": True,
+                                                      "subscriptions": [], "entitlements": []}
+    assert billing.portal_calls() == calls  # every status request above: no Stripe call
+    delivered = {d.event_type for d in stripe_standin.deliverer.deliveries if d.status == 200}
+    assert {"customer.subscription.created", "customer.subscription.updated", "customer.subscription.deleted",
+            "entitlements.active_entitlement_summary.updated"} <= delivered
+
+
+def test_the_answer_is_the_callers_own_cacheable_briefly_and_revalidated_by_etag(billing, user, stripe_standin):
+    _, tokens = user()
+    billing.portal.portal(tokens["IdToken"])
+    first = billing.status(tokens["IdToken"])
+    assert first.headers["Cache-Control"] == "private, max-age=5"
+    assert "Authorization" in first.headers["Vary"]
+    etag = first.headers["ETag"]
+    again = billing.status(tokens["IdToken"], **{"if-none-match": etag})
+    assert again.status == 304 and again.body == "" and again.headers["ETag"] == etag
+    (customer,) = stripe_standin.customers()
+    stripe_standin.add_subscription(customer["id"], "trialing",
+                                    price_id=stripe_standin.add_product("Pro", lookup_key="pro"))
+    settle(stripe_standin)
+    changed = billing.status(tokens["IdToken"], **{"if-none-match": etag})
+    assert changed.status == 200 and changed.headers["ETag"] != etag
+    assert changed.json["subscriptions"][0]["status"] == "trialing"
+
+
+def test_the_status_route_takes_no_token_in_the_url_and_refuses_a_missing_or_bad_one(billing, user):
+    _, tokens = user()
+    assert billing.portal.call("GET", "/billing/status", headers={"accept": "application/json"}).status == 401
+    in_url = billing.portal.call("GET", "/billing/status", query={"id_token": tokens["IdToken"]},
+                                 headers={"accept": "application/json"})
+    assert in_url.status == 400 and in_url.json["error"] == "token_in_query_string"
+    assert billing.status(tokens["IdToken"][:-4] + "AAAA").json["error"] == "invalid_token"
+
+
+def test_a_deleted_customer_drops_its_mapping_and_the_next_click_resolves_again(billing, user, stack,
+                                                                               stripe_standin):
+    sub, tokens = user()
+    billing.portal.portal(tokens["IdToken"])
+    (customer,) = stripe_standin.customers()
+    stripe_standin.add_subscription(customer["id"], "active", price_id=stripe_standin.add_product(
+        "Pro", lookup_key="pro", features=("premium",)))
+    settle(stripe_standin)
+    assert billing.status(tokens["IdToken"]).json["entitlements"] == ["premium"]
+
+    stripe_standin.delete_customer(customer["id"])
+    settle(stripe_standin)
+    key = mapping_key("test", stack.user_pool_id, sub)
+    assert "Item" not in stack.moto.client("dynamodb").get_item(TableName=stack.table_name, Key={"pk": {"S": key}})
+    assert stored(stack, customer["id"])["deleted"]["BOOL"] is True
+    # This environment still remembered the mapping; the deleted projection makes it let go.
+    assert billing.status(tokens["IdToken"]).json["has_billing_account"] is False
+    assert billing.portal.portal(tokens["IdToken"]).status == 302
+    (fresh,) = stripe_standin.customers()
+    assert fresh["id"] != customer["id"]
+
+
+def test_a_burst_delivered_out_of_order_and_twice_ends_in_stripes_final_state(billing, user, stripe_standin):
+    deliverer = stripe_standin.deliverer
+    deliverer.reorder, deliverer.duplicate_rate, deliverer.paused = True, 0.5, True
+    deliverer.random.seed(20)
+    prices = [stripe_standin.add_product(f"Plan {n}", lookup_key=f"plan_{n}", features=(f"feature-{n}",))
+              for n in range(3)]
+    customers = [stripe_standin.add_customer(email=f"burst{n}@example.com") for n in range(4)]
+    for round_ in range(4):
+        for n, customer in enumerate(customers):
+            subscription = stripe_standin.add_subscription(customer, "active", price_id=prices[(n + round_) % 3])
+            if (n + round_) % 2:
+                stripe_standin.update_subscription(subscription, cancel_at_period_end=True)
+            if (n + round_) % 3 == 0:
+                stripe_standin.cancel_subscription(subscription)
+    deliverer.resume()
+    settle(stripe_standin)
+    webhook_module = billing.webhooks
+    store = webhook_module.events.projections
+    for customer in customers:
+        subscriptions, entitlements = stripe_standin.billing_records(customer)
+        assert store.get(customer).projection == project(subscriptions, entitlements), customer
+    outcomes = [d for d in deliverer.deliveries if d.status == 200]
+    assert len(outcomes) > len({d.event_id for d in outcomes})  # duplicates were delivered, and absorbed
+
+
+def test_a_failed_read_of_stripe_answers_an_error_and_stripes_retry_applies_it(billing, user, stripe_standin):
+    customer = stripe_standin.add_customer(email="retry@example.com")
+    stripe_standin.inject(Fault(status=500, times=2, method="GET", path_prefix="/v1/subscriptions"))
+    stripe_standin.add_subscription(customer, "active", price_id=stripe_standin.add_product("P", lookup_key="p"))
+    settle(stripe_standin)
+    statuses = [d.status for d in stripe_standin.deliverer.deliveries if d.event_type.startswith("customer.sub")]
+    assert statuses[0] != 200 and statuses[-1] == 200
+    subscriptions, entitlements = stripe_standin.billing_records(customer)
+    assert billing.webhooks.events.projections.get(customer).projection == project(subscriptions, entitlements)
+
+
+# --- signatures: the function accepts exactly what stripe-python accepts --------------------------------------------
+def stored_secrets(billing, stack) -> list[str]:
+    value = stack.moto.client("secretsmanager").get_secret_value(SecretId=billing.secret_id)["SecretString"]
+    return json.loads(value)["signing_secrets"]
+
+
+def signed_event(stripe_standin, customer: str) -> str:
+    stripe_standin.deliverer.paused = True  # this test delivers by hand
+    stripe_standin.add_subscription(customer, "active")
+    return json.dumps(stripe_standin.events()[-1])
+
+
+@pytest.mark.parametrize("case", ["valid", "tampered", "stale", "wrong_secret", "old_and_new", "future",
+                                  "no_v1", "garbage", "missing"])
+def test_signature_checks_agree_with_stripe_python(case, billing, stack, stripe_standin):
+    (secret,) = stored_secrets(billing, stack)
+    body = signed_event(stripe_standin, stripe_standin.add_customer(email="sig@example.com"))
+    now = int(time.time())
+    header = {
+        "valid": signature_header(body.encode(), [secret], now),
+        "tampered": signature_header(body.replace('"active"', '"canceled"').encode(), [secret], now),
+        "stale": signature_header(body.encode(), [secret], now - 301),
+        "wrong_secret": signature_header(body.encode(), ["whsec_" + "0" * 48], now),
+        "old_and_new": signature_header(body.encode(), ["whsec_" + "1" * 48, secret], now),
+        "future": signature_header(body.encode(), [secret], now + 3600),
+        "no_v1": f"t={now},v0=" + "0" * 64,
+        "garbage": "not a signature",
+        "missing": None,
+    }[case]
+    try:
+        stripe.WebhookSignature.verify_header(body, header, secret, tolerance=300)
+        reference = True
+    except stripe.SignatureVerificationError:
+        reference = False
+    before = table_items(stack)
+    status, answer = deliver(billing.webhooks, body, header)
+    assert (status == 200) == reference, (case, status, answer)
+    if not reference:
+        assert status == 400 and answer["error"] == "webhook_signature_invalid"
+        assert table_items(stack) == before  # nothing changed
+    # Our stand-in signs exactly as stripe-python does.
+    assert signature_header(body.encode(), [secret], now) == stripe.WebhookSignature.generate_signature_header(
+        body, secret, now)
+
+
+def test_during_a_roll_both_secrets_are_accepted(billing, stack, stripe_standin):
+    old = stored_secrets(billing, stack)[0]
+    new = "whsec_" + "2" * 48
+    stack.moto.client("secretsmanager").put_secret_value(SecretId=billing.secret_id, SecretString=json.dumps(
+        {"endpoint_id": billing.endpoint_id, "signing_secrets": [new, old]}))
+    billing.webhooks.signing_secrets._read_at = float("-inf")  # its cache time is up (SECRET_TTL_SECONDS)
+    customer = stripe_standin.add_customer(email="roll@example.com")
+    for secret in (new, old):
+        body = signed_event(stripe_standin, customer)
+        assert deliver(billing.webhooks, body, signature_header(body.encode(), [secret]))[0] == 200
+    body = signed_event(stripe_standin, customer)
+    assert deliver(billing.webhooks, body, signature_header(body.encode(), ["whsec_" + "3" * 48]))[0] == 400
+
+
+def test_hostile_deliveries_get_400_and_change_nothing(billing, stack, stripe_standin):
+    (secret,) = stored_secrets(billing, stack)
+    before = table_items(stack)
+
+    def signed(body: str) -> tuple[int, dict]:
+        return deliver(billing.webhooks, body, signature_header(body.encode(), [secret]))
+
+    assert signed("not json")[1]["error"] == "webhook_payload_invalid"
+    assert signed(json.dumps({"id": "evt_1", "type": "customer.subscription.updated",
+                              "data": {"object": {"customer": "../../etc"}}}))[0] == 400
+    assert signed(json.dumps({"id": "nope", "type": "customer.subscription.updated"}))[0] == 400
+    assert signed(json.dumps(["a", "list"]))[0] == 400
+    assert signed(json.dumps({"id": "evt_2", "type": "customer.subscription.updated", "data": "x"}))[0] == 400
+    huge = json.dumps({"id": "evt_3", "type": "invoice.paid", "pad": "x" * (600 * 1024)})
+    assert signed(huge)[1]["error"] == "payload_too_large"
+    status, answer = deliver(billing.webhooks, "%%%", signature_header(b"%%%", [secret]), base64_body=True)
+    assert status == 400
+    assert table_items(stack) == before
+    # Signed, but nothing for us: an unhandled type, or the other mode's event, is acknowledged and ignored.
+    assert signed(json.dumps({"id": "evt_4", "type": "invoice.paid", "data": {"object": {}}})) == (
+        200, {"received": True, "outcome": "ignored"})
+    assert signed(json.dumps({"id": "evt_5", "type": "customer.subscription.updated", "livemode": True,
+                              "data": {"object": {"customer": "cus_abc"}}}))[1]["outcome"] == "ignored"
+    assert table_items(stack) == before
+
+
+def test_an_event_id_seen_before_is_answered_at_once(billing, stack, stripe_standin):
+    (secret,) = stored_secrets(billing, stack)
+    body = signed_event(stripe_standin, stripe_standin.add_customer(email="dup@example.com"))
+    header = signature_header(body.encode(), [secret])
+    assert deliver(billing.webhooks, body, header)[1]["outcome"] == "processed"
+    reads = billing.webhooks.reader.calls
+    assert deliver(billing.webhooks, body, header)[1]["outcome"] == "duplicate"
+    assert billing.webhooks.reader.calls == reads  # no Stripe read for a duplicate
+
+
+def test_before_setup_deliveries_are_refused_with_503_and_nothing_is_recorded(gateway, stack, stripe_standin):
+    secret_id = add_webhook_secret(stack)  # what the stack creates: no signing secret yet
+    gateway(WEBHOOK_SECRET_ID=secret_id)
+    reset_logging(("stripe-portal-gateway-webhooks",))
+    webhooks = load_handler_module(ROOT / "functions" / "webhooks" / "app.py")
+    body = json.dumps({"id": "evt_6", "type": "customer.subscription.updated"})
+    before = table_items(stack)
+    status, answer = deliver(webhooks, body, signature_header(body.encode(), ["whsec_" + "4" * 48]))
+    assert (status, answer["error"]) == (503, "webhook_not_configured")
+    assert table_items(stack) == before
+
+
+def test_a_key_that_may_not_read_entitlements_still_gets_the_subscriptions(billing, user, stack, stripe_standin):
+    from devstack.stripe_standin import fake_key
+
+    limited = stripe_standin.add_key(fake_key("rk", "test"), frozenset({"customers_write", "portal_write",
+                                                                         "subscriptions_read"}))
+    stack.put_stripe_key(json.dumps({"api_key": limited}))
+    portal = billing.portal
+    portal.module.portal_service().billing.forget_key()
+    customer = stripe_standin.add_customer(email="ada@example.com")
+    stripe_standin.add_subscription(customer, "active", price_id=stripe_standin.add_product(
+        "Pro", lookup_key="pro", features=("premium",)))
+    stack.add_user("ada", "Correct-Horse-9", email="ada@example.com")
+    tokens = stack.sign_in("ada", "Correct-Horse-9")
+    answer = billing.status(tokens["IdToken"]).json
+    assert answer["subscriptions"][0]["items"][0]["lookup_key"] == "pro" and answer["entitlements"] == []
+
+
+def test_the_endpoint_is_subscribed_to_exactly_the_handled_events(billing, stripe_standin):
+    endpoint = stripe_standin.account.webhook_endpoints[billing.endpoint_id]
+    assert sorted(endpoint["enabled_events"]) == sorted(HANDLED_EVENTS)
+    assert endpoint["url"] == billing.url
