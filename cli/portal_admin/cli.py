@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None, *, stdin: TextIO = sys.stdin, out: TextI
         return EXIT_OK if exc.code in (0, None) else EXIT_USAGE
     client = client or boto_factory(args.region, args.profile)
     try:
-        return _run(args, stdin, out, client)
+        return _run(args, stdin, out, client, err)
     except AdminError as exc:
         _fail(err, exc.what, exc.fix)
         return exc.code
@@ -169,7 +169,8 @@ def main(argv: list[str] | None = None, *, stdin: TextIO = sys.stdin, out: TextI
         raise
 
 
-def _run(args: argparse.Namespace, stdin: TextIO, out: TextIO, client: Callable[[str], Any]) -> int:
+def _run(args: argparse.Namespace, stdin: TextIO, out: TextIO, client: Callable[[str], Any],
+         err: TextIO | None = None) -> int:
     try:
         target = resolve_target(args, client)
     except Exception as exc:  # noqa: BLE001 - reported as the stack lookup that failed
@@ -224,7 +225,7 @@ def _run(args: argparse.Namespace, stdin: TextIO, out: TextIO, client: Callable[
             raise AdminError("no usable Stripe key", "Put the key in first (rotate-key)", EXIT_FAILED)
         return _stripe_refusals(lambda: backfill(table=target.table, mode=target.mode,
                                                  user_pool_id=target.user_pool_id, stripe=stripe, client=client,
-                                                 out=out, rate=args.rate))
+                                                 out=out, progress=err, rate=args.rate))
     if args.command == "smoke":
         from portal_admin.smoke import checked_portal_url, run_smoke
 

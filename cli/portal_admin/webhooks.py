@@ -184,14 +184,14 @@ def mapped_customers(client: Callable[[str], Any], table: str, mode: str, user_p
 
 def backfill(*, table: str, mode: str, user_pool_id: str, stripe: StripeCall, client: Callable[[str], Any],
              out: TextIO, progress: TextIO | None = None, rate: float = DEFAULT_BACKFILL_RATE,
-             sleep: Callable[[float], None] = time.sleep) -> int:
+             sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic) -> int:
     progress = progress or sys.stderr
     if not 0 < rate <= 100:
         raise AdminError("--rate must be between 0 and 100 Stripe requests per second",
                          "Stripe allows 100 per second in live mode and 25 in test mode", EXIT_USAGE)
     customers = mapped_customers(client, table, mode, user_pool_id)
     store = ProjectionStore(table, stripe_mode=mode, client=BotoJson(client("dynamodb")))
-    limiter = RateLimiter(rate, sleep=sleep)
+    limiter = RateLimiter(rate, sleep=sleep, clock=clock)
     bar = ProgressBar(len(customers), progress)
     stored = unchanged = failed = 0
     for customer_id in customers:
@@ -260,7 +260,7 @@ class ProgressBar:
     def __init__(self, total: int, stream: TextIO, width: int = 30):
         self.total, self.stream, self.width, self.count = total, stream, width, 0
         self.tty = hasattr(stream, "isatty") and stream.isatty()
-        self._last_tenth = -1
+        self._last_tenth = 0
 
     def advance(self) -> None:
         self.count += 1
