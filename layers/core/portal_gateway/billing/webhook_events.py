@@ -52,7 +52,6 @@ class WebhookEvents:
             logger.warning("Event from the other Stripe mode ignored", extra={"event_type": event_type})
             return "ignored"
         if self.projections.event_seen(event["id"]):
-            self._count("WebhookDuplicates")
             return "duplicate"
         obj = (event.get("data") or {}).get("object") if isinstance(event.get("data"), dict) else None
         if not isinstance(obj, dict):

@@ -1,0 +1,201 @@
+"""Benchmark of the billing status (issue: webhook-fed status and entitlements). Prints a markdown table.
+
+  1. GET /billing/status, warm, for a mapped user whose projection is stored: the handler's own time (total less
+     outbound I/O, as bench/run.py measures it), p50 and p99, and its Stripe and AWS calls per request.
+  2. Webhook to visible status: a subscription changes in the Stripe stand-in, which delivers the signed events
+     over HTTP to the webhook function; the time until GET /billing/status answers the change.
+  3. A burst of events (duplicates and reordering switched on in the stand-in's delivery): once every delivery is
+     done, each customer's stored projection is compared with the projection of the stand-in's own records.
+
+Everything runs on loopback in this process: moto (through a keep-alive proxy, as AWS keeps connections),
+the Stripe stand-in, both functions' real handlers. Run: `.venv/bin/python bench/status.py`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import io
+import json
+import os
+import statistics
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "layers" / "core"), str(ROOT / "cli")]
+
+OUTBOUND = {"seconds": 0.0}
+_thread_local = threading.local()
+_original_getresponse = http.client.HTTPConnection.getresponse
+
+
+def _timed_getresponse(self, *args, **kwargs):
+    started = time.perf_counter()
+    try:
+        return _original_getresponse(self, *args, **kwargs)
+    finally:
+        if getattr(_thread_local, "measuring", False):
+            OUTBOUND["seconds"] += time.perf_counter() - started
+
+
+http.client.HTTPConnection.getresponse = _timed_getresponse
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+
+
+def main() -> int:
+    import contextlib
+
+    table = io.StringIO()
+    with contextlib.redirect_stdout(io.StringIO()):  # the functions' metric lines (EMF) go to stdout
+        code = run(table)
+    print(table.getvalue(), end="")
+    return code
+
+
+def run(table) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--requests", type=int, default=1000, help="warm status requests")
+    parser.add_argument("--changes", type=int, default=30, help="subscription changes timed to visible status")
+    parser.add_argument("--burst", type=int, default=1000, help="events in the burst (at least)")
+    parser.add_argument("--duplicate-rate", type=float, default=0.2, help="share of events delivered twice")
+    args = parser.parse_args()
+
+    from portal_admin.webhooks import setup
+    from portal_gateway.billing.status_projection import project
+    from portal_gateway.billing.stripe_client import StripeHttp
+
+    from devstack.aws_standin import MotoServer, add_webhook_secret, provision
+    from devstack.fault_proxy import FaultProxy
+    from devstack.http_api import build_event, load_handler_module, new_context, serve
+    from devstack.stripe_standin import StripeStandin, fake_key
+
+    moto = MotoServer()
+    stripe = StripeStandin().start()
+    key = stripe.add_key(fake_key())
+    stripe.create_default_portal_configuration()
+    stack = provision(moto, stripe_key=key)
+    aws_proxy = FaultProxy(moto.endpoint)
+    env = stack.service_env(stripe_api_base=stripe.base_url, return_url="https://shop.example.com/",
+                            WEBHOOK_SECRET_ID=add_webhook_secret(stack), POWERTOOLS_LOG_LEVEL="WARNING",
+                            POWERTOOLS_METRICS_DISABLED="true")
+    os.environ.update({name: value.replace(moto.endpoint, aws_proxy.url) for name, value in env.items()})
+    portal = load_handler_module()
+    webhooks = load_handler_module(ROOT / "functions" / "webhooks" / "app.py")
+    server = serve(webhooks.lambda_handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    setup(url=f"http://127.0.0.1:{server.server_address[1]}/webhooks/stripe", secret_id=env["WEBHOOK_SECRET_ID"],
+          client=moto.client, out=io.StringIO(),
+          stripe=StripeHttp(api_base=stripe.base_url, timeout_seconds=5).with_key(key))
+    stripe.deliverer.retry_delays = (0.05, 0.1, 0.2, 0.4, 0.8, 1.6)
+    price = stripe.add_product("Pro", lookup_key="pro_monthly", features=("premium",))
+
+    def status(token: str) -> tuple[dict, float, float]:
+        event = build_event("GET", "/billing/status", headers={"authorization": f"Bearer {token}",
+                                                               "accept": "application/json"})
+        event["requestContext"]["requestId"] = str(uuid.uuid4())
+        _thread_local.measuring, before = True, OUTBOUND["seconds"]
+        started = time.perf_counter()
+        result = portal.lambda_handler(event, new_context())
+        total = time.perf_counter() - started
+        _thread_local.measuring = False
+        assert result["statusCode"] == 200, result
+        return json.loads(result["body"]), total, OUTBOUND["seconds"] - before
+
+    stack.add_user("bench", "Bench-Password-1", email="bench@example.com")
+    token = stack.sign_in("bench", "Bench-Password-1")["IdToken"]
+    customer = stripe.add_customer(email="bench@example.com")
+    subscription = stripe.add_subscription(customer, "active", price_id=price)
+    assert stripe.deliverer.idle(30)
+    status(token)  # maps the user (verified email) and reads the projection once
+    service = portal.portal_service()
+    dynamodb_calls = {"n": 0}
+    store_client = service.projections._client
+    original_call = store_client.call
+
+    def counted_call(action, params):
+        dynamodb_calls["n"] += 1
+        return original_call(action, params)
+
+    store_client.call = counted_call
+    stripe_before = service.billing.calls
+    totals, own = [], []
+    for _ in range(args.requests):
+        _, total, outbound = status(token)
+        totals.append(total)
+        own.append(total - outbound)
+    stripe_calls = (service.billing.calls - stripe_before) / args.requests
+    aws_calls = dynamodb_calls["n"] / args.requests
+
+    visible = []
+    for n in range(args.changes):
+        cancel = n % 2 == 0
+        started = time.perf_counter()
+        stripe.update_subscription(subscription, cancel_at_period_end=cancel)
+        while status(token)[0]["subscriptions"][0]["cancel_at_period_end"] is not cancel:
+            if time.perf_counter() - started > 10:
+                raise SystemExit("a change did not become visible within 10 s")
+        visible.append(time.perf_counter() - started)
+
+    deliverer = stripe.deliverer
+    deliverer.paused, deliverer.reorder, deliverer.duplicate_rate = True, True, args.duplicate_rate
+    deliverer.random.seed(1)
+    customers = [stripe.add_customer(email=f"burst{n}@example.com") for n in range(50)]
+    prices = [price] + [stripe.add_product(f"Plan {n}", lookup_key=f"plan_{n}", features=(f"f{n}",))
+                        for n in range(3)]
+    first_event = len(stripe.events())
+    round_ = 0
+    while len(stripe.events()) - first_event < args.burst:
+        for n, buyer in enumerate(customers):
+            created = stripe.add_subscription(buyer, "active", price_id=prices[(n + round_) % len(prices)])
+            if (n + round_) % 2:
+                stripe.update_subscription(created, cancel_at_period_end=True)
+            if (n + round_) % 3 == 0:
+                stripe.cancel_subscription(created)
+        round_ += 1
+    emitted = len(stripe.events()) - first_event
+    delivered_before = len(deliverer.deliveries)
+    started = time.perf_counter()
+    deliverer.resume()
+    assert deliverer.idle(600), "the burst did not drain"
+    drained = time.perf_counter() - started
+    attempts = deliverer.deliveries[delivered_before:]
+    store = webhooks.events.projections
+    matching = sum(store.get(c).projection == project(*stripe.billing_records(c)) for c in customers)
+    unique_ok = len({d.event_id for d in attempts if d.status == 200})
+
+    def ms(seconds: float) -> str:
+        return f"{seconds * 1000:.2f} ms"
+
+    def print(*line, **_):  # noqa: A001 - the table, not the functions' stdout
+        table.write(" ".join(line) + "\n")
+
+    print("| Billing status | Result |")
+    print("|---|---|")
+    print(f"| Warm status request, handler's own time p50 / p99 ({args.requests} requests) | "
+          f"{ms(statistics.median(own))} / {ms(percentile(own, 99))} |")
+    print(f"| Warm status request, total p50 (moto on loopback) | {ms(statistics.median(totals))} |")
+    print(f"| Stripe calls / DynamoDB calls per warm status request | {stripe_calls:g} / {aws_calls:g} |")
+    print(f"| Webhook to visible status, p50 / p95 / max ({args.changes} changes) | "
+          f"{ms(statistics.median(visible))} / {ms(percentile(visible, 95))} / {ms(max(visible))} |")
+    print(f"| Burst: events emitted / delivery attempts / events applied | {emitted} / {len(attempts)} / "
+          f"{unique_ok} |")
+    duplicates = sum(1 for d in attempts if d.status == 200) - unique_ok
+    print(f"| Burst: successful deliveries of an event already applied (duplicates) / drained in | "
+          f"{duplicates} / {drained:.1f} s |")
+    print(f"| Burst: customers whose projection equals the stand-in's records | {matching} of {len(customers)} |")
+    stripe.close()
+    server.shutdown()
+    moto.stop()
+    return 0 if matching == len(customers) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
