@@ -39,6 +39,22 @@ def test_rotation_function_artifact():
     assert not (function / "portal_gateway").exists()
 
 
+def test_webhook_function_ships_the_official_stripe_library_beside_the_layer():
+    """The webhook function alone ships stripe-python (its pin in functions/webhooks/requirements.txt), built for
+    the function's Python; the runtime package still comes from the layer only."""
+    function = BUILD / "WebhookFunction"
+    assert (function / "app.py").is_file()
+    assert (function / "stripe" / "__init__.py").is_file() and (function / "requests").is_dir()
+    assert not (function / "portal_gateway").exists() and not (function / "python").exists()
+    pinned = next(line.split("==")[1] for line in (ROOT / "functions/webhooks/requirements.txt").read_text()
+                  .splitlines() if line.startswith("stripe=="))
+    assert list(function.glob(f"stripe-{pinned}.dist-info")), "the pinned stripe version"
+    dev = (ROOT / "requirements-dev.txt").read_text()
+    for line in (ROOT / "functions/webhooks/requirements.txt").read_text().splitlines():
+        if "==" in line and line.split("==")[0] in dev:
+            assert line in dev.splitlines(), f"the tests run another version than ships: {line}"
+
+
 def _unchecked_hash(pyc: Path) -> bool:
     # PEP 552 header: magic (4 bytes), flags (4 bytes little-endian): bit 0 = hash-based, bit 1 = check_source.
     flags = int.from_bytes(pyc.read_bytes()[4:8], "little")
@@ -58,7 +74,7 @@ def test_layer_ships_compiled_bytecode_for_python_313():
 
 
 def test_functions_ship_compiled_bytecode():
-    for function in ("PortalFunction", "RotationFunction", "PreTrafficHookFunction"):
+    for function in ("PortalFunction", "RotationFunction", "PreTrafficHookFunction", "WebhookFunction"):
         [pyc] = (BUILD / function / "__pycache__").glob("app.cpython-313.pyc")
         assert _unchecked_hash(pyc)
 
@@ -68,7 +84,7 @@ def test_plain_sam_build_uses_the_build_makefiles():
     from devstack.cfn import load_template
 
     template = load_template(ROOT / "template.yaml")
-    for name in ("CoreLayer", "PortalFunction", "RotationFunction", "PreTrafficHookFunction"):
+    for name in ("CoreLayer", "PortalFunction", "RotationFunction", "PreTrafficHookFunction", "WebhookFunction"):
         assert template["Resources"][name]["Metadata"]["BuildMethod"] == "makefile", name
     assert "compileall" not in (ROOT / "Makefile").read_text().split("\nbuild:")[1].split("\n\n")[0]
 
