@@ -26,6 +26,25 @@ def ticket_key(mapping: str) -> str:
 TICKET_TTL_SECONDS = 2 * 24 * 3600
 
 
+def table_call(client: AwsJsonClient, action: str, what: str, request: dict[str, Any]) -> dict[str, Any]:
+    """One call on the customers table; any AWS failure is the service's 503 naming what failed."""
+    try:
+        return client.call(action, request)
+    except AwsError as exc:
+        raise MappingStoreUnavailable(log_detail=f"DynamoDB {what} failed: {exc.code}") from None
+
+
+def conditional_write(client: AwsJsonClient, action: str, what: str, request: dict[str, Any]) -> bool:
+    """A conditional PutItem or DeleteItem: True if done, False if the condition failed; else 503."""
+    try:
+        client.call(action, request)
+        return True
+    except AwsError as exc:
+        if exc.code == "ConditionalCheckFailedException":
+            return False
+        raise MappingStoreUnavailable(log_detail=f"DynamoDB {what} failed: {exc.code}") from None
+
+
 def claim_key(mode: str, customer_id: str) -> str:
     """The key of the item recording which user holds an email-matched (or linked) customer."""
     return f"{mode}#claim#{customer_id}"
@@ -91,13 +110,7 @@ class CustomerMappingStore:
                    "ExpressionAttributeValues": {":v": {"S": value}}}
         if "#owner" in condition:
             request["ExpressionAttributeNames"] = {"#owner": "owner"}
-        try:
-            self._client.call("DeleteItem", request)
-            return True
-        except AwsError as exc:
-            if exc.code == "ConditionalCheckFailedException":
-                return False
-            raise MappingStoreUnavailable(log_detail=f"DynamoDB DeleteItem failed: {exc.code}") from None
+        return conditional_write(self._client, "DeleteItem", "DeleteItem", request)
 
     def creation_ticket(self, key: str) -> str:
         """This user's current creation ticket, made now if there is none. Concurrent first requests of one
@@ -126,13 +139,10 @@ class CustomerMappingStore:
 
     def _read(self, pk: str, attribute: str, what: str) -> str | None:
         """One string attribute of one item, read consistently; None when the item or attribute is absent."""
-        try:
-            item = self._client.call("GetItem", {"TableName": self.table, "Key": {"pk": {"S": pk}},
-                                                 "ConsistentRead": True, "ProjectionExpression": "#a",
-                                                 # by placeholder: some names are reserved words ("owner")
-                                                 "ExpressionAttributeNames": {"#a": attribute}}).get("Item")
-        except AwsError as exc:
-            raise MappingStoreUnavailable(log_detail=f"DynamoDB {what} failed: {exc.code}") from None
+        item = table_call(self._client, "GetItem", what, {
+            "TableName": self.table, "Key": {"pk": {"S": pk}}, "ConsistentRead": True, "ProjectionExpression": "#a",
+            # by placeholder: some names are reserved words ("owner")
+            "ExpressionAttributeNames": {"#a": attribute}}).get("Item")
         return item[attribute]["S"] if item and attribute in item else None
 
     @staticmethod
@@ -143,13 +153,7 @@ class CustomerMappingStore:
 
     def _put_if(self, what: str, **request: Any) -> bool:
         """A conditional PutItem: True if written, False if the condition failed; any other failure is 503."""
-        try:
-            self._client.call("PutItem", {"TableName": self.table, **request})
-            return True
-        except AwsError as exc:
-            if exc.code == "ConditionalCheckFailedException":
-                return False
-            raise MappingStoreUnavailable(log_detail=f"DynamoDB {what} failed: {exc.code}") from None
+        return conditional_write(self._client, "PutItem", what, {"TableName": self.table, **request})
 
     def _conditional_put(self, key: str, customer_id: str, condition: str, values: dict) -> str:
         mode, pool, sub = key.split("#", 2)

@@ -13,8 +13,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from portal_gateway.aws.client import DYNAMODB, AwsError, AwsJsonClient
-from portal_gateway.errors import MappingStoreUnavailable
+from portal_gateway.aws.client import DYNAMODB, AwsJsonClient
+from portal_gateway.aws.mapping_store import conditional_write, table_call
 
 # Stripe retries a delivery for up to 3 days; an event id is remembered a little longer than that.
 EVENT_TTL_SECONDS = 4 * 24 * 3600
@@ -69,14 +69,9 @@ class ProjectionStore:
             item["projection"] = {"S": json.dumps(projection, sort_keys=True, separators=(",", ":"))}
         # A deleted customer stays deleted (Stripe cannot undo a deletion): no later read overwrites that.
         condition = "attribute_not_exists(pk) OR (synced_at < :t AND attribute_not_exists(deleted))"
-        try:
-            self._client.call("PutItem", {"TableName": self.table, "Item": item, "ConditionExpression": condition,
-                                          "ExpressionAttributeValues": {":t": {"N": str(synced_at_ms)}}})
-            return True
-        except AwsError as exc:
-            if exc.code == "ConditionalCheckFailedException":
-                return False
-            raise MappingStoreUnavailable(log_detail=f"DynamoDB PutItem (projection) failed: {exc.code}") from None
+        return conditional_write(self._client, "PutItem", "PutItem (projection)", {
+            "TableName": self.table, "Item": item, "ConditionExpression": condition,
+            "ExpressionAttributeValues": {":t": {"N": str(synced_at_ms)}}})
 
     def event_seen(self, event_id: str) -> bool:
         return bool(self._call("GetItem", "GetItem (event)", Key=self._key(event_key(self.mode, event_id)),
@@ -93,10 +88,7 @@ class ProjectionStore:
         return {"pk": {"S": pk}}
 
     def _call(self, action: str, what: str, **request: Any) -> dict[str, Any]:
-        try:
-            return self._client.call(action, {"TableName": self.table, **request})
-        except AwsError as exc:
-            raise MappingStoreUnavailable(log_detail=f"DynamoDB {what} failed: {exc.code}") from None
+        return table_call(self._client, action, what, {"TableName": self.table, **request})
 
 
 def now_ms() -> int:
