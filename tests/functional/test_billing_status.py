@@ -371,3 +371,21 @@ def test_the_endpoint_is_subscribed_to_exactly_the_handled_events(billing, strip
     endpoint = stripe_standin.account.webhook_endpoints[billing.endpoint_id]
     assert sorted(endpoint["enabled_events"]) == sorted(HANDLED_EVENTS)
     assert endpoint["url"] == billing.url
+
+
+def test_a_listed_origin_may_ask_with_fetch_and_another_may_not(gateway, stack, user):
+    portal = gateway(ALLOWED_ORIGINS="https://shop.example.com", WEBHOOK_SECRET_ID="unused")
+    preflight = portal.call("OPTIONS", "/billing/status", headers={
+        "origin": "https://shop.example.com", "access-control-request-method": "GET",
+        "access-control-request-headers": "authorization"})
+    assert preflight.status == 204
+    assert preflight.headers["Access-Control-Allow-Origin"] == "https://shop.example.com"
+    assert "Authorization" in preflight.headers["Access-Control-Allow-Headers"]
+    _, tokens = user()
+    answer = portal.call("GET", "/billing/status", headers={"origin": "https://shop.example.com",
+                                                            "authorization": f"Bearer {tokens['IdToken']}"})
+    assert answer.headers["Access-Control-Allow-Origin"] == "https://shop.example.com"
+    assert {"Authorization", "Origin"} <= {v.strip() for v in answer.headers["Vary"].split(",")}
+    other = portal.call("GET", "/billing/status", headers={"origin": "https://evil.example",
+                                                           "authorization": f"Bearer {tokens['IdToken']}"})
+    assert "Access-Control-Allow-Origin" not in other.headers
