@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from devstack.fault_proxy import FaultProxy
-from tests.functional.conftest import PASSWORD
+from tests.functional.conftest import PASSWORD, aged
 from tests.support.tokens import hosted_ui_access_token
 
 
@@ -54,7 +54,7 @@ def test_disabled_user_is_refused_within_a_minute_and_nothing_is_created(gateway
     gw = gateway()
     assert gw.portal(tokens["IdToken"]).status == 302
     stack.moto.client("cognito-idp").admin_disable_user(UserPoolId=stack.user_pool_id, Username="ada")
-    fresh = gateway()  # another execution environment, or the same one a minute later
+    fresh = aged(gateway())  # another execution environment, the token over a minute old
     reply = fresh.portal(tokens["IdToken"], accept="application/json")
     assert reply.status == 401 and reply.json["error"] == "invalid_token"
     assert len(stripe_standin.customers()) == 1
@@ -64,7 +64,7 @@ def test_disabled_user_is_refused_within_a_minute_and_nothing_is_created(gateway
 def test_deleted_user_is_refused(gateway, user, stack, stripe_standin, kind):
     _, tokens = user("ada")
     stack.moto.client("cognito-idp").admin_delete_user(UserPoolId=stack.user_pool_id, Username="ada")
-    reply = gateway().portal(tokens[kind], accept="application/json")
+    reply = aged(gateway()).portal(tokens[kind], accept="application/json")
     assert reply.status == 401 and reply.json["error"] == "invalid_token"
     assert stripe_standin.customers() == []
 
@@ -72,7 +72,7 @@ def test_deleted_user_is_refused(gateway, user, stack, stripe_standin, kind):
 def test_user_status_is_asked_at_most_once_a_minute_per_user(gateway, user, stack, cognito, monkeypatch):
     _, ada = user("ada")
     _, grace = user("grace", email="grace@example.com")
-    gw = gateway(AWS_ENDPOINT_URL_COGNITO_IDENTITY_PROVIDER=cognito.url)
+    gw = aged(gateway(AWS_ENDPOINT_URL_COGNITO_IDENTITY_PROVIDER=cognito.url))
     for _ in range(5):
         assert gw.portal(ada["IdToken"]).status == 302
         assert gw.portal(grace["AccessToken"]).status == 302
@@ -88,6 +88,25 @@ def test_user_status_is_asked_at_most_once_a_minute_per_user(gateway, user, stac
     clock["now"] += 2  # more than a minute after the last answer
     gw.portal(ada["IdToken"])
     assert cognito.count("AdminGetUser") == 4
+
+
+def test_a_token_issued_in_the_last_minute_needs_no_status_check(gateway, user, stack, stripe_standin, cognito):
+    """A plain link's sign-in arrives with a token seconds old: Cognito issued it to an enabled user, as recently
+    as a cached answer would say, so the first request makes no AdminGetUser. Once the token is a minute old, the
+    user's status is asked, and a user disabled meanwhile is refused."""
+    _, tokens = user("ada")
+    gw = gateway(AWS_ENDPOINT_URL_COGNITO_IDENTITY_PROVIDER=cognito.url)
+    assert gw.portal(tokens["IdToken"]).status == 302
+    assert cognito.count("AdminGetUser") == 0
+    stack.moto.client("cognito-idp").admin_disable_user(UserPoolId=stack.user_pool_id, Username="ada")
+    aged(gw, 59)
+    assert gw.portal(tokens["IdToken"]).status == 302  # within the minute a cached answer would also allow
+    aged(gw, 61)
+    reply = gw.portal(tokens["IdToken"], accept="application/json")
+    assert reply.status == 401 and reply.json["error"] == "invalid_token"
+    assert cognito.count("AdminGetUser") == 1 and len(stripe_standin.customers()) == 1
+    aged(gw, -120)  # a clock behind the token's: no shortcut, the status is asked
+    assert gw.portal(tokens["IdToken"], accept="application/json").status == 401
 
 
 def test_status_check_can_be_switched_off(gateway, user, stack, cognito):

@@ -83,3 +83,20 @@ def test_stripe_errors_by_type_and_key_refreshes(gateway, user, stack, stripe_st
     assert counted(metrics, "StripeErrors") == 2
     assert counted(metrics, "StripeKeyRefreshed") == 1
     assert counted(metrics, "DependencyErrorsByCode", code="billing_provider_error") == 1
+
+
+def test_init_rehearses_the_routes_without_a_caller_and_without_a_trace(gateway, user, stripe_standin, capsys):
+    """Init runs each user-facing route once with no token: the per-route work is done before the first click,
+    nothing reaches Stripe, and nothing is logged or counted as a refused request. Then a real click works."""
+    gw = gateway(POWERTOOLS_LOG_LEVEL="DEBUG")
+    routes = gw.module.app._static_routes + gw.module.app._dynamic_routes
+    rehearsed = {(r.method, r.rule.pattern) for r in routes if r.request_param_name_checked}
+    assert {method for method, _ in rehearsed} >= {"GET", "POST"} and len(rehearsed) == 3, rehearsed
+    assert stripe_standin.calls() == []
+    metrics, logs = emitted(capsys)
+    assert not [r for r in logs if r["message"] in ("Request refused", "Route rehearsal at init answered unexpectedly")]
+    assert metrics == []
+    _, tokens = user()
+    assert gw.portal(tokens["IdToken"]).status == 302
+    _, logs = emitted(capsys)
+    assert [r["level"] for r in logs if r["message"] == "Portal session created"] == ["INFO"]  # level restored

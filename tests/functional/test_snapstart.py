@@ -8,6 +8,7 @@ import pytest
 from portal_gateway.http_pool import POOL
 
 from devstack.fault_proxy import FaultProxy
+from tests.functional.conftest import aged
 
 
 @pytest.fixture
@@ -35,7 +36,7 @@ def test_service_is_built_during_init_under_snapstart(gateway, monkeypatch):
 def test_nothing_cached_before_the_snapshot_is_served_after_restore(gateway, user, stack, stripe_standin,
                                                                     secrets_proxy):
     _, tokens = user()
-    gw = gateway(AWS_ENDPOINT_URL_SECRETS_MANAGER=secrets_proxy.url)
+    gw = aged(gateway(AWS_ENDPOINT_URL_SECRETS_MANAGER=secrets_proxy.url))  # a token old enough to ask Cognito
     assert gw.portal(tokens["IdToken"]).status == 302  # key, mapping, user status cached; connections open
     service = gw.module.portal_service()
     keys = service.billing._keys

@@ -51,6 +51,7 @@ class Identity:
     email: str | None = None
     email_verified: bool = False
     name: str | None = None
+    issued_at: float | None = None  # "iat": when Cognito issued the token (it issues none to a disabled user)
 
 
 def is_verified_flag(value: object) -> bool:
@@ -261,6 +262,7 @@ class CognitoJwtVerifier:
             email=email if isinstance(email, str) and email else None,
             email_verified=token_use == "id" and is_verified_flag(claims.get("email_verified")),
             name=claims.get("name") if isinstance(claims.get("name"), str) else None,
+            issued_at=claims["iat"],  # a number: checked with exp and nbf
         )
 
     def _verify_signature_and_times(self, token: str, key: RsaPublicKey) -> dict:
