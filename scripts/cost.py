@@ -71,7 +71,8 @@ def main() -> int:
     parser.add_argument("--cold-share", type=float, default=0.10, help="share of opens that start an environment")
     parser.add_argument("--new-user-share", type=float, default=0.05, help="share of opens by first-time users")
     parser.add_argument("--requests-per-open", type=float, default=1, help="2 for plain links that sign in first")
-    parser.add_argument("--secrets", type=int, default=2, help="the Stripe key and the Hosted UI OAuth secret")
+    parser.add_argument("--secrets", type=int, default=3,
+                        help="the Stripe key, the Hosted UI OAuth secret and the webhook signing secret")
     parser.add_argument("--log-kb-per-request", type=float, default=2, help="function and API access log lines")
     args = parser.parse_args()
     volumes = (1_000, 100_000, 1_000_000)
