@@ -1,8 +1,9 @@
 """`stripe-portal-admin smoke`: after a deploy, the deployed API answers as documented.
 
 /health is 200; an unauthenticated /portal is 401 for fetch() and, for a plain link, a 302 to the sign-in
-when CognitoDomain is set (else 401); a CORS preflight from an allowed origin is answered when AllowedOrigins
-is set; with a token on stdin, /portal answers a portal URL (checked, never printed). Nothing is created
+when CognitoDomain is set (else 401); an unauthenticated /billing/status is 401; an unsigned webhook delivery is
+refused (400); a CORS preflight from an allowed origin is answered when AllowedOrigins is set; with a token on
+stdin, /portal answers a portal URL (checked, never printed) and /billing/status the caller's status. Nothing is created
 without a token; with one, the user's customer may be created as on a first visit.
 """
 
@@ -23,10 +24,10 @@ class _NoRedirects(urllib.request.HTTPRedirectHandler):
         return None  # the 302 itself is what is checked
 
 
-def _request(url: str, *, method: str = "GET", headers: dict[str, str] | None = None,
+def _request(url: str, *, method: str = "GET", headers: dict[str, str] | None = None, data: bytes | None = None,
              timeout: float = 15) -> tuple[int, dict[str, str], str]:
     opener = urllib.request.build_opener(_NoRedirects)
-    request = urllib.request.Request(url, method=method, headers=headers or {})
+    request = urllib.request.Request(url, method=method, headers=headers or {}, data=data)
     try:
         # bandit B310: the URL is the stack's own API (https), or one the operator passed on purpose.
         with opener.open(request, timeout=timeout) as response:  # nosec B310
@@ -60,9 +61,21 @@ def checked_portal_url(url: str) -> str | None:
 
 def run_smoke(portal_url: str, *, hosted_ui: bool, origins: tuple[str, ...], token: str | None) -> list[Check]:
     base = portal_url.rsplit("/portal", 1)[0]
+    status_url = f"{base}/billing/status"
     checks = documented_answers(_probe(f"{base}/health"),
                                 _probe(portal_url, headers={"Accept": "application/json"}),
-                                _probe(portal_url, headers={"Accept": "text/html"}), hosted_ui=hosted_ui)
+                                _probe(portal_url, headers={"Accept": "text/html"}), hosted_ui=hosted_ui,
+                                status=_probe(status_url, headers={"Accept": "application/json"}))
+    # The webhook route: an unsigned delivery is refused by the function itself (and changes nothing).
+    webhook = _probe(f"{base}/webhooks/stripe", method="POST", data=b"{}",
+                     headers={"Content-Type": "application/json", "Stripe-Signature": "t=0,v1=00"})
+    error = _json(webhook.body).get("error")
+    refused = webhook.status == 400 and error == "webhook_signature_invalid"
+    fix = ("Run stripe-portal-admin webhooks setup (docs/deploy.md, step 6)" if error == "webhook_not_configured"
+           else "Deploy the stack again; the WebhookFunction route must answer")
+    checks.append(Check("unsigned webhook delivery refused", refused,
+                        webhook.function_error or f"status {webhook.status}" + (f", error {error}" if error else ""),
+                        "" if refused else fix))
     for origin in origins[:1]:
         answer = _probe(portal_url, method="OPTIONS", headers={"Origin": origin,
                         "Access-Control-Request-Method": "GET", "Access-Control-Request-Headers": "authorization"})
@@ -76,6 +89,10 @@ def run_smoke(portal_url: str, *, hosted_ui: bool, origins: tuple[str, ...], tok
         detail = (f"status 200, a portal URL on {parts.hostname} (not shown)" if ok else
                   answer.function_error or f"status {answer.status}, error {_json(answer.body).get('error')}")
         checks.append(Check("portal session with the token", ok, detail,
+                            "See the error code in docs/reference.md, Errors"))
+        answer = _probe(status_url, headers={"Accept": "application/json", "Authorization": f"Bearer {token}"})
+        ok = answer.status == 200 and isinstance(_json(answer.body).get("has_billing_account"), bool)
+        checks.append(Check("billing status with the token", ok, answer.function_error or f"status {answer.status}",
                             "See the error code in docs/reference.md, Errors"))
     return checks
 

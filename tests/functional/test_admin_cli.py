@@ -234,11 +234,20 @@ def test_forget_removes_mapping_and_says_what_stays_in_stripe(stack, admin_env, 
 
 # --- smoke ------------------------------------------------------------------------------------------------------
 @pytest.fixture
-def deployed(gateway):
-    """The function behind a loopback HTTP server, as the deployed API would answer."""
-    def start(**overrides):
-        module = gateway(**overrides).module
-        server = serve(module.lambda_handler)
+def deployed(gateway, stack):
+    """The functions behind a loopback HTTP server, routed as the deployed API routes them."""
+    from devstack.aws_standin import add_webhook_secret
+    from devstack.http_api import load_handler_module
+    from tests.deploy.readme_script import ROOT
+
+    def start(webhook_set_up: bool = True, **overrides):
+        secret_id = add_webhook_secret(stack)
+        if webhook_set_up:  # as `webhooks setup` leaves it
+            stack.moto.client("secretsmanager").put_secret_value(SecretId=secret_id, SecretString=json.dumps(
+                {"endpoint_id": "we_smoke", "signing_secrets": ["whsec_" + "5" * 48]}))
+        module = gateway(WEBHOOK_SECRET_ID=secret_id, **overrides).module
+        webhooks = load_handler_module(ROOT / "functions" / "webhooks" / "app.py")
+        server = serve(module.lambda_handler, routes={"/webhooks/": webhooks.lambda_handler})
         threading.Thread(target=server.serve_forever, daemon=True).start()
         started.append(server)
         return f"http://127.0.0.1:{server.server_address[1]}/portal"
@@ -257,7 +266,15 @@ def test_smoke_passes_on_a_healthy_deployment_and_never_prints_the_portal_url(de
     assert "PASS  /health" in out and "PASS  unauthenticated /portal (fetch)" in out
     code, out, _ = run(["smoke", "--url", url, "--token-stdin"], stack=stack, stdin_text=tokens["IdToken"])
     assert code == 0 and "PASS  portal session with the token" in out and "(not shown)" in out
+    assert "PASS  billing status with the token" in out and "PASS  unsigned webhook delivery refused" in out
+    assert "PASS  unauthenticated /billing/status" in out
     assert "/p/session/" not in out and tokens["IdToken"] not in out
+
+
+def test_smoke_says_when_the_webhook_is_not_set_up_yet(deployed, stack):
+    code, out, _ = run(["smoke", "--url", deployed(webhook_set_up=False)], stack=stack)
+    assert code == 1 and "FAIL  unsigned webhook delivery refused" in out
+    assert "error webhook_not_configured" in out and "webhooks setup" in out
 
 
 def test_smoke_reads_the_portal_url_and_sign_in_from_the_stack(deployed, stack):

@@ -59,13 +59,14 @@ def check_release(*, invoke: Callable[[dict], Invocation], key_checks: Callable[
     health = invoke(api_event("GET", "/health", {"accept": "application/json"}))
     api = invoke(api_event("GET", "/portal", {"accept": "application/json"}))
     link = invoke(api_event("GET", "/portal", {"accept": "text/html"}))
-    checks = [_started(health), *documented_answers(health, api, link, hosted_ui=hosted_ui)]
+    status = invoke(api_event("GET", "/billing/status", {"accept": "application/json"}))
+    checks = [_started(health), *documented_answers(health, api, link, hosted_ui=hosted_ui, status=status)]
     try:
         checks += key_checks()
     except Exception as exc:  # noqa: BLE001 - reported as a failed check, never as a crash of the hook
         checks.append(Check("Stripe key", False, f"could not be checked: {type(exc).__name__}",
                             "See the hook's log; run `stripe-portal-admin check`"))
-    checks.append(_clean_logs([health, api, link]))
+    checks.append(_clean_logs([health, api, link, status]))
     return checks
 
 
@@ -76,16 +77,20 @@ def _started(health: Invocation) -> Check:
     return Check("new version starts", True)
 
 
-def documented_answers(health: Invocation, api: Invocation, link: Invocation, *, hosted_ui: bool) -> list[Check]:
+def documented_answers(health: Invocation, api: Invocation, link: Invocation, *, hosted_ui: bool,
+                       status: Invocation | None = None) -> list[Check]:
     """The answers the docs give without a token: /health is ok, fetch() gets 401 authentication_required,
-    a plain link gets a 302 to the Hosted UI sign-in when it is configured (else 401). Also what `smoke` checks
-    on a deployed API."""
+    a plain link gets a 302 to the Hosted UI sign-in when it is configured (else 401), and the billing status
+    401 authentication_required. Also what `smoke` checks on a deployed API."""
     if hosted_ui:
         plain_link = _sign_in_redirect(link)
     else:
         plain_link = _expect_status(link, 401, "unauthenticated /portal (plain link)")
-    return [_health(health), _expect_error(api, 401, "authentication_required", "unauthenticated /portal (fetch)"),
-            plain_link]
+    checks = [_health(health), _expect_error(api, 401, "authentication_required", "unauthenticated /portal (fetch)"),
+              plain_link]
+    if status is not None:
+        checks.append(_expect_error(status, 401, "authentication_required", "unauthenticated /billing/status"))
+    return checks
 
 
 def _answered(answer: Invocation) -> str:
