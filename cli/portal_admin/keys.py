@@ -31,7 +31,7 @@ README_STEPS = (
       "JWKS reachable")),
     (2, "prepare Stripe (save the customer portal settings; a restricted key with the listed permissions)",
      ("portal configuration", "permission: Customers read", "permission: Customers write",
-      "permission: Customer portal write")),
+      "permission: Customer portal write", "permission: Subscriptions read", "permission: Entitlements read")),
     (3, "deploy the stack (sam deploy --guided)", ("customers table", "OAuth secret", "secret readable")),
     (4, "put the Stripe key in: stripe-portal-admin rotate-key --stack <stack>",
      ("key format", "key mode", "Stripe accepts the key", "Stripe reachable", "Stripe account",

@@ -23,7 +23,7 @@ from portal_gateway.aws.client import AwsError
 from portal_gateway.aws.projection_store import ProjectionStore, now_ms
 from portal_gateway.billing.status_projection import HANDLED_EVENTS, project
 from portal_gateway.billing.stripe_client import StripeApiError, path_of
-from portal_gateway.checks.stripe_key_check import Check
+from portal_gateway.checks.stripe_key_check import PROBE_CUSTOMER, Check, probe_permission
 
 from portal_admin.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, AdminError
 
@@ -95,16 +95,33 @@ def _all_endpoints(stripe: StripeCall) -> list[dict]:
 
 def webhook_checks(*, url: str | None, secret_id: str | None, stripe: StripeCall | None,
                    client: Callable[[str], Any], probe: Callable[[str], tuple[int, dict]] | None = None) -> list[Check]:
-    """The endpoint behind the billing status: set up, enabled, the right events, the right URL, reachable."""
-    name = "webhook endpoint"
-    fix = "stripe-portal-admin webhooks setup --stack <stack> (docs/deploy.md, step 6)"
+    """The billing status's part of `check`: the key may read what the status is made of, and the endpoint is
+    set up, enabled, subscribed to the right events, at the stack's URL, and that URL answers as the function."""
     if not url or not secret_id:
         return []
+    if stripe is None:
+        return [Check("webhook endpoint", False, "cannot be checked without a usable Stripe key",
+                      "Check the Stripe key first")]
+    # What the status route, the webhook function and backfill read for every customer.
+    checks = [
+        probe_permission("permission: Subscriptions read",
+                         "Give the restricted key Subscriptions: Read (docs/deploy.md, step 2)",
+                         lambda: stripe("GET", "/v1/subscriptions", {"customer": PROBE_CUSTOMER, "limit": 1})),
+        probe_permission("permission: Entitlements read",
+                         "Give the restricted key Entitlements: Read (without it the status lists no entitlements)",
+                         lambda: stripe("GET", "/v1/entitlements/active_entitlements",
+                                        {"customer": PROBE_CUSTOMER, "limit": 1})),
+    ]
+    return checks + _endpoint_checks(url, secret_id, stripe, client, probe or probe_webhook_url)
+
+
+def _endpoint_checks(url: str, secret_id: str, stripe: StripeCall, client: Callable[[str], Any],
+                     probe: Callable[[str], tuple[int, dict]]) -> list[Check]:
+    name = "webhook endpoint"
+    fix = "stripe-portal-admin webhooks setup --stack <stack> (docs/deploy.md, step 6)"
     stored = stored_secret(client, secret_id)
     if not stored.get("endpoint_id") or not stored.get("signing_secrets"):
         return [Check(name, False, "not set up: the webhook secret holds no endpoint yet", fix)]
-    if stripe is None:
-        return [Check(name, False, "cannot be checked without a usable Stripe key", "Check the Stripe key first")]
     try:
         endpoint = _endpoint(stripe, stored["endpoint_id"])
     except StripeApiError as exc:
@@ -125,7 +142,7 @@ def webhook_checks(*, url: str | None, secret_id: str | None, stripe: StripeCall
     checks.append(Check("webhook URL", endpoint.get("url") == url,
                         "the stack's WebhookUrl" if endpoint.get("url") == url else "another URL than the stack's",
                         fix))
-    status, body = (probe or probe_webhook_url)(url)
+    status, body = probe(url)
     reachable = status == 400 and body.get("error") == "webhook_signature_invalid"
     checks.append(Check("webhook reachable", reachable,
                         "answers an unsigned delivery with 400 webhook_signature_invalid" if reachable else

@@ -222,3 +222,20 @@ def _boto(stack):
     from portal_admin.webhooks import BotoJson
 
     return BotoJson(stack.moto.client("dynamodb"))
+
+
+def test_check_names_the_status_permissions_a_restricted_key_lacks(stack, stripe_standin, webhook_secret,
+                                                                   live_webhook):
+    run(setup_args(stack, webhook_secret, live_webhook), stack=stack)
+    portal_only = stripe_standin.add_key(fake_key("rk", "test"), frozenset({"customers_write", "portal_write"}))
+    stack.put_stripe_key(json.dumps({"api_key": portal_only}))
+    check = ["check", *ids(stack), "--client-ids", stack.client_id, "--webhook-url", live_webhook,
+             "--webhook-secret-id", webhook_secret]
+    code, out, _ = run(check, stack=stack)
+    assert code == 1 and "FAIL  permission: Subscriptions read" in out and "FAIL  permission: Entitlements read" in out
+    assert "step 2: prepare Stripe" in out
+    complete = stripe_standin.add_key(fake_key("rk", "test"), frozenset({
+        "customers_write", "portal_write", "subscriptions_read", "entitlements_read", "webhook_endpoints_read"}))
+    stack.put_stripe_key(json.dumps({"api_key": complete}))
+    code, out, _ = run(check, stack=stack)
+    assert "PASS  permission: Subscriptions read" in out and "PASS  permission: Entitlements read" in out

@@ -78,12 +78,13 @@ def check_stripe_key(raw_secret_value: str, *, expected_mode: str, api_base: str
                             "Give the restricted key Customers: Write"))
 
     checks.append(_account(client, restricted))
-    checks.append(_probe("permission: Customers write", "Give the restricted key Customers: Write",
-                         lambda: client("POST", path_of("v1", "customers", PROBE_CUSTOMER),
-                                        {"metadata": {"probe": ""}})))
-    checks.append(_probe("permission: Customer portal write", "Give the restricted key Customer portal: Write",
-                         lambda: client("POST", "/v1/billing_portal/sessions",
-                                        {"customer": PROBE_CUSTOMER, "return_url": PROBE_RETURN_URL})))
+    checks.append(probe_permission(
+        "permission: Customers write", "Give the restricted key Customers: Write",
+        lambda: client("POST", path_of("v1", "customers", PROBE_CUSTOMER), {"metadata": {"probe": ""}})))
+    checks.append(probe_permission(
+        "permission: Customer portal write", "Give the restricted key Customer portal: Write",
+        lambda: client("POST", "/v1/billing_portal/sessions",
+                       {"customer": PROBE_CUSTOMER, "return_url": PROBE_RETURN_URL})))
     checks.append(_portal_configuration(client, mode, portal_configuration_id))
     if pins is not None:
         checks.append(_account_pin(checks, pins, mode, client))
@@ -284,7 +285,8 @@ def _aws_code(exc: Exception) -> str:
     return getattr(exc, "response", {}).get("Error", {}).get("Code") or type(exc).__name__
 
 
-def _probe(name: str, fix: str, call) -> Check:
+def probe_permission(name: str, fix: str, call) -> Check:
+    """A call the key may or may not make: 403 is a missing permission; "no such customer" means it may."""
     try:
         call()
     except StripeApiError as exc:
