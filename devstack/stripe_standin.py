@@ -30,6 +30,8 @@ from devstack.stripe_webhooks import Deliverer
 # GET /v1/account has no restricted-key permission at all: only a secret key (sk_) may call it.
 ALL_PERMISSIONS = frozenset({"customers_write", "portal_write", "subscriptions_write", "entitlements_read",
                              "webhook_endpoints_write"})
+# Stripe allows 16 webhook endpoints per account and mode.
+MAX_WEBHOOK_ENDPOINTS = 16
 # Subscriptions in these states keep their products' features provisioned (active entitlements).
 ENTITLED_STATUSES = frozenset({"active", "trialing", "past_due"})
 # Event types the stand-in emits; an endpoint may subscribe to any of them, or to "*".
@@ -746,9 +748,12 @@ class StripeStandin:
                 found = sorted(endpoints.values(), key=lambda e: e["created"], reverse=True)
                 return 200, _list([_public(e, False) for e in found[: int(params.get("limit", 10))]],
                                   "/v1/webhook_endpoints")
-            problem = self._endpoint_problem(params, creating=True)
+            problem = self._endpoint_problem(params, creating=True, mode=mode)
             if problem:
                 return 400, problem
+            if len(endpoints) >= MAX_WEBHOOK_ENDPOINTS:
+                return 400, _error("invalid_request_error", f"You have reached the maximum of "
+                                   f"{MAX_WEBHOOK_ENDPOINTS} {mode} webhook endpoints.")
             return 200, self._create_endpoint(account, params["url"], params["enabled_events"], mode)
         endpoint = endpoints.get(rest[0])
         if endpoint is None:
@@ -758,7 +763,7 @@ class StripeStandin:
             del account.webhook_endpoints[endpoint["id"]]
             return 200, {"id": endpoint["id"], "object": "webhook_endpoint", "deleted": True}
         if method == "POST":
-            problem = self._endpoint_problem(params, creating=False)
+            problem = self._endpoint_problem(params, creating=False, mode=mode)
             if problem:
                 return 400, problem
             if "url" in params:
@@ -770,13 +775,15 @@ class StripeStandin:
         return 200, _public(endpoint, False)
 
     @staticmethod
-    def _endpoint_problem(params: dict, *, creating: bool) -> dict | None:
+    def _endpoint_problem(params: dict, *, creating: bool, mode: str) -> dict | None:
         if creating and not params.get("url"):
             return _error("invalid_request_error", "Missing required param: url.", code="parameter_missing",
                           param="url")
-        if "url" in params and urlsplit(params["url"]).scheme not in ("https", "http"):
-            return _error("invalid_request_error", "Invalid URL: must be an http(s) URL.", code="url_invalid",
-                          param="url")
+        # Live-mode endpoints must use HTTPS; test mode also takes http (the stand-in delivers to loopback).
+        if "url" in params and urlsplit(params["url"]).scheme not in (("https",) if mode == "live" else
+                                                                      ("https", "http")):
+            return _error("invalid_request_error", "Invalid URL: must be an https URL in live mode.",
+                          code="url_invalid", param="url")
         events = params.get("enabled_events")
         if creating and not events:
             return _error("invalid_request_error", "Missing required param: enabled_events.",

@@ -239,3 +239,24 @@ def test_check_names_the_status_permissions_a_restricted_key_lacks(stack, stripe
     stack.put_stripe_key(json.dumps({"api_key": complete}))
     code, out, _ = run(check, stack=stack)
     assert "PASS  permission: Subscriptions read" in out and "PASS  permission: Entitlements read" in out
+
+
+def test_the_stand_in_holds_webhook_endpoints_to_stripes_rules(stripe_standin):
+    """Live mode takes https endpoints only; 16 endpoints per mode at most; only event types Stripe knows."""
+    from portal_gateway.billing.stripe_client import StripeApiError
+
+    live = StripeHttp(api_base=stripe_standin.base_url, max_network_retries=0).with_key(
+        stripe_standin.add_key(fake_key("sk", "live")))
+    with pytest.raises(StripeApiError) as refused:
+        live("POST", "/v1/webhook_endpoints", {"url": "http://example.com/hook", "enabled_events": ["*"]})
+    assert refused.value.param == "url"
+    test = StripeHttp(api_base=stripe_standin.base_url, max_network_retries=0).with_key(stripe_standin.key)
+    with pytest.raises(StripeApiError) as unknown:
+        test("POST", "/v1/webhook_endpoints", {"url": "https://example.com/hook", "enabled_events": ["nope.event"]})
+    assert unknown.value.param == "enabled_events"
+    for n in range(16):
+        test("POST", "/v1/webhook_endpoints", {"url": f"https://example.com/{n}", "enabled_events": ["*"]})
+    with pytest.raises(StripeApiError) as full:
+        test("POST", "/v1/webhook_endpoints", {"url": "https://example.com/17", "enabled_events": ["*"]})
+    assert full.value.http_status == 400
+    assert len(live("GET", "/v1/webhook_endpoints")["data"]) == 0  # per mode
