@@ -116,8 +116,9 @@ class StripeLibraryReader:
     def __init__(self, keys: StripeKeyProvider, api_base: str | None):
         self._keys = keys
         self._api_base = api_base
-        # One connection pool for the environment; each call bounded well inside the function's timeout.
-        self._http = stripe.RequestsClient(timeout=(3.05, 5))
+        # One connection pool for the environment; each call bounded (connect, read) so the three reads of one
+        # delivery end inside the function's Timeout. No retries here: Stripe delivers a failed event again.
+        self._http = stripe.RequestsClient(timeout=(2, 4))
         self._clients: dict[str, stripe.StripeClient] = {}
         self.calls = 0
 
@@ -162,7 +163,7 @@ class StripeLibraryReader:
         client = self._clients.get(key)
         if client is None:
             self._clients = {key: stripe.StripeClient(  # the previous key's client goes: it will not be used again
-                key, base_addresses={"api": self._api_base} if self._api_base else None, max_network_retries=1,
+                key, base_addresses={"api": self._api_base} if self._api_base else None, max_network_retries=0,
                 http_client=self._http)}
             client = self._clients[key]
         self.calls += 1
