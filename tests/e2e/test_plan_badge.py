@@ -16,6 +16,13 @@ def test_the_plan_badge_follows_a_purchase_and_a_cancel(page, local_stack):  # n
     site_sign_in(page, site, "ada@example.com", password(banner))
     expect(page.locator("#plan-badge")).to_have_text("No plan")
     expect(page.locator("#premium")).to_be_hidden()
+    # She looks at billing first: that makes her a customer, with nothing on it.
+    page.click("#plain-link")
+    expect(page.locator("#subscriptions")).to_contain_text("No subscriptions yet.")
+    empty_customer = page.inner_text("#customer")
+    page.click("#return")
+    page.wait_for_url(re.compile(re.escape(site)))
+    expect(page.locator("#plan-badge")).to_have_text("No plan")
 
     page.click("#subscribe-link")  # the stand-in's Payment Link checkout
     expect(page.locator("body")).to_contain_text("Payment Link checkout")
@@ -28,8 +35,9 @@ def test_the_plan_badge_follows_a_purchase_and_a_cancel(page, local_stack):  # n
     expect(page.locator("#subscribe")).to_be_hidden()
     page.screenshot(path=str(SHOTS / "20-plan-badge-after-purchase.png"))
 
-    page.click("#plain-link")  # the Hosted UI remembers her; straight to her portal, the purchase's customer
+    page.click("#plain-link")  # the Hosted UI remembers her; straight to her portal, now the purchase's customer
     expect(page.locator("#subscriptions .status")).to_have_text(["active"])
+    assert page.inner_text("#customer") != empty_customer
     page.click("button.cancel")
     expect(page.locator("#subscriptions")).to_contain_text("cancels at the end of the period")
     page.click("#return")

@@ -136,6 +136,9 @@ def test_webhooks_keep_the_status_current_with_no_stripe_call_per_status_request
     assert billing.portal.portal(tokens["IdToken"]).status == 302  # the first click creates her customer
     (customer,) = stripe_standin.customers()
     assert billing.status(tokens["IdToken"]).json["subscriptions"] == []  # filled once from Stripe
+    # (With no live subscription, a status request also looks for a paying customer by email, at most every
+    # NO_MATCH_RECHECK_SECONDS: this test's requests all fall within one such window.)
+    billing.portal.module.portal_service().resolver._unmatched.ttl = 3600
     calls = billing.portal_calls()
 
     price = stripe_standin.add_product("Pro", lookup_key="pro_monthly", features=("premium",))
@@ -389,3 +392,53 @@ def test_a_listed_origin_may_ask_with_fetch_and_another_may_not(gateway, stack, 
     other = portal.call("GET", "/billing/status", headers={"origin": "https://evil.example",
                                                            "authorization": f"Bearer {tokens['IdToken']}"})
     assert "Access-Control-Allow-Origin" not in other.headers
+
+
+def test_a_payment_link_purchase_after_a_first_click_moves_the_user_to_the_paying_customer(billing, user, stack,
+                                                                                           stripe_standin):
+    """The first "Manage billing" click made Ada a customer with nothing on it; then she paid through a Payment
+    Link, which made another customer with her email. Her status finds the paying one, and her next click opens it."""
+    sub, tokens = user()
+    billing.portal.portal(tokens["IdToken"])
+    (empty,) = stripe_standin.customers()
+    assert billing.status(tokens["IdToken"]).json["subscriptions"] == []
+    billing.portal.module.portal_service().resolver._unmatched.clear()  # the recheck window has passed
+    paying = stripe_standin.add_customer(email="ada@example.com")
+    stripe_standin.add_subscription(paying, "active", price_id=stripe_standin.add_product(
+        "Pro", lookup_key="pro", features=("premium",)))
+    settle(stripe_standin)
+    answer = billing.status(tokens["IdToken"]).json
+    assert answer["entitlements"] == ["premium"] and answer["subscriptions"][0]["status"] == "active"
+    mapping = stack.moto.client("dynamodb").get_item(TableName=stack.table_name, Key={
+        "pk": {"S": mapping_key("test", stack.user_pool_id, sub)}})["Item"]
+    assert mapping["customer_id"]["S"] == paying
+    opened = billing.portal.portal(tokens["IdToken"])
+    assert stripe_standin.account.sessions[opened.location.rsplit("/", 1)[-1]]["customer"] == paying
+    assert empty["id"] != paying
+
+
+def test_no_move_to_another_users_customer_nor_on_an_unverified_email_nor_off_a_live_subscription(
+        billing, user, stack, stripe_standin):
+    price = stripe_standin.add_product("Pro", lookup_key="pro")
+    # Grace's email is not verified: the paying customer with it is never hers.
+    _, grace = user("grace", email="grace@example.com", email_verified=False)
+    billing.portal.portal(grace["IdToken"])
+    stripe_standin.add_subscription(stripe_standin.add_customer(email="grace@example.com"), "active", price_id=price)
+    assert billing.status(grace["IdToken"]).json["subscriptions"] == []
+    # Ada's paying twin is stamped as another user's: it stays theirs.
+    _, ada = user("ada")
+    billing.portal.portal(ada["IdToken"])
+    stripe_standin.add_subscription(stripe_standin.add_customer(
+        email="ada@example.com", metadata={"cognito_sub": "someone-else", "cognito_user_pool": stack.user_pool_id}),
+        "active", price_id=price)
+    assert billing.status(ada["IdToken"]).json["subscriptions"] == []
+    # Karl pays on the customer he has: no look for another.
+    _, karl = user("karl", email="karl@example.com")
+    billing.portal.portal(karl["IdToken"])
+    mine = next(c["id"] for c in stripe_standin.customers() if c["email"] == "karl@example.com")
+    stripe_standin.add_subscription(mine, "active", price_id=price)
+    settle(stripe_standin)
+    listed = len(stripe_standin.calls("GET", "/v1/customers"))
+    assert billing.status(karl["IdToken"]).json["subscriptions"][0]["status"] == "active"
+    assert len(stripe_standin.calls("GET", "/v1/customers")) == listed
+

@@ -124,16 +124,23 @@ class PortalService:
         A customer with no projection yet (a deploy onto an existing account, a missed event) is read from
         Stripe once and the result stored."""
         identity = self._caller(token)
-        found = self.resolver.find(identity, self._profile_loader(identity))
+        load_profile = self._profile_loader(identity)
+        found = self.resolver.find(identity, load_profile)
         if found is None:
             return empty_answer()
-        stored = self.projections.get(found.customer_id)
-        if stored is None:
-            stored = self._fill_projection(found.customer_id)
+        stored = self._stored_status(found.customer_id)
         if stored.deleted:
             self.resolver.forget(identity)  # its mapping goes with the customer; the next visit resolves again
             return empty_answer()
+        if not stored.projection["subscriptions"]:
+            # Nothing live on this customer: the user may have paid through a Payment Link, under a new customer.
+            paying = self.resolver.switch_to_paying(identity, load_profile, current=found.customer_id)
+            if paying is not None:
+                stored = self._stored_status(paying.customer_id)
         return answer(stored.projection)
+
+    def _stored_status(self, customer_id: str) -> StoredProjection:
+        return self.projections.get(customer_id) or self._fill_projection(customer_id)
 
     def _fill_projection(self, customer_id: str) -> StoredProjection:
         synced_at = now_ms()  # before the read: a webhook's later read wins over this one

@@ -196,7 +196,27 @@ class CustomerResolver:
         self.cache.put(key, resolution.customer_id)
         return resolution
 
-    def _match_by_email(self, identity: Identity, profile: Profile, exclude: str | None) -> Resolution | None:
+    def switch_to_paying(self, identity: Identity, load_profile: Callable[[], Profile],
+                         current: str) -> Resolution | None:
+        """The user is mapped to a customer with no live subscription (say, the one their first "Manage billing"
+        click made) while they paid through a Payment Link, which always makes a new customer. If an unowned
+        customer with their verified email has an active subscription, it becomes theirs (claimed, the mapping
+        swapped on the condition it still names `current`), by the same rule as a first visit's email match.
+        Looked for in Stripe at most every NO_MATCH_RECHECK_SECONDS per user and environment."""
+        key = self.store.key_for(identity)
+        if not self.match_by_email or self._unmatched.get(f"{key}#paying"):
+            return None
+        found = self._match_by_email(identity, load_profile(), exclude=current, require_active=True)
+        if found is None:
+            self._unmatched.put(f"{key}#paying", True)
+            return None
+        self._count("CustomerSwitchedToPaying")
+        logger.info("Mapped to the user's paying customer instead of one with no subscription",
+                    extra={"customer_id": found.customer_id, "previous_customer_id": current})
+        return self._map(identity, key, found, current)
+
+    def _match_by_email(self, identity: Identity, profile: Profile, exclude: str | None, *,
+                        require_active: bool = False) -> Resolution | None:
         if not self.match_by_email or not profile.email:
             return None
         if not profile.email_verified:
@@ -222,6 +242,8 @@ class CustomerResolver:
                             extra={"matches": len(seen), "skipped": skipped})
             return None
         chosen = pick_customer(candidates, identity)
+        if require_active and not chosen.has_active_subscription:
+            return None  # pick_customer prefers a paying one: there is none
         if not self.store.claim(identity, chosen.id):
             # Another user with the same verified email claimed it first (e.g. at the same instant).
             logger.warning("Matched customer is already claimed by another user; not reusing it",
