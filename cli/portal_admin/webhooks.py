@@ -20,8 +20,8 @@ from collections.abc import Callable
 from typing import Any, TextIO
 
 from portal_gateway.aws.client import AwsError
-from portal_gateway.aws.projection_store import ProjectionStore, now_ms
-from portal_gateway.billing.status_projection import HANDLED_EVENTS, project
+from portal_gateway.aws.projection_store import ProjectionStore
+from portal_gateway.billing.status_projection import HANDLED_EVENTS, read_billing_state, refresh
 from portal_gateway.billing.stripe_client import StripeApiError, path_of
 from portal_gateway.checks.stripe_key_check import PROBE_CUSTOMER, Check, probe_permission
 
@@ -211,13 +211,17 @@ def backfill(*, table: str, mode: str, user_pool_id: str, stripe: StripeCall, cl
     limiter = RateLimiter(rate, sleep=sleep, clock=clock)
     bar = ProgressBar(len(customers), progress)
     stored = unchanged = failed = 0
+    def paced(method: str, path: str, params: dict) -> dict:
+        return _limited(limiter, sleep, stripe, method, path, params)
+
+    def read_state(customer_id: str):
+        # As the functions do: a key that may not read entitlements lists none.
+        return read_billing_state(customer_id, paced, denied=lambda exc: isinstance(exc, StripeApiError)
+                                  and exc.kind == "PermissionError")
+
     for customer_id in customers:
         try:
-            synced_at = now_ms()
-            subscriptions = _limited(limiter, sleep, stripe, "GET", "/v1/subscriptions",
-                                     {"customer": customer_id, "status": "all", "limit": 100})
-            entitlements = _limited(limiter, sleep, _entitlements, stripe, customer_id)
-            if store.put(customer_id, project(subscriptions.get("data") or [], entitlements), synced_at_ms=synced_at):
+            if refresh(store, customer_id, read_state)[1]:
                 stored += 1
             else:
                 unchanged += 1  # a webhook stored a later read meanwhile
@@ -229,16 +233,6 @@ def backfill(*, table: str, mode: str, user_pool_id: str, stripe: StripeCall, cl
     print(f"backfill: {len(customers)} mapped customers; {stored} stored, {unchanged} already newer, "
           f"{failed} failed", file=out)
     return EXIT_OK if not failed else EXIT_FAILED
-
-
-def _entitlements(stripe: StripeCall, customer_id: str) -> list[dict]:
-    try:
-        return stripe("GET", "/v1/entitlements/active_entitlements",
-                      {"customer": customer_id, "limit": 100}).get("data") or []
-    except StripeApiError as exc:
-        if exc.kind == "PermissionError":
-            return []  # as the functions do: a key that may not read entitlements lists none
-        raise
 
 
 def _limited(limiter: RateLimiter, sleep: Callable[[float], None], call: Callable[..., Any], *args: Any,

@@ -8,11 +8,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from portal_gateway.aws.mapping_store import CustomerMappingStore
-from portal_gateway.aws.projection_store import ProjectionStore, StoredProjection, now_ms
+from portal_gateway.aws.projection_store import ProjectionStore, StoredProjection
 from portal_gateway.aws.secrets import SecretsManagerReader
 from portal_gateway.aws.user_directory import CognitoUserDirectory, Profile, profile_from_identity
 from portal_gateway.billing.customers import CustomerResolver
-from portal_gateway.billing.status_projection import answer, empty_answer, project
+from portal_gateway.billing.status_projection import answer, empty_answer, refresh
 from portal_gateway.billing.stripe_adapter import StripeBilling
 from portal_gateway.billing.stripe_key import StripeKeyProvider
 from portal_gateway.config import Settings
@@ -143,14 +143,11 @@ class PortalService:
         return self.projections.get(customer_id) or self._fill_projection(customer_id)
 
     def _fill_projection(self, customer_id: str) -> StoredProjection:
-        synced_at = now_ms()  # before the read: a webhook's later read wins over this one
-        subscriptions, entitlements = self.billing.billing_state(customer_id)
-        projection = project(subscriptions, entitlements)
-        self.projections.put(customer_id, projection, synced_at_ms=synced_at)
+        stored, _ = refresh(self.projections, customer_id, self.billing.billing_state)  # a webhook's later read wins
         self._count("StatusProjectionFilled")
         logger.info("Billing status read from Stripe and stored (no projection yet)",
                     extra={"customer_id": customer_id})
-        return StoredProjection(projection, synced_at)
+        return stored
 
     def open_portal(self, token: str, options: PortalOptions, *, nonce: str | None = None) -> str:
         self.billing.prefetch_key()  # cold start: overlap the Secrets Manager read with the checks below

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
+
+from portal_gateway.aws.projection_store import ProjectionStore, StoredProjection, now_ms
 
 # The events the webhook function handles, and so exactly the ones `stripe-portal-admin webhooks setup`
 # subscribes the endpoint to: any change to a customer's subscriptions or entitlements, and customer deletion.
@@ -31,6 +33,34 @@ HANDLED_EVENTS = (
 # Ended subscriptions are history, not something a page shows or gates on.
 ENDED_STATUSES = frozenset({"canceled", "incomplete_expired"})
 STATUS_VERSION = 1  # bumped if the answer's shape ever changes, so pages and stored projections can tell
+
+
+StripeCall = Callable[[str, str, dict], dict]
+
+
+def read_billing_state(customer_id: str, call: StripeCall, *,
+                       denied: Callable[[Exception], bool]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """What a projection is made of, read from Stripe with `call(method, path, params)`: every subscription (ended
+    ones are dropped by `project`) and the active entitlements. A key `denied` the entitlements (a restricted key
+    without Entitlements read, an account not using them) gives none, not an error."""
+    subscriptions = call("GET", "/v1/subscriptions", {"customer": customer_id, "status": "all", "limit": 100})
+    try:
+        entitlements = call("GET", "/v1/entitlements/active_entitlements", {"customer": customer_id, "limit": 100})
+    except Exception as exc:
+        if not denied(exc):
+            raise
+        entitlements = {}
+    return subscriptions.get("data") or [], entitlements.get("data") or []
+
+
+def refresh(store: ProjectionStore, customer_id: str,
+            read_state: Callable[[str], tuple[list, list]]) -> tuple[StoredProjection, bool]:
+    """Read the customer's state now and store its projection, stamped with the time the read *started*, unless
+    a later read is stored already. What was read, and whether it landed. The one way every writer (the status
+    route's first read, the webhook function, backfill) stores a projection."""
+    synced_at = now_ms()
+    projection = project(*read_state(customer_id))
+    return StoredProjection(projection, synced_at), store.put(customer_id, projection, synced_at_ms=synced_at)
 
 
 def project(subscriptions: Iterable[dict[str, Any]], entitlements: Iterable[dict[str, Any]]) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from portal_gateway.billing.status_projection import read_billing_state
 from portal_gateway.billing.stripe_client import StripeApiError, StripeHttp, StripeResult, path_of
 from portal_gateway.billing.stripe_key import SecretUnreadable, StripeKeyProvider
 from portal_gateway.errors import (
@@ -168,18 +169,14 @@ class StripeBilling:
         return [s["id"] for s in page.get("data") or [] if s.get("status") in ACTIVE_SUBSCRIPTION_STATUSES]
 
     def billing_state(self, customer_id: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        """The customer's subscriptions (every status; ended ones are dropped by the projection) and active
-        entitlements, as Stripe has them now: what the status projection is made of. A key that may not read
-        entitlements (a restricted key without Entitlements read, an account not using them) gives none."""
-        subscriptions = self._call("GET", "/v1/subscriptions",
-                                   {"customer": customer_id, "status": "all", "limit": 100}).get("data") or []
-        try:
-            entitlements = self._call("GET", "/v1/entitlements/active_entitlements",
-                                      {"customer": customer_id, "limit": 100}).get("data") or []
-        except StripeKeyPermissions:
-            logger.warning("The Stripe key may not read entitlements; the status lists none")
-            entitlements = []
-        return subscriptions, entitlements
+        """The customer's subscriptions and active entitlements as Stripe has them now (status_projection.py)."""
+        def denied(exc: Exception) -> bool:
+            if isinstance(exc, StripeKeyPermissions):
+                logger.warning("The Stripe key may not read entitlements; the status lists none")
+                return True
+            return False
+
+        return read_billing_state(customer_id, self._call, denied=denied)
 
     def claim_customer(self, customer_id: str, metadata: dict[str, str]) -> None:
         """Stamp an existing customer with its owner, so no other user can ever match it by email."""

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 from portal_gateway.aws.mapping_store import CustomerMappingStore, mapping_key
 from portal_gateway.aws.projection_store import ProjectionStore, now_ms
 from portal_gateway.billing.customers import OWNER_POOL, OWNER_SUB
-from portal_gateway.billing.status_projection import HANDLED_EVENTS, project
+from portal_gateway.billing.status_projection import HANDLED_EVENTS, refresh
 from portal_gateway.errors import WebhookPayloadInvalid
 
 logger = logging.getLogger(__name__)
@@ -71,9 +71,7 @@ class WebhookEvents:
 
     def refresh(self, customer_id: str) -> bool:
         """Read the customer's state from Stripe now and store it; False if a later read was stored first."""
-        synced_at = now_ms()  # before the read, so a read that started later always wins
-        subscriptions, entitlements = self.stripe.billing_state(customer_id)
-        return self.projections.put(customer_id, project(subscriptions, entitlements), synced_at_ms=synced_at)
+        return refresh(self.projections, customer_id, self.stripe.billing_state)[1]
 
     def _deleted(self, customer_id: str, metadata: Any) -> None:
         """The customer is gone in Stripe: its status says so, and its user's mapping goes, so their next visit
