@@ -155,6 +155,15 @@ def current_secret(client: Callable[[str], Any], secret_id: str) -> str:
         "SecretString") or ""
 
 
+def scan_items(client: Callable[[str], Any], table: str, condition: str, values: dict,
+               projection: str | None = None) -> list[dict]:
+    """Every item of the table that matches, all pages (boto3's paginator; operator commands are rare)."""
+    extra = {"ProjectionExpression": projection} if projection else {}
+    pages = client("dynamodb").get_paginator("scan").paginate(
+        TableName=table, FilterExpression=condition, ExpressionAttributeValues=values, **extra)
+    return [item for page in pages for item in page.get("Items", [])]
+
+
 def print_checks(checks: list[Check], out: TextIO) -> None:
     width = max((len(c.name) for c in checks), default=10)
     for check in checks:

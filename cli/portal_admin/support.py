@@ -26,6 +26,8 @@ from portal_gateway.billing.customers import OWNER_POOL, OWNER_SUB
 from portal_gateway.billing.stripe_client import StripeApiError, path_of
 from portal_gateway.checks.release_check import FORBIDDEN_IN_LOGS
 
+from portal_admin.common import scan_items
+
 
 class SupportError(Exception):
     def __init__(self, what: str, fix: str = "", code: int = 1):
@@ -188,10 +190,7 @@ def _items_for_customer(ctx: Context, customer_id: str) -> list[dict]:
 
 
 def _scan(ctx: Context, condition: str, values: dict) -> list[dict]:
-    """Every item of the table that matches, all pages (support commands are rare; the table is small)."""
-    pages = ctx.client("dynamodb").get_paginator("scan").paginate(
-        TableName=ctx.table, FilterExpression=condition, ExpressionAttributeValues=values)
-    return [item for page in pages for item in page.get("Items", [])]
+    return scan_items(ctx.client, ctx.table, condition, values)
 
 
 class Audit:

@@ -25,7 +25,7 @@ from portal_gateway.billing.status_projection import HANDLED_EVENTS, read_billin
 from portal_gateway.billing.stripe_client import StripeApiError, path_of
 from portal_gateway.checks.stripe_key_check import PROBE_CUSTOMER, Check, probe_permission
 
-from portal_admin.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, AdminError
+from portal_admin.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, AdminError, current_secret, scan_items
 
 StripeCall = Callable[..., dict]
 WEBHOOK_DESCRIPTION = "stripe-portal-gateway: billing status (stripe-portal-admin webhooks setup)"
@@ -37,8 +37,7 @@ DEFAULT_BACKFILL_RATE = 20.0
 def stored_secret(client: Callable[[str], Any], secret_id: str) -> dict:
     """What the webhook secret holds: {"endpoint_id": "we_...", "signing_secrets": [...]} ({} if unset)."""
     try:
-        raw = client("secretsmanager").get_secret_value(SecretId=secret_id, VersionStage="AWSCURRENT").get(
-            "SecretString") or ""
+        raw = current_secret(client, secret_id)
     except Exception as exc:  # noqa: BLE001 - a secret with no value yet is the normal first-run state
         if getattr(exc, "response", {}).get("Error", {}).get("Code") == "ResourceNotFoundException":
             return {}
@@ -190,12 +189,9 @@ class BotoJson:
 
 def mapped_customers(client: Callable[[str], Any], table: str, mode: str, user_pool_id: str) -> list[str]:
     """Every customer a user of this pool and mode is mapped to (mapping items only: `<mode>#<pool>#<sub>`)."""
-    prefix = f"{mode}#{user_pool_id}#"
-    pages = client("dynamodb").get_paginator("scan").paginate(
-        TableName=table, FilterExpression="begins_with(pk, :p) AND attribute_exists(customer_id)",
-        ExpressionAttributeValues={":p": {"S": prefix}}, ProjectionExpression="pk, customer_id")
-    found = {item["customer_id"]["S"] for page in pages for item in page.get("Items", [])
-             if item["pk"]["S"].count("#") == 2}
+    items = scan_items(client, table, "begins_with(pk, :p) AND attribute_exists(customer_id)",
+                       {":p": {"S": f"{mode}#{user_pool_id}#"}}, projection="pk, customer_id")
+    found = {item["customer_id"]["S"] for item in items if item["pk"]["S"].count("#") == 2}
     return sorted(found)
 
 
