@@ -28,10 +28,10 @@ from portal_gateway.identity.tokens import Identity
 logger = logging.getLogger(__name__)
 
 OWNER_SUB = "cognito_sub"
+OWNER_POOL = "cognito_user_pool"
 # A status request of a user with no customer looks in Stripe (by verified email) at most this often per
 # execution environment: a purchase made meanwhile (a Payment Link) shows within this time.
 NO_MATCH_RECHECK_SECONDS = 10
-OWNER_POOL = "cognito_user_pool"
 
 
 class MappingStore(Protocol):
