@@ -189,10 +189,8 @@ def billing_status():
     The token comes in the Authorization header only; the answer is the caller's own, never anyone else's."""
     _query()  # a token in the query string is refused here too
     headers = app.current_event.headers
-    from portal_gateway.billing.status_projection import encode
-
     status = portal_service().billing_status(_bearer_token(headers.get("authorization")))
-    return responses.billing_status(encode(status), headers.get("if-none-match"))
+    return responses.billing_status(status, headers.get("if-none-match"))
 
 
 @app.post("/portal")

@@ -8,7 +8,7 @@ import json
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.shared.cookies import Cookie, SameSite
 
-from portal_gateway.billing.status_projection import etag
+from portal_gateway.billing.status_projection import encode, etag
 from portal_gateway.errors import GatewayError
 
 STATUS_BY_CODE: dict[str, int] = {
@@ -89,8 +89,9 @@ def portal_url_json(url: str) -> Response:
 STATUS_MAX_AGE_SECONDS = 5
 
 
-def billing_status(body: str, if_none_match: str | None) -> Response:
+def billing_status(status: dict, if_none_match: str | None) -> Response:
     """The status JSON, or 304 when the caller already holds exactly this answer (its ETag)."""
+    body = encode(status)
     tag = etag(body)
     headers = {**BASE_HEADERS, "Cache-Control": f"private, max-age={STATUS_MAX_AGE_SECONDS}", "ETag": tag,
                "Vary": "Authorization"}
