@@ -100,10 +100,12 @@ import importlib.util, uuid
 spec = importlib.util.spec_from_file_location("app", os.path.join(function, "app.py"))
 app = importlib.util.module_from_spec(spec); spec.loader.exec_module(app)
 imported = time.perf_counter()
-if plan.get("on_demand_cgroup"):
-    # On-demand Lambda: init ran unthrottled; the invocation runs at the memory size's CPU share.
-    with open(os.path.join(plan["on_demand_cgroup"], "tasks"), "w") as tasks:
-        tasks.write(str(os.getpid()))
+if plan.get("on_demand_quota"):
+    # On-demand Lambda: init ran unthrottled; the invocation runs at the memory size's CPU share. The process has
+    # been in its cgroup from the start, without a quota: only the quota changes now (moving a process into a
+    # cgroup costs its next few hundred microseconds, a cost of the model, not of Lambda).
+    with open(plan["on_demand_quota"]["file"], "w") as quota:
+        quota.write(str(plan["on_demand_quota"]["quota_us"]))
 
 class Context:
     function_name = "bench"; memory_limit_in_mb = 256; aws_request_id = "bench"
@@ -174,18 +176,38 @@ def _write_plan(plan: dict) -> str:
     return handle.name
 
 
-def run_child(impl: str, plan: dict, env: dict, cgroup: Path | None = None) -> dict:
-    """One fresh process; with `cgroup`, under that CPU quota from its first instruction (the stand-ins, moto
-    and this process stay outside it)."""
+FUNCTION_CPU: int | None = None  # set by pin_processes()
+
+
+def pin_processes() -> str:
+    """Give the function processes a CPU of their own and leave the others to this process, its stand-ins and moto.
+    In Lambda, AWS and Stripe answer from other machines; on a small box moto's work after each answer (it goes on
+    after the response is sent) would otherwise take the function's CPU and be counted as the function's own
+    time. Returns what was done, for the report."""
+    global FUNCTION_CPU
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        return "not pinned (one CPU)"
+    FUNCTION_CPU = cpus[-1]
+    os.sched_setaffinity(0, cpus[:-1])  # threads and processes started from here on inherit it
+    return f"function processes on CPU {FUNCTION_CPU}, stand-ins and moto on the other{'s' if len(cpus) > 2 else ''}"
+
+
+def enter_function_cpu() -> None:
+    if FUNCTION_CPU is not None:
+        os.sched_setaffinity(0, {FUNCTION_CPU})
+
+
+def run_child(impl: str, plan: dict, env: dict, cgroup: Path | None = None, *, on_demand: bool = False) -> dict:
+    """One fresh process on the function CPU, in `cgroup` if given (the stand-ins, moto and this process stay
+    outside it): under its CPU quota from the first instruction, or with `on_demand` from the first invocation."""
+    if on_demand:
+        plan = on_demand_plan(plan, cgroup)
     plan_path = _write_plan(plan)
     started = time.perf_counter()
-
-    def enter_cgroup() -> None:  # runs in the child between fork and exec
-        if cgroup is not None:
-            (cgroup / "tasks").write_text(str(os.getpid()))
-
     out = subprocess.run([sys.executable, "-c", CHILD, impl, str(LAYERS[impl]), str(FUNCTIONS[impl]), plan_path],
-                         env=env, capture_output=True, text=True, check=False, preexec_fn=enter_cgroup)
+                         env=env, capture_output=True, text=True, check=False,
+                         preexec_fn=lambda: enter_function_process(cgroup, throttled=not on_demand))
     wall = time.perf_counter() - started
     os.unlink(plan_path)
     lines = [line for line in out.stdout.splitlines() if line.startswith('{"import_s"')]
@@ -218,6 +240,22 @@ def remove_cgroups() -> None:
             print(f"bench: could not remove {group}: {exc.strerror}", file=sys.stderr)
 
 
+QUOTAS: dict[Path, int] = {}  # each cgroup's CPU quota (us per 100 ms period)
+
+
+def enter_function_process(cgroup: Path | None, *, throttled: bool) -> None:
+    """In the child between fork and exec: onto the function CPU, and into `cgroup`, throttled or (to be throttled
+    by the child itself, on-demand model) not yet. Children run one at a time, so each sets its group's quota."""
+    enter_function_cpu()
+    if cgroup is not None:
+        (cgroup / "cpu.cfs_quota_us").write_text(str(QUOTAS[cgroup] if throttled else -1))
+        (cgroup / "tasks").write_text(str(os.getpid()))
+
+
+def on_demand_plan(plan: dict, cgroup: Path) -> dict:
+    return {**plan, "on_demand_quota": {"file": str(cgroup / "cpu.cfs_quota_us"), "quota_us": QUOTAS[cgroup]}}
+
+
 def cpu_cgroup(memory_mb: int) -> tuple[Path | None, str]:
     """A cgroup v1 CPU quota equal to Lambda's share for `memory_mb`, or None and the reason it cannot be set."""
     base = Path("/sys/fs/cgroup/cpu")
@@ -231,7 +269,8 @@ def cpu_cgroup(memory_mb: int) -> tuple[Path | None, str]:
         if group not in CREATED_CGROUPS:
             CREATED_CGROUPS.append(group)
         (group / "cpu.cfs_period_us").write_text("100000")
-        (group / "cpu.cfs_quota_us").write_text(str(round(100000 * memory_mb / LAMBDA_FULL_VCPU_MB)))
+        QUOTAS[group] = round(100000 * memory_mb / LAMBDA_FULL_VCPU_MB)
+        (group / "cpu.cfs_quota_us").write_text(str(QUOTAS[group]))
     except OSError as exc:
         return None, f"skipped: cannot set a CPU quota ({exc.strerror})"
     return group, ""
@@ -248,11 +287,9 @@ print(time.perf_counter() - t)
 
 def boto3_alone(cgroup: Path | None) -> float:
     """What importing boto3 and creating the two clients the portal would need costs (median of 5 processes)."""
-    def enter() -> None:
-        if cgroup is not None:
-            (cgroup / "tasks").write_text(str(os.getpid()))
     runs = [float(subprocess.run([sys.executable, "-c", BOTO3_ALONE], capture_output=True, text=True, check=True,
-                                 preexec_fn=enter).stdout) for _ in range(5)]
+                                 preexec_fn=lambda: enter_function_process(cgroup, throttled=True)).stdout)
+            for _ in range(5)]
     return statistics.median(runs)
 
 
@@ -278,6 +315,7 @@ def main() -> int:
                         help="AWS and JWKS latency per call for the last cold-start row (0 to skip)")
     args = parser.parse_args()
     sys.path[:0] = [str(ROOT), str(ROOT / "layers" / "core")]
+    pinning = pin_processes()  # before any stand-in starts: they inherit the other CPUs
     from devstack.aws_standin import MotoServer, provision
     from devstack.fault_proxy import FaultProxy
     from devstack.stripe_standin import StripeStandin, fake_key
@@ -307,11 +345,12 @@ def main() -> int:
         run_child("ours", {**plan, "mode": "warm", "new_token": token("profile-new")}, env)
         cgroup, reason = cpu_cgroup(args.chosen_memory)
         if cgroup is not None:
-            plan["on_demand_cgroup"] = str(cgroup)
+            plan = on_demand_plan(plan, cgroup)
         print(f"first request, on-demand model at {args.chosen_memory} MB's CPU share" if cgroup else
               f"first request at full CPU ({reason})")
         out = subprocess.run([sys.executable, "-c", CHILD, "ours", str(LAYERS["ours"]), str(FUNCTIONS["ours"]),
-                              _write_plan(plan)], env={**env, "BENCH_PROFILE": "1"}, capture_output=True, text=True)
+                              _write_plan(plan)], env={**env, "BENCH_PROFILE": "1"}, capture_output=True, text=True,
+                             preexec_fn=lambda: enter_function_process(cgroup, throttled=False))
         print(out.stderr[-8000:])
         return 0
 
@@ -397,7 +436,7 @@ def main() -> int:
         rows.append(("Built function (sam build)", f"{directory_size(sam_function) / 1024:.0f} KB unzipped", "", ""))
     print(f"\nMeasured {time.strftime('%Y-%m-%d')} on {os.uname().machine}, Python {sys.version.split()[0]}, "
           f"{args.requests} warm requests, Stripe stand-in at zero latency unless a row says otherwise, "
-          "moto for AWS.\n")
+          f"moto for AWS; {pinning}.\n")
     print("| Measure | Ours | Naive baseline | Ours / baseline |")
     print("|---|---|---|---|")
     for row in rows:
@@ -431,7 +470,7 @@ def layer_table(layer: Path, imported: list[str]) -> None:
 
 
 MODELS = {
-    "on-demand": "init unthrottled, then the process moved under the CPU quota for the first invocation (on-demand "
+    "on-demand": "init unthrottled, then the process's CPU quota set for the first invocation (on-demand "
                  "Lambda: init gets a full vCPU for up to 10 s)",
     "throttled": "under the CPU quota from the first instruction (provisioned concurrency gets no init burst; "
                  "also a conservative bound)",
@@ -442,7 +481,7 @@ def cold_starts(impl: str, plan: dict, env: dict, cgroup: Path, model: str, runs
     """Medians of `runs` fresh processes under one model, with init and the first request apart, as Lambda's
     REPORT line gives them (Init Duration, Duration)."""
     if model == "on-demand":
-        colds = [run_child(impl, {**plan, "on_demand_cgroup": str(cgroup)}, env) for _ in range(runs)]
+        colds = [run_child(impl, plan, env, cgroup, on_demand=True) for _ in range(runs)]
     else:
         colds = [run_child(impl, plan, env, cgroup) for _ in range(runs)]
     return {name: statistics.median(c[key] for c in colds) for name, key in (
@@ -470,8 +509,8 @@ def cpu_share_tables(args, token, stripe_port: int, env: dict) -> None:
                     "requests": 100}
             run_child(impl, {**plan, "mode": "warm", "requests": 1, "new_token": token(f"cpu{memory}-{impl}-w")}, env)
             result[impl] = {model: cold_starts(impl, plan, env, cgroup, model, args.runs) for model in MODELS}
-            warm = run_child(impl, {**plan, "mode": "warm", "new_token": token(f"cpu{memory}-{impl}-n"),
-                                    "on_demand_cgroup": str(cgroup)}, env)
+            warm = run_child(impl, {**plan, "mode": "warm", "new_token": token(f"cpu{memory}-{impl}-n")}, env, cgroup,
+                             on_demand=True)
             result[impl]["warm"] = statistics.median(warm["totals"])
             result[impl]["warm_p99"] = percentile(warm["totals"], 99)
             result[impl]["warm_own"] = statistics.median(warm["overheads"])
