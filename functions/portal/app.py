@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import logging
 import os
 import threading
 import warnings
@@ -290,9 +291,14 @@ def not_found(_err):
     return _error_response("not_found", "There is nothing here.")
 
 
+_rehearsing = False  # true while init rehearses the first request (_rehearse_first_request): nothing is counted
+
+
 def count(name: str, **dimensions: str) -> None:
     """Count one event. With dimensions, the event is counted twice: in total (what alarms watch) and per
     dimension value (what a dashboard breaks down), e.g. StripeErrors and StripeErrors by type."""
+    if _rehearsing:
+        return
     metrics.add_metric(name=name, unit=MetricUnit.Count, value=1)
     if dimensions:
         with single_metric(name=f"{name}By{''.join(key.title() for key in dimensions)}",
@@ -355,6 +361,7 @@ def _initialize() -> None:
             warmed = portal_service().warm_up(
                 with_secrets=os.environ.get("AWS_LAMBDA_INITIALIZATION_TYPE") != "snap-start")
         _rehearse_routes()
+        _rehearse_first_request()
     except Exception:  # noqa: BLE001 - init must never crash the environment; the first request tries again
         logger.exception("Warm-up at init failed; the first request will build what is missing")
         return
@@ -390,6 +397,49 @@ def _rehearse_routes() -> None:
                                extra={"route": f"{method} {path}", "status": answer["statusCode"]})
     finally:
         logger.setLevel(level)
+
+
+# The first request's own work, rehearsed whole (priming.py): a few times, as CPython specializes a function's
+# bytecode only after running it, through a throwaway service whose outbound requests are answered in memory.
+PRIMING_ROUNDS = 3
+
+
+def _rehearse_first_request() -> None:
+    global _service
+    from portal_gateway import priming
+
+    real = portal_service()
+    world = priming.PrimingWorld(SETTINGS)
+    global _rehearsing
+    quieted = logging.root.manager.disable
+    logging.disable(logging.CRITICAL)  # not a request anyone made: no "Portal session created", no refusal
+    answer = None
+    _rehearsing = True
+    try:
+        _service = priming.priming_service(SETTINGS)
+        with priming.in_memory(world):
+            _service.billing.warm_key()  # in this thread: no background read of the key
+            for _ in range(PRIMING_ROUNDS):
+                _service.resolver.clear()
+                _service.users.clear()
+                answer = app.resolve({
+                    "version": "2.0", "routeKey": "GET /portal", "rawPath": "/portal", "rawQueryString": "",
+                    "headers": {"host": "init.invalid", "accept": "text/html",
+                                "authorization": f"Bearer {priming.PRIMING_TOKEN}"},
+                    "body": "", "isBase64Encoded": False,
+                    "requestContext": {"domainName": "init.invalid",
+                                       "http": {"method": "GET", "path": "/portal", "sourceIp": "127.0.0.1"},
+                                       "requestId": "init", "stage": "$default"}}, None)
+                if answer["statusCode"] != 302:
+                    break
+    finally:
+        _service = real
+        _rehearsing = False
+        logging.disable(quieted)
+        logger.thread_safe_clear_keys()
+    if answer is None or answer["statusCode"] != 302 or answer["headers"].get("Location") != priming.PRIMING_PORTAL_URL:
+        logger.warning("Rehearsal of the first request at init did not end in a portal redirect",
+                       extra={"status": answer and answer["statusCode"], "asked": world.requests[-8:]})
 
 
 _initialize()

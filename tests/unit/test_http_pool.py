@@ -8,7 +8,13 @@ import threading
 import time
 
 import pytest
-from portal_gateway.http_pool import ConnectionPool, HttpFailure, remaining_budget, request_budget
+from portal_gateway.http_pool import (
+    ConnectionPool,
+    HttpFailure,
+    answered_in_memory,
+    remaining_budget,
+    request_budget,
+)
 
 
 class SlowServer:
@@ -93,5 +99,42 @@ def test_an_answer_over_the_size_limit_is_refused_and_its_connection_not_reused(
         assert pool.idle_count() == 1  # a whole answer leaves its connection for the next call
         assert get(pool, server.url).status == 200
         assert server.connections == 2
+    finally:
+        server.close()
+
+
+def test_in_memory_answers_stay_in_the_process_and_in_their_thread():
+    """The init rehearsal's exchanges: written and read by the pool's own code, answered by a function, never
+    connected anywhere; the pool's idle connections and another thread's requests are not affected."""
+    server = SlowServer(b"real")
+    asked = []
+
+    def answer(method, url, headers, body):
+        asked.append((method, url, headers["X-Test"], body))
+        return 201, {"Content-Type": "application/json", "X-Answer": "canned"}, b'{"ok": true}'
+
+    try:
+        pool = ConnectionPool()
+        assert get(pool, server.url).data == b"real"
+        assert pool.idle_count() == 1
+        other_thread: list[bytes] = []
+        with answered_in_memory(answer):
+            reply = pool.request("POST", f"{server.url}v1/things?x=1", body=b"a=b", headers={"X-Test": "1"},
+                                 connect_timeout=1, read_timeout=1)
+            worker = threading.Thread(target=lambda: other_thread.append(get(pool, server.url).data))
+            worker.start()
+            worker.join()
+            with pytest.raises(HttpFailure) as too_large:
+                pool.request("GET", "https://nowhere.invalid/", body=None, headers={"X-Test": "2"},
+                             connect_timeout=1, read_timeout=1, max_bytes=4)
+        assert (reply.status, reply.data) == (201, b'{"ok": true}')
+        assert reply.headers["x-answer"] == "canned" and reply.headers["content-length"] == "12"
+        assert asked == [("POST", f"{server.url}v1/things?x=1", "1", b"a=b"),
+                         ("GET", "https://nowhere.invalid/", "2", None)]
+        assert too_large.value.kind == "ResponseTooLarge"  # the same bounds as a real answer
+        assert other_thread == [b"real"]  # another thread's request went out as usual
+        assert server.connections == 1  # the in-memory ones connected nowhere, the idle one was reused
+        assert pool.idle_count() == 1  # and nothing in memory joined the idle set
+        assert get(pool, server.url).data == b"real"  # outside the block, requests go out again
     finally:
         server.close()

@@ -43,6 +43,9 @@ class BoundedCache:
         with self._lock:
             self._items.clear()
 
+    def __len__(self) -> int:
+        return len(self._items)
+
     def discard(self, key: str) -> None:
         with self._lock:
             self._items.pop(key, None)

@@ -21,16 +21,21 @@ import functools
 import http.client
 import io
 import select
+import socket
 import ssl
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 MAX_ANSWER_BYTES = 1024 * 1024  # far above any answer these clients read (a page of 20 customers: ~60 kB)
 _budget = threading.local()  # per thread: the local HTTP adapter serves requests in parallel threads
+_in_memory = threading.local()  # per thread: the init rehearsal's answers (answered_in_memory)
+
+# (method, url, headers, body) -> (status, headers, body): what an in-memory exchange answers.
+InMemoryAnswer = Callable[[str, str, dict[str, str], bytes | None], tuple[int, dict[str, str], bytes]]
 
 
 @contextmanager
@@ -43,6 +48,32 @@ def request_budget(seconds: float | None) -> Iterator[None]:
         yield
     finally:
         _budget.deadline = previous
+
+
+@contextmanager
+def answered_in_memory(answer: InMemoryAnswer) -> Iterator[None]:
+    """Inside, this thread's requests never leave the process: each one is written, and `answer`'s reply read,
+    by the same code as a real exchange (http.client both ways, the deadline reader, the size bound), over a
+    socket pair. For the rehearsal at init (priming.py). Other threads, and idle connections, are untouched."""
+    previous = getattr(_in_memory, "answer", None)
+    _in_memory.answer = answer
+    try:
+        yield
+    finally:
+        _in_memory.answer = previous
+
+
+def carried_to_thread() -> Callable[[], AbstractContextManager[None]]:
+    """What binds this thread's outbound calls (the time budget, in-memory answers), for a thread it starts: the
+    new thread enters the returned context, so its calls are bound the same way."""
+    budget, answer = remaining_budget(), getattr(_in_memory, "answer", None)
+
+    @contextmanager
+    def carried() -> Iterator[None]:
+        with request_budget(budget), (answered_in_memory(answer) if answer is not None else nullcontext()):
+            yield
+
+    return carried
 
 
 def remaining_budget() -> float | None:
@@ -87,8 +118,26 @@ class ConnectionPool:
             deadline = invocation_deadline
             if deadline - now <= 0:
                 raise HttpFailure("ReadTimeoutError")  # no time left to even try
+        in_memory = getattr(_in_memory, "answer", None)
+        if in_memory is not None:
+            return self._exchange_in_memory(in_memory, method, url, target, body, headers, deadline, max_bytes)
         connection = self._take(key) or self._connect(key, min(connect_timeout, deadline - now))
         return self._send(key, connection, method, target, body, headers, deadline, max_bytes)
+
+    def _exchange_in_memory(self, answer: InMemoryAnswer, method: str, url: str, target: str, body: bytes | None,
+                            headers: dict[str, str], deadline: float, max_bytes: int) -> Answer:
+        status, answer_headers, data = answer(method, url, headers, body)
+        client_end, server_end = socket.socketpair()
+        try:
+            head = "".join(f"{name}: {value}\r\n" for name, value in answer_headers.items())
+            server_end.sendall(f"HTTP/1.1 {status} {http.client.responses.get(status, 'Unknown')}\r\n{head}"
+                               f"Content-Length: {len(data)}\r\nConnection: close\r\n\r\n".encode("latin-1") + data)
+            connection = http.client.HTTPConnection(urlsplit(url).hostname or "in-memory.invalid")
+            connection.sock = client_end  # "Connection: close": _send closes it, it never joins the idle set
+            return self._send(None, connection, method, target, body, headers, deadline, max_bytes)
+        finally:
+            client_end.close()
+            server_end.close()
 
     def clear(self) -> None:
         """Close every idle connection (SnapStart: connections do not survive a snapshot)."""

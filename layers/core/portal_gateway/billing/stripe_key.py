@@ -15,9 +15,10 @@ import re
 import threading
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 
 from portal_gateway.errors import StripeKeyUnavailable, StripeModeMismatch
-from portal_gateway.http_pool import remaining_budget, request_budget
+from portal_gateway.http_pool import carried_to_thread
 
 PLACEHOLDER = "REPLACE_WITH_STRIPE_KEY"  # what template.yaml puts in a secret it creates
 # A prefetch failure this recent is the request's own answer; an older one (whose request was refused) is not.
@@ -114,14 +115,14 @@ class StripeKeyProvider:
             return
         self._prefetch_started_at = now
         # The read belongs to this invocation: it gets the invocation's time budget in its own thread.
-        self._prefetch = threading.Thread(target=self._run_prefetch, args=(remaining_budget(),),
+        self._prefetch = threading.Thread(target=self._run_prefetch, args=(carried_to_thread(),),
                                           name="stripe-key-prefetch", daemon=True)
         self._prefetch.start()
 
-    def _run_prefetch(self, budget: float | None) -> None:
+    def _run_prefetch(self, carried: Callable[[], AbstractContextManager[None]]) -> None:
         # A success sets the key (and an earlier error is then ignored); a failure replaces any earlier one.
         try:
-            with self._lock, request_budget(budget):
+            with self._lock, carried():
                 if self._key is None:
                     self._load()
         except Exception as exc:  # noqa: BLE001 - handed to the request that waits for it, raised there
