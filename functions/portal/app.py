@@ -291,14 +291,9 @@ def not_found(_err):
     return _error_response("not_found", "There is nothing here.")
 
 
-_rehearsing = False  # true while init rehearses the first request (_rehearse_first_request): nothing is counted
-
-
 def count(name: str, **dimensions: str) -> None:
     """Count one event. With dimensions, the event is counted twice: in total (what alarms watch) and per
     dimension value (what a dashboard breaks down), e.g. StripeErrors and StripeErrors by type."""
-    if _rehearsing:
-        return
     metrics.add_metric(name=name, unit=MetricUnit.Count, value=1)
     if dimensions:
         with single_metric(name=f"{name}By{''.join(key.title() for key in dimensions)}",
@@ -399,44 +394,62 @@ def _rehearse_routes() -> None:
         logger.setLevel(level)
 
 
-# The first request's own work, rehearsed whole (priming.py): a few times, as CPython specializes a function's
-# bytecode only after running it, through a throwaway service whose outbound requests are answered in memory.
+# The first request's own work, rehearsed whole (priming.py) through the handler itself, its logging and metrics
+# decorators included, a few times (CPython specializes a function's bytecode only after running it): a throwaway
+# service answers, its outbound requests answered in memory. Its log lines are not written (logging is off), its
+# metrics go to a discarded stdout (EMF is printed, so nothing is published), and Powertools' cold-start flag is
+# put back, so the first real request still reports the cold start.
 PRIMING_ROUNDS = 3
+
+
+class _RehearsalContext:
+    function_name = os.environ.get("AWS_LAMBDA_FUNCTION_NAME", "init")
+    memory_limit_in_mb = 0
+    invoked_function_arn = ""
+    aws_request_id = "init"
+
+    @staticmethod
+    def get_remaining_time_in_millis() -> int:
+        return int((INIT_BUDGET_SECONDS + ANSWER_RESERVE_SECONDS) * 1000)
 
 
 def _rehearse_first_request() -> None:
     global _service
+    import io
+    from contextlib import redirect_stdout
+
+    import aws_lambda_powertools.logging.logger as powertools_logging
     from portal_gateway import priming
 
     real = portal_service()
     world = priming.PrimingWorld(SETTINGS)
-    global _rehearsing
+    cold_start = getattr(powertools_logging, "is_cold_start", True)
     quieted = logging.root.manager.disable
     logging.disable(logging.CRITICAL)  # not a request anyone made: no "Portal session created", no refusal
     answer = None
-    _rehearsing = True
     try:
         _service = priming.priming_service(SETTINGS)
-        with priming.in_memory(world):
+        with priming.in_memory(world), redirect_stdout(io.StringIO()):
             _service.billing.warm_key()  # in this thread: no background read of the key
             for _ in range(PRIMING_ROUNDS):
                 _service.resolver.clear()
                 _service.users.clear()
-                answer = app.resolve({
+                answer = lambda_handler({
                     "version": "2.0", "routeKey": "GET /portal", "rawPath": "/portal", "rawQueryString": "",
                     "headers": {"host": "init.invalid", "accept": "text/html",
                                 "authorization": f"Bearer {priming.PRIMING_TOKEN}"},
                     "body": "", "isBase64Encoded": False,
                     "requestContext": {"domainName": "init.invalid",
                                        "http": {"method": "GET", "path": "/portal", "sourceIp": "127.0.0.1"},
-                                       "requestId": "init", "stage": "$default"}}, None)
+                                       "requestId": "init", "stage": "$default"}}, _RehearsalContext())
                 if answer["statusCode"] != 302:
                     break
     finally:
         _service = real
-        _rehearsing = False
+        powertools_logging.is_cold_start = cold_start
         logging.disable(quieted)
         logger.thread_safe_clear_keys()
+        metrics.clear_metrics()
     if answer is None or answer["statusCode"] != 302 or answer["headers"].get("Location") != priming.PRIMING_PORTAL_URL:
         logger.warning("Rehearsal of the first request at init did not end in a portal redirect",
                        extra={"status": answer and answer["statusCode"], "asked": world.requests[-8:]})

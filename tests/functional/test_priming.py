@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 
+import aws_lambda_powertools.logging.logger as powertools_logging
 import pytest
 from portal_gateway import priming
 from portal_gateway.config import Settings
@@ -59,9 +60,11 @@ def test_no_real_verifier_accepts_the_priming_token(settings):
     assert refused.value.reason == "wrong_issuer"
 
 
-def test_init_primes_the_first_request_without_a_trace(gateway, user, stripe_standin, capsys):
-    """After init the portal route has run with a caller (the rehearsal), yet Stripe saw nothing, nothing was
-    logged or counted, the real service knows no customer, and a real click then opens the user's own portal."""
+def test_init_primes_the_first_request_without_a_trace(gateway, user, stripe_standin, capsys, monkeypatch):
+    """After init the handler has served a caller (the rehearsal), yet Stripe saw nothing, nothing was logged or
+    counted, the real service knows no customer, and a real click then opens the user's own portal, logged as
+    the environment's cold start."""
+    monkeypatch.setattr(powertools_logging, "is_cold_start", True)  # as in a new execution environment
     gw = gateway(POWERTOOLS_LOG_LEVEL="DEBUG")
     assert stripe_standin.calls() == []
     metrics, logs = emitted(capsys)
@@ -79,7 +82,8 @@ def test_init_primes_the_first_request_without_a_trace(gateway, user, stripe_sta
     assert stripe_standin.calls()[-1]["path"] == "/v1/billing_portal/sessions"
     _, logs = emitted(capsys)
     created = [r for r in logs if r["message"] == "Portal session created"]
-    assert len(created) == 1 and created[0]["cognito_sub"] == sub
+    assert len(created) == 1 and created[0]["cognito_sub"] == sub and created[0]["cold_start"] is True
+    assert created[0]["function_request_id"] != "init"
 
 
 def test_a_failing_rehearsal_leaves_a_warning_and_a_working_function(gateway, user, monkeypatch, capsys):
