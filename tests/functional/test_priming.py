@@ -45,6 +45,16 @@ def test_the_rehearsal_takes_a_returning_users_path_and_nothing_else(settings, s
     assert stripe_standin.calls() == []
 
 
+def test_the_throwaway_service_names_no_real_resource(settings):
+    """Should a request ever escape the in-memory answers, it must not reach the deployment's own resources."""
+    rehearsal = priming.priming_settings(settings)
+    real = {settings.customers_table, settings.stripe_secret_id, settings.user_pool_id, settings.jwks_url,
+            settings.stripe_api_base, settings.issuer, *settings.client_ids}
+    assert not real & {rehearsal.customers_table, rehearsal.stripe_secret_id, rehearsal.user_pool_id,
+                       rehearsal.jwks_url, rehearsal.stripe_api_base, rehearsal.issuer, *rehearsal.client_ids}
+    assert rehearsal.stripe_mode == settings.stripe_mode  # the same key checks as the real service's
+
+
 def test_no_real_verifier_accepts_the_priming_token(settings):
     """Its key is in no JWKS but the rehearsal's: a verifier of the real pool refuses it, and so would one that
     somehow held the priming key but checks the real pool's issuer and clients."""

@@ -29,17 +29,23 @@ from portal_gateway.service import PortalService, build_service
 __all__ = ["PRIMING_PORTAL_URL", "PRIMING_TOKEN", "PrimingWorld", "in_memory", "priming_service"]
 
 PRIMING_JWKS_URL = "https://priming.invalid/.well-known/jwks.json"  # .invalid: a name that never resolves
+PRIMING_STRIPE_API_BASE = "https://priming.invalid"
+PRIMING_TABLE = "priming-not-a-table"
+PRIMING_SECRET_ID = "priming-not-a-secret"
 PRIMING_CUSTOMER_ID = "cus_Priming0000000"
 PRIMING_PORTAL_URL = "https://billing.stripe.com/p/session/priming"
 PRIMING_CREATED = 1767225600  # the token's own iat: fixed, like everything else here
 
 
 def priming_settings(settings: Settings) -> Settings:
-    """The real settings but for whom tokens are accepted from (the priming pool and client) and where keys come
-    from, and without plain-link sign-in (the rehearsal is a request with a token)."""
+    """The real settings but for whom tokens are accepted from (the priming pool and client), without plain-link
+    sign-in (the rehearsal is a request with a token), and naming no real resource: should a request ever escape
+    the in-memory answers, it would find no such host, table, secret or pool rather than touch a real one."""
     return dataclasses.replace(
         settings, user_pool_id=f"{settings.region}_Priming", issuer=PRIMING_ISSUER, client_ids=(PRIMING_CLIENT_ID,),
-        jwks_url=PRIMING_JWKS_URL, cognito_domain=None, oauth_client_id=None, callback_url=None, oauth_secret_id=None)
+        jwks_url=PRIMING_JWKS_URL, stripe_api_base=PRIMING_STRIPE_API_BASE, customers_table=PRIMING_TABLE,
+        stripe_secret_id=PRIMING_SECRET_ID, cognito_domain=None, oauth_client_id=None, callback_url=None,
+        oauth_secret_id=None)
 
 
 def priming_service(settings: Settings) -> PortalService:
@@ -54,7 +60,7 @@ class PrimingWorld:
 
     def __init__(self, settings: Settings):
         self.mode = settings.stripe_mode
-        self.secret_id = settings.stripe_secret_id
+        self.secret_id = PRIMING_SECRET_ID
         self.requests: list[str] = []  # what was asked, for tests: "GET priming.invalid", "GetItem", ...
 
     def answer(self, method: str, url: str, headers: dict[str, str], body: bytes | None):
