@@ -150,6 +150,7 @@ if os.environ.get("BENCH_PROFILE"):
                           file=sys.stderr)
 report = {"import_s": imported - started, "first_request_s": first_total, "cold_s": time.perf_counter() - started,
           "first_calls": first_calls, "first_overhead_s": first_total - first_calls["seconds"]}
+report["init_steps"] = getattr(app, "INIT_SECONDS", {})  # the function's own init steps (ours only)
 if plan["mode"] == "warm":
     totals, overheads = [], []
     for _ in range(plan["requests"]):
@@ -409,6 +410,11 @@ def main() -> int:
         ("  of which importing the handler", ms(statistics.median(c["import_s"] for c in ours["colds"])),
          ms(statistics.median(c["import_s"] for c in base["colds"])), ""),
     ]
+    for step, label in (("warm_up", "fetching the JWKS and the key, connecting"),
+                        ("first_request_rehearsal", "rehearsing the first request")):
+        if all(step in c["init_steps"] for c in ours["colds"]):
+            rows.append((f"    of which {label} (init)",
+                         ms(statistics.median(c["init_steps"][step] for c in ours["colds"])), "", ""))
     if args.stripe_latency_ms:
         slow_ours = statistics.median(c["cold_s"] for c in ours["slow_colds"])
         slow_base = statistics.median(c["cold_s"] for c in base["slow_colds"])

@@ -81,6 +81,7 @@ def test_init_primes_the_first_request_without_a_trace(gateway, user, stripe_sta
     assert metrics == []
     assert not [r for r in logs if r["message"] in ("Portal session created", "Request refused")]
     assert not [r for r in logs if "Rehearsal" in r["message"]]  # the rehearsal ended in its portal redirect
+    assert set(gw.module.INIT_SECONDS) == {"warm_up", "route_rehearsal", "first_request_rehearsal"}  # all ran
     service = gw.module.portal_service()
     assert len(service.resolver.cache) == 0 and len(service.users.cache) == 0
     with pytest.raises(InvalidToken):
