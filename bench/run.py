@@ -411,7 +411,7 @@ def main() -> int:
          ms(statistics.median(c["import_s"] for c in base["colds"])), ""),
     ]
     for step, label in (("warm_up", "fetching the JWKS and the key, connecting"),
-                        ("first_request_rehearsal", "rehearsing the first request")):
+                        ("first_request_rehearsal", "rehearsing a portal and a status request")):
         if all(step in c["init_steps"] for c in ours["colds"]):
             rows.append((f"    of which {label} (init)",
                          ms(statistics.median(c["init_steps"][step] for c in ours["colds"])), "", ""))

@@ -406,11 +406,12 @@ def _rehearse_routes() -> None:
         logger.setLevel(level)
 
 
-# The first request's own work, rehearsed whole (priming.py) through the handler itself, its logging and metrics
+# The user-facing requests rehearsed whole (priming.py) through the handler itself, its logging and metrics
 # decorators included: a throwaway service answers, its outbound requests answered in memory. Its log lines are not
 # written (logging is off), its metrics go to a discarded stdout (EMF is printed, so nothing is published), and
-# Powertools' cold-start flag is put back, so the first real request still reports the cold start. Once: three
-# rehearsals measured no faster a first request than one (fresh processes, medians of 21), and each costs ~1 ms.
+# Powertools' cold-start flag is put back, so the first real request still reports the cold start. Each once:
+# three rehearsals measured no faster a first request than one (fresh processes, medians of 21).
+REHEARSED_REQUESTS = (("/portal", "text/html", 302), ("/billing/status", "application/json", 200))
 
 
 class _RehearsalContext:
@@ -436,29 +437,35 @@ def _rehearse_first_request() -> None:
     world = priming.PrimingWorld(SETTINGS)
     cold_start = getattr(powertools_logging, "is_cold_start", True)
     quieted = logging.root.manager.disable
-    logging.disable(logging.CRITICAL)  # not a request anyone made: no "Portal session created", no refusal
-    answer = None
+    logging.disable(logging.CRITICAL)  # not requests anyone made: no "Portal session created", no refusal
+    unexpected = None
     try:
         _service = priming.priming_service(SETTINGS)
         with priming.in_memory(world), redirect_stdout(io.StringIO()):
             _service.billing.warm_key()  # in this thread: no background read of the key
-            answer = lambda_handler({
-                "version": "2.0", "routeKey": "GET /portal", "rawPath": "/portal", "rawQueryString": "",
-                "headers": {"host": "init.invalid", "accept": "text/html",
-                            "authorization": f"Bearer {priming.PRIMING_TOKEN}"},
-                "body": "", "isBase64Encoded": False,
-                "requestContext": {"domainName": "init.invalid",
-                                   "http": {"method": "GET", "path": "/portal", "sourceIp": "127.0.0.1"},
-                                   "requestId": "init", "stage": "$default"}}, _RehearsalContext())
+            for path, accept, expected in REHEARSED_REQUESTS:
+                _service.resolver.clear()  # each as a first request: the mapping is read
+                answer = lambda_handler({
+                    "version": "2.0", "routeKey": f"GET {path}", "rawPath": path, "rawQueryString": "",
+                    "headers": {"host": "init.invalid", "accept": accept,
+                                "authorization": f"Bearer {priming.PRIMING_TOKEN}"},
+                    "body": "", "isBase64Encoded": False,
+                    "requestContext": {"domainName": "init.invalid",
+                                       "http": {"method": "GET", "path": path, "sourceIp": "127.0.0.1"},
+                                       "requestId": "init", "stage": "$default"}}, _RehearsalContext())
+                if answer["statusCode"] != expected or (
+                        expected == 302 and answer["headers"].get("Location") != priming.PRIMING_PORTAL_URL):
+                    unexpected = {"route": f"GET {path}", "status": answer["statusCode"]}
+                    break
     finally:
         _service = real
         powertools_logging.is_cold_start = cold_start
         logging.disable(quieted)
         logger.thread_safe_clear_keys()
         metrics.clear_metrics()
-    if answer is None or answer["statusCode"] != 302 or answer["headers"].get("Location") != priming.PRIMING_PORTAL_URL:
-        logger.warning("Rehearsal of the first request at init did not end in a portal redirect",
-                       extra={"status": answer and answer["statusCode"], "asked": world.requests[-8:]})
+    if unexpected is not None:
+        logger.warning("Rehearsal of a first request at init did not end as it should",
+                       extra={**unexpected, "asked": world.requests[-8:]})
 
 
 _initialize()

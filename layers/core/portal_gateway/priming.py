@@ -1,17 +1,18 @@
-"""Priming: the portal request rehearsed whole at init, with nothing leaving the process.
+"""Priming: the user-facing requests rehearsed whole at init, with nothing leaving the process.
 
 On-demand Lambda runs init on a full vCPU and the first request at the memory size's share. Fetching and
 connecting at init (PortalService.warm_up) leaves the first request only its caller's own work, but that work
-runs code this Python process has never run: a fresh interpreter executes a function several times before its
-bytecode is specialized and its data is in the CPU's caches, so the first request of an environment costs about
-twice what the same request costs once the process has served a few (`make bench`, docs/performance.md).
+runs code this Python process has never run, and a fresh interpreter runs code slower the first time (bytecode
+not yet specialized, data not yet in the CPU's caches). Without a rehearsal, that first time is the first user's.
 
-So init runs the first request's code a few times ahead of it: a throwaway service, built like the real one but
-for a pool and app client of its own (priming_token.py: a token signed by a key no real verifier trusts), takes
-a whole portal request through the verifier, the mapping store, the key provider and the Stripe client, and every
-outbound request it makes is answered in memory by `PrimingWorld` (http_pool.answered_in_memory: the same HTTP
-code both ways, over a socket pair). Nothing is sent anywhere, no metric is counted, the real service's caches and
-connections are untouched, and the throwaway service is dropped afterwards.
+So init runs that code ahead of them: a throwaway service, built like the real one but for a pool and app client
+of its own (priming_token.py: a token signed by a key no real verifier trusts), takes a whole portal request and
+a billing status request through the handler, the verifier, the mapping and projection stores, the key provider
+and the Stripe client, and every outbound request it makes is answered in memory by `PrimingWorld`
+(http_pool.answered_in_memory: the same HTTP code both ways, over a socket pair). Nothing is sent anywhere, no
+metric is counted, the real service's caches and connections are untouched, and the throwaway service is dropped
+afterwards. `make bench` reports what it costs init and what the first request still costs
+(docs/performance.md).
 """
 
 from __future__ import annotations
@@ -21,12 +22,14 @@ import json
 from contextlib import AbstractContextManager
 from urllib.parse import urlsplit
 
+from portal_gateway.billing.status_projection import project
 from portal_gateway.config import Settings
 from portal_gateway.http_pool import answered_in_memory
 from portal_gateway.priming_token import PRIMING_CLIENT_ID, PRIMING_ISSUER, PRIMING_JWK, PRIMING_SUB, PRIMING_TOKEN
 from portal_gateway.service import PortalService, build_service
 
-__all__ = ["PRIMING_PORTAL_URL", "PRIMING_TOKEN", "PrimingWorld", "in_memory", "priming_service"]
+__all__ = ["PRIMING_PORTAL_URL", "PRIMING_PROJECTION", "PRIMING_TOKEN", "PrimingWorld", "in_memory",
+           "priming_service"]
 
 PRIMING_JWKS_URL = "https://priming.invalid/.well-known/jwks.json"  # .invalid: a name that never resolves
 PRIMING_STRIPE_API_BASE = "https://priming.invalid"
@@ -53,10 +56,18 @@ def priming_service(settings: Settings) -> PortalService:
     return build_service(priming_settings(settings))
 
 
+# What the rehearsal's customer has: one active subscription with one entitlement, as the webhooks would store it.
+PRIMING_PROJECTION = project(
+    [{"status": "active", "created": PRIMING_CREATED, "cancel_at_period_end": False,
+      "items": {"data": [{"quantity": 1, "current_period_end": PRIMING_CREATED + 30 * 86400,
+                          "price": {"id": "price_Priming", "product": "prod_Priming", "lookup_key": "priming"}}]}}],
+    [{"lookup_key": "priming"}])
+
+
 class PrimingWorld:
     """Answers the throwaway service's outbound requests as the real services would answer a returning user's
-    first portal request: the JWKS, the Stripe key's secret, the user (AdminGetUser), the user's mapping
-    (GetItem) and a portal session. Anything else is refused, as an unknown operation would be."""
+    first requests: the JWKS, the Stripe key's secret, the user (AdminGetUser), the user's mapping and billing
+    status projection (GetItem) and a portal session. Anything else is refused, as an unknown operation would be."""
 
     def __init__(self, settings: Settings):
         self.mode = settings.stripe_mode
@@ -91,8 +102,11 @@ class PrimingWorld:
                                                   {"Name": "email", "Value": "priming@example.invalid"},
                                                   {"Name": "email_verified", "Value": "true"}]})
         if operation == "GetItem":
-            attribute = request.get("ExpressionAttributeNames", {}).get("#a", "customer_id")
-            return _json(200, {"Item": {attribute: {"S": PRIMING_CUSTOMER_ID}}})
+            names = request.get("ExpressionAttributeNames", {})
+            if names.get("#p") == "projection":
+                return _json(200, {"Item": {"projection": {"S": json.dumps(PRIMING_PROJECTION)},
+                                            "synced_at": {"N": str(PRIMING_CREATED * 1000)}}})
+            return _json(200, {"Item": {names.get("#a", "customer_id"): {"S": PRIMING_CUSTOMER_ID}}})
         return _json(400, {"__type": "com.amazonaws#UnknownOperationException"})
 
 
