@@ -376,6 +376,10 @@ def main() -> int:
         print(f"warm requests ({impl}) ...", file=sys.stderr)
         warm = run_child(impl, {**plan, "mode": "warm", "new_token": token(f"{impl}-new"), **PAUSED}, env)
         results[impl] = {"colds": colds, "warm": warm}
+        if impl == "ours":
+            print("cold starts (ours, INIT_REHEARSAL=false) ...", file=sys.stderr)
+            results[impl]["unrehearsed_colds"] = [run_child(impl, plan, {**env, "INIT_REHEARSAL": "false"})
+                                                  for _ in range(args.runs)]
         if args.stripe_latency_ms:
             stripe.latency = args.stripe_latency_ms / 1000
             results[impl]["slow_colds"] = [run_child(impl, plan, env) for _ in range(max(3, args.runs // 2))]
@@ -415,6 +419,15 @@ def main() -> int:
         if all(step in c["init_steps"] for c in ours["colds"]):
             rows.append((f"    of which {label} (init)",
                          ms(statistics.median(c["init_steps"][step] for c in ours["colds"])), "", ""))
+    own = {impl: statistics.median(c["first_overhead_s"] for c in results[impl]["colds"]) for impl in results}
+    rows += [
+        ("First request's own time (excl. outbound I/O), median", f"{own['ours'] * 1000:.2f} ms",
+         f"{own['baseline'] * 1000:.2f} ms", ""),
+        ("  without the init rehearsal (INIT_REHEARSAL=false)",
+         f"{statistics.median(c['first_overhead_s'] for c in ours['unrehearsed_colds']) * 1000:.2f} ms", "", ""),
+        ("  import + first request without the init rehearsal",
+         ms(statistics.median(c["cold_s"] for c in ours["unrehearsed_colds"])), "", ""),
+    ]
     if args.stripe_latency_ms:
         slow_ours = statistics.median(c["cold_s"] for c in ours["slow_colds"])
         slow_base = statistics.median(c["cold_s"] for c in base["slow_colds"])

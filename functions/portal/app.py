@@ -368,7 +368,8 @@ def _initialize() -> None:
                 with_secrets=os.environ.get("AWS_LAMBDA_INITIALIZATION_TYPE") != "snap-start")
         INIT_SECONDS["warm_up"] = time.perf_counter() - started
         _timed("route_rehearsal", _rehearse_routes)
-        _timed("first_request_rehearsal", _rehearse_first_request)
+        if SETTINGS.init_rehearsal:
+            _timed("first_request_rehearsal", _rehearse_first_request)
     except Exception:  # noqa: BLE001 - init must never crash the environment; the first request tries again
         logger.exception("Warm-up at init failed; the first request will build what is missing")
         return

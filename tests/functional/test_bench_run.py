@@ -32,5 +32,6 @@ def test_the_benchmark_runs_and_its_rows_hold_the_designs_call_counts():
     assert rows["of which rehearsing a portal and a status request (init)"][0].endswith(" ms")
     assert rows["of which fetching the JWKS and the key, connecting (init)"][0].endswith(" ms")
     assert "Warm in-process overhead p50, each request after 100 ms idle (15 requests)" in rows
+    assert rows["without the init rehearsal (INIT_REHEARSAL=false)"][0].endswith(" ms")
     share = rows["256 MB"]  # one row per model; cgroups need root: without, the row says why it was skipped
     assert "back-to-back warm" in share[4] or share[1].startswith("skipped"), share

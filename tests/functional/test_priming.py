@@ -120,3 +120,11 @@ def test_a_failing_rehearsal_leaves_a_warning_and_a_working_function(gateway, us
     assert metrics == []  # the rehearsal's refusal was not counted as a user's
     _, tokens = user()
     assert gw.portal(tokens["IdToken"]).status == 302
+
+
+def test_the_rehearsal_can_be_switched_off(gateway, user):
+    """INIT_REHEARSAL=false: the escape hatch (and how `make bench` measures what the rehearsal saves)."""
+    gw = gateway(INIT_REHEARSAL="false")
+    assert set(gw.module.INIT_SECONDS) == {"warm_up", "route_rehearsal"}
+    _, tokens = user()
+    assert gw.portal(tokens["IdToken"]).status == 302

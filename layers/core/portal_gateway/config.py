@@ -54,6 +54,7 @@ class Settings:
     jwks_timeout_seconds: float = 3.0
     allowed_origins: tuple[str, ...] = ()
     check_user_status: bool = True
+    init_rehearsal: bool = True  # init rehearses the first requests (priming.py); false is the escape hatch
     always_ask_to_sign_in: bool = False  # plain links: the Hosted UI asks for credentials even with its session
     alarms_notify: bool = False  # an alarm topic is configured: error pages may say the owner was notified
     cognito_domain: str | None = None
@@ -142,6 +143,7 @@ class Settings:
             allow_customer_creation=_bool(env, "ALLOW_CUSTOMER_CREATION", True),
             match_existing_by_email=_bool(env, "MATCH_EXISTING_BY_EMAIL", True),
             check_user_status=_bool(env, "CHECK_USER_STATUS", True),
+            init_rehearsal=_bool(env, "INIT_REHEARSAL", True),
             always_ask_to_sign_in=_bool(env, "ALWAYS_ASK_TO_SIGN_IN", False),
             alarms_notify=_bool(env, "ALARMS_NOTIFY", False),
             portal_configuration_id=config_id,
