@@ -72,7 +72,7 @@ class PrimingWorld:
     def __init__(self, settings: Settings):
         self.mode = settings.stripe_mode
         self.secret_id = PRIMING_SECRET_ID
-        self.requests: list[str] = []  # what was asked, for tests: "GET priming.invalid", "GetItem", ...
+        self.requests: list[str] = []  # what was asked: "GET /.well-known/jwks.json", "GetItem", ...
 
     def answer(self, method: str, url: str, headers: dict[str, str], body: bytes | None):
         target = headers.get("X-Amz-Target", "")
