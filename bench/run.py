@@ -296,12 +296,12 @@ print(time.perf_counter() - t)
 """
 
 
-def boto3_alone(cgroup: Path | None) -> float:
-    """What importing boto3 and creating the two clients the portal would need costs (median of 5 processes)."""
-    runs = [float(subprocess.run([sys.executable, "-c", BOTO3_ALONE], capture_output=True, text=True, check=True,
-                                 preexec_fn=lambda: enter_function_process(cgroup, throttled=True)).stdout)
-            for _ in range(5)]
-    return statistics.median(runs)
+def boto3_alone(cgroup: Path | None, runs: int) -> float:
+    """What importing boto3 and creating the two clients the portal would need costs (median of `runs` processes)."""
+    seconds = [float(subprocess.run([sys.executable, "-c", BOTO3_ALONE], capture_output=True, text=True, check=True,
+                                    preexec_fn=lambda: enter_function_process(cgroup, throttled=True)).stdout)
+               for _ in range(runs)]
+    return statistics.median(seconds)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -579,9 +579,9 @@ def cpu_share_tables(args, token, stripe_port: int, env: dict) -> None:
     chosen = measured.get(args.chosen_memory)
     if chosen:
         cgroup, _ = cpu_cgroup(args.chosen_memory)
+        full, throttled = boto3_alone(None, args.runs), boto3_alone(cgroup, args.runs)
         print(f"\nboto3 alone (import and two clients), which the function does not use: "
-              f"{boto3_alone(None) * 1000:.0f} ms at full CPU, {boto3_alone(cgroup) * 1000:.0f} ms at "
-              f"{args.chosen_memory} MB's share.")
+              f"{full * 1000:.0f} ms at full CPU, {throttled * 1000:.0f} ms at {args.chosen_memory} MB's share.")
 
 
 if __name__ == "__main__":
