@@ -354,19 +354,22 @@ INIT_BUDGET_SECONDS = 3.0
 INIT_SECONDS: dict[str, float] = {}  # what each step of init took (`make bench` reports them)
 
 
-def _timed(step: str, run) -> None:
+def _timed(step: str, run):
     started = time.perf_counter()
-    run()
-    INIT_SECONDS[step] = time.perf_counter() - started
+    try:
+        return run()
+    finally:
+        INIT_SECONDS[step] = time.perf_counter() - started
+
+
+def _warm_up() -> dict[str, bool]:
+    with request_budget(INIT_BUDGET_SECONDS):
+        return portal_service().warm_up(with_secrets=os.environ.get("AWS_LAMBDA_INITIALIZATION_TYPE") != "snap-start")
 
 
 def _initialize() -> None:
     try:
-        started = time.perf_counter()
-        with request_budget(INIT_BUDGET_SECONDS):
-            warmed = portal_service().warm_up(
-                with_secrets=os.environ.get("AWS_LAMBDA_INITIALIZATION_TYPE") != "snap-start")
-        INIT_SECONDS["warm_up"] = time.perf_counter() - started
+        warmed = _timed("warm_up", _warm_up)
         _timed("route_rehearsal", _rehearse_routes)
         if SETTINGS.init_rehearsal:
             _timed("first_request_rehearsal", _rehearse_first_request)
@@ -386,6 +389,15 @@ REHEARSED_ROUTES = (("GET", "/portal", {"accept": "application/json"}),
                     ("GET", "/billing/status", {"accept": "application/json"}))
 
 
+def _init_event(method: str, path: str, headers: dict[str, str]) -> dict:
+    """An HTTP API (payload 2.0) event for a request init makes of its own routes."""
+    return {"version": "2.0", "routeKey": f"{method} {path}", "rawPath": path, "rawQueryString": "",
+            "headers": {"host": "init.invalid", **headers}, "body": "", "isBase64Encoded": False,
+            "requestContext": {"domainName": "init.invalid",
+                               "http": {"method": method, "path": path, "sourceIp": "127.0.0.1"},
+                               "requestId": "init", "stage": "$default"}}
+
+
 def _rehearse_routes() -> None:
     import jmespath
 
@@ -394,12 +406,7 @@ def _rehearse_routes() -> None:
     logger.setLevel("WARNING")  # the rehearsals' refusals are not requests anyone made
     try:
         for method, path, headers in REHEARSED_ROUTES:
-            answer = app.resolve({
-                "version": "2.0", "routeKey": f"{method} {path}", "rawPath": path, "rawQueryString": "",
-                "headers": {"host": "init.invalid", **headers}, "body": "", "isBase64Encoded": False,
-                "requestContext": {"domainName": "init.invalid", "http": {"method": method, "path": path,
-                                                                          "sourceIp": "127.0.0.1"},
-                                   "requestId": "init", "stage": "$default"}}, None)
+            answer = app.resolve(_init_event(method, path, headers), None)
             if answer["statusCode"] != 401:  # a rehearsal must never reach a caller's work
                 logger.warning("Route rehearsal at init answered unexpectedly",
                                extra={"route": f"{method} {path}", "status": answer["statusCode"]})
@@ -446,14 +453,8 @@ def _rehearse_first_request() -> None:
             _service.billing.warm_key()  # in this thread: no background read of the key
             for path, accept, expected in REHEARSED_REQUESTS:
                 _service.resolver.clear()  # each as a first request: the mapping is read
-                answer = lambda_handler({
-                    "version": "2.0", "routeKey": f"GET {path}", "rawPath": path, "rawQueryString": "",
-                    "headers": {"host": "init.invalid", "accept": accept,
-                                "authorization": f"Bearer {priming.PRIMING_TOKEN}"},
-                    "body": "", "isBase64Encoded": False,
-                    "requestContext": {"domainName": "init.invalid",
-                                       "http": {"method": "GET", "path": path, "sourceIp": "127.0.0.1"},
-                                       "requestId": "init", "stage": "$default"}}, _RehearsalContext())
+                answer = lambda_handler(_init_event("GET", path, {
+                    "accept": accept, "authorization": f"Bearer {priming.PRIMING_TOKEN}"}), _RehearsalContext())
                 if answer["statusCode"] != expected or (
                         expected == 302 and answer["headers"].get("Location") != priming.PRIMING_PORTAL_URL):
                     unexpected = {"route": f"GET {path}", "status": answer["statusCode"]}

@@ -36,7 +36,7 @@ PRIMING_STRIPE_API_BASE = "https://priming.invalid"
 PRIMING_TABLE = "priming-not-a-table"
 PRIMING_SECRET_ID = "priming-not-a-secret"
 PRIMING_CUSTOMER_ID = "cus_Priming0000000"
-PRIMING_PORTAL_URL = "https://billing.stripe.com/p/session/priming"
+PRIMING_PORTAL_URL = "https://priming.invalid/p/session/priming"  # not a portal: no real-looking URL here
 PRIMING_CREATED = 1767225600  # the token's own iat: fixed, like everything else here
 
 
@@ -71,7 +71,6 @@ class PrimingWorld:
 
     def __init__(self, settings: Settings):
         self.mode = settings.stripe_mode
-        self.secret_id = PRIMING_SECRET_ID
         self.requests: list[str] = []  # what was asked: "GET /.well-known/jwks.json", "GetItem", ...
 
     def answer(self, method: str, url: str, headers: dict[str, str], body: bytes | None):
@@ -93,8 +92,8 @@ class PrimingWorld:
 
     def _aws(self, operation: str, request: dict):
         if operation == "GetSecretValue":
-            return _json(200, {"ARN": f"arn:aws:secretsmanager:us-east-1:000000000000:secret:{self.secret_id}",
-                               "Name": self.secret_id, "VersionId": "priming", "VersionStages": ["AWSCURRENT"],
+            return _json(200, {"ARN": f"arn:aws:secretsmanager:us-east-1:000000000000:secret:{PRIMING_SECRET_ID}",
+                               "Name": PRIMING_SECRET_ID, "VersionId": "priming", "VersionStages": ["AWSCURRENT"],
                                "SecretString": f"sk_{self.mode}_{'0' * 24}", "CreatedDate": PRIMING_CREATED})
         if operation == "AdminGetUser":
             return _json(200, {"Username": "priming", "Enabled": True, "UserStatus": "CONFIRMED",
