@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -151,6 +152,17 @@ if os.environ.get("BENCH_PROFILE"):
 report = {"import_s": imported - started, "first_request_s": first_total, "cold_s": time.perf_counter() - started,
           "first_calls": first_calls, "first_overhead_s": first_total - first_calls["seconds"]}
 report["init_steps"] = getattr(app, "INIT_SECONDS", {})  # the function's own init steps (ours only)
+if plan["mode"] == "cold" and plan.get("second_token"):
+    # Right after the first request, another returning user's first request in this environment: what a request
+    # costs that is new to the environment but not its first (the same mapping read, none of the cold start).
+    second_total, second_calls = call(plan["second_token"])
+    report["second_own_s"] = second_total - second_calls["seconds"]
+if plan["mode"] == "cold" and plan.get("warm_after"):
+    # Then the first user's warm requests, back to back in the same process: the first request's own yardstick.
+    report["warm_after_owns"] = []
+    for _ in range(plan["warm_after"]):
+        total, delta = call(plan["returning_token"])
+        report["warm_after_owns"].append(total - delta["seconds"])
 if plan["mode"] == "warm":
     totals, overheads = [], []
     for _ in range(plan["requests"]):
@@ -227,6 +239,7 @@ def run_child(impl: str, plan: dict, env: dict, cgroup: Path | None = None, *, o
 
 # Warm requests are measured back to back (the loop) and, as a billing link's requests come, each after a pause.
 PAUSED = {"paused_requests": 15, "pause_s": 0.1}
+WARM_AFTER = 50  # warm requests a cold-start process serves after its first, to set the first against
 LAMBDA_FULL_VCPU_MB = 1769  # Lambda gives a function memory/1769 MB of one vCPU
 ARM64_GB_SECOND, REQUEST_PRICE = 0.0000133334, 0.20 / 1e6  # us-east-1 list prices (scripts/cost.py)
 
@@ -366,13 +379,20 @@ def main() -> int:
         return 0
 
     results: dict[str, dict] = {}
+    def sign_in(name: str) -> str:  # a fresh token for a user added before
+        return stack.sign_in(name, "Bench-Password-1")["IdToken"]
+
     for impl in ("ours", "baseline"):
         returning = token(f"{impl}-returning")
         plan = {"mode": "cold", "returning_token": returning, "stripe_port": stripe_port,
                 "requests": args.requests}
         run_child(impl, {**plan, "mode": "warm", "requests": 1, "new_token": token(f"{impl}-warmup")}, env)
         print(f"cold starts ({impl}) ...", file=sys.stderr)
-        colds = [run_child(impl, plan, env) for _ in range(args.runs)]
+        if impl == "ours":
+            colds = [run_child(impl, {**plan, "warm_after": WARM_AFTER, "returning_token": sign_in(f"{impl}-returning"),
+                                      "second_token": sign_in(f"{impl}-warmup")}, env) for _ in range(args.runs)]
+        else:
+            colds = [run_child(impl, plan, env) for _ in range(args.runs)]
         print(f"warm requests ({impl}) ...", file=sys.stderr)
         warm = run_child(impl, {**plan, "mode": "warm", "new_token": token(f"{impl}-new"), **PAUSED}, env)
         results[impl] = {"colds": colds, "warm": warm}
@@ -420,9 +440,14 @@ def main() -> int:
             rows.append((f"    of which {label} (init)",
                          ms(statistics.median(c["init_steps"][step] for c in ours["colds"])), "", ""))
     own = {impl: statistics.median(c["first_overhead_s"] for c in results[impl]["colds"]) for impl in results}
+    paired = paired_with_warm(ours["colds"])
     rows += [
         ("First request's own time (excl. outbound I/O), median", f"{own['ours'] * 1000:.2f} ms",
          f"{own['baseline'] * 1000:.2f} ms", ""),
+        ("  against the same processes' warm requests back to back (median of per-process ratios)",
+         f"{paired['first_to_warm']:.1f}x their {paired['warm_after_own'] * 1000:.2f} ms", "", ""),
+        ("  another returning user's first request right after it, same processes",
+         f"{paired['second_own'] * 1000:.2f} ms", "", ""),
         ("  without the init rehearsal (INIT_REHEARSAL=false)",
          f"{statistics.median(c['first_overhead_s'] for c in ours['unrehearsed_colds']) * 1000:.2f} ms", "", ""),
         ("  import + first request without the init rehearsal",
@@ -477,7 +502,7 @@ def main() -> int:
         layer_table(sam_layer / "python", ours["warm"]["layer_modules"])
     if args.memory_sizes:
         # AWS through the keep-alive proxy: moto closes every connection, which AWS endpoints do not.
-        cpu_share_tables(args, token, stripe_port, env_via_proxy)
+        cpu_share_tables(args, token, sign_in, stripe_port, env_via_proxy)
     stripe.close()
     aws_proxy.close()
     moto.stop()
@@ -509,19 +534,34 @@ MODELS = {
 }
 
 
-def cold_starts(impl: str, plan: dict, env: dict, cgroup: Path, model: str, runs: int) -> dict:
+def cold_starts(impl: str, plan: dict, env: dict, cgroup: Path, model: str, runs: int,
+                fresh_tokens: Callable[[], dict] | None = None) -> dict:
     """Medians of `runs` fresh processes under one model, with init and the first request apart, as Lambda's
-    REPORT line gives them (Init Duration, Duration)."""
-    if model == "on-demand":
-        colds = [run_child(impl, plan, env, cgroup, on_demand=True) for _ in range(runs)]
-    else:
-        colds = [run_child(impl, plan, env, cgroup) for _ in range(runs)]
-    return {name: statistics.median(c[key] for c in colds) for name, key in (
+    REPORT line gives them (Init Duration, Duration). `fresh_tokens` gives each process tokens signed just before,
+    so that every first request takes the same path (a token under a minute old needs no status check)."""
+    colds = [run_child(impl, {**plan, **(fresh_tokens() if fresh_tokens else {})}, env, cgroup,
+                       on_demand=model == "on-demand") for _ in range(runs)]
+    result = {name: statistics.median(c[key] for c in colds) for name, key in (
         ("init", "import_s"), ("first", "first_request_s"), ("first_own", "first_overhead_s"), ("cold", "cold_s"),
         ("wall", "wall_s"))}
+    result.update(paired_with_warm(colds))
+    return result
 
 
-def cpu_share_tables(args, token, stripe_port: int, env: dict) -> None:
+def paired_with_warm(colds: list[dict]) -> dict:
+    """The first request's own time against warm requests of the same processes: the median over processes of
+    (first / that process's median warm), which a run-to-run drift of the machine does not move as it moves two
+    figures measured apart."""
+    paired = [c for c in colds if c.get("warm_after_owns")]
+    if not paired:
+        return {}
+    return {"first_to_warm": statistics.median(c["first_overhead_s"] / statistics.median(c["warm_after_owns"])
+                                               for c in paired),
+            "warm_after_own": statistics.median(statistics.median(c["warm_after_owns"]) for c in paired),
+            "second_own": statistics.median(c["second_own_s"] for c in paired if "second_own_s" in c)}
+
+
+def cpu_share_tables(args, token, sign_in, stripe_port: int, env: dict) -> None:
     """Cold starts under both models and warm requests at Lambda's CPU share for each memory size; cost per million
     requests from the measured durations (init billed, as for on-demand functions)."""
     sizes = [int(size) for size in args.memory_sizes.split(",") if size.strip()]
@@ -537,10 +577,16 @@ def cpu_share_tables(args, token, stripe_port: int, env: dict) -> None:
         print(f"cold starts at {memory} MB's CPU share ...", file=sys.stderr)
         result: dict = {}
         for impl in ("ours", "baseline"):
-            plan = {"mode": "cold", "returning_token": token(f"cpu{memory}-{impl}"), "stripe_port": stripe_port,
-                    "requests": 100}
-            run_child(impl, {**plan, "mode": "warm", "requests": 1, "new_token": token(f"cpu{memory}-{impl}-w")}, env)
-            result[impl] = {model: cold_starts(impl, plan, env, cgroup, model, args.runs) for model in MODELS}
+            returning, second = f"cpu{memory}-{impl}", f"cpu{memory}-{impl}-w"
+            plan = {"mode": "cold", "returning_token": token(returning), "stripe_port": stripe_port, "requests": 100}
+            run_child(impl, {**plan, "mode": "warm", "requests": 1, "new_token": token(second)}, env)  # maps both
+            fresh = None
+            if impl == "ours":
+                plan["warm_after"] = WARM_AFTER
+
+                def fresh(returning=returning, second=second) -> dict:
+                    return {"returning_token": sign_in(returning), "second_token": sign_in(second)}
+            result[impl] = {model: cold_starts(impl, plan, env, cgroup, model, args.runs, fresh) for model in MODELS}
             warm = run_child(impl, {**plan, "mode": "warm", "new_token": token(f"cpu{memory}-{impl}-n"), **PAUSED},
                              env, cgroup, on_demand=True)
             result[impl]["warm"] = statistics.median(warm["totals"])
@@ -559,9 +605,10 @@ def cpu_share_tables(args, token, stripe_port: int, env: dict) -> None:
                 f"{memory} MB", share, f"{o['init'] * 1000:.0f} / {b['init'] * 1000:.0f} ms",
                 f"{o['first'] * 1000:.0f} / {b['first'] * 1000:.0f} ms",
                 f"{redirect_o * 1000:.0f} / {redirect_b * 1000:.0f} ms ({redirect_o / redirect_b:.2f}x)",
-                f"{o['first_own'] * 1000:.2f} ms ({o['first_own'] / ours['warm_own']:.1f}x back-to-back warm's "
-                f"{ours['warm_own'] * 1000:.2f} ms; {o['first_own'] / ours['paused_own']:.1f}x paused warm's "
-                f"{ours['paused_own'] * 1000:.2f} ms)",
+                f"{o['first_own'] * 1000:.2f} ms: {o['first_to_warm']:.1f}x the same processes' warm requests back "
+                f"to back ({o['warm_after_own'] * 1000:.2f} ms), {o['first_own'] / ours['paused_own']:.1f}x warm "
+                f"after a pause ({ours['paused_own'] * 1000:.2f} ms); another user's first right after: "
+                f"{o['second_own'] * 1000:.2f} ms",
                 f"{ours['warm'] * 1000:.1f} / {ours['warm_p99'] * 1000:.1f} ms",
                 f"{o['wall'] * 1000:.0f} / {b['wall'] * 1000:.0f} ms", f"${cost:.2f}"))
     for model, description in MODELS.items():

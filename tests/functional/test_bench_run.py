@@ -6,6 +6,7 @@ not this test's to judge."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -33,5 +34,10 @@ def test_the_benchmark_runs_and_its_rows_hold_the_designs_call_counts():
     assert rows["of which fetching the JWKS and the key, connecting (init)"][0].endswith(" ms")
     assert "Warm in-process overhead p50, each request after 100 ms idle (15 requests)" in rows
     assert rows["without the init rehearsal (INIT_REHEARSAL=false)"][0].endswith(" ms")
+    # The first request is set against warm requests of the same processes, and beside another user's first
+    # request served right after it (the same mapping read, none of the cold start).
+    paired = rows["against the same processes' warm requests back to back (median of per-process ratios)"][0]
+    assert re.fullmatch(r"\d+\.\dx their \d+\.\d\d ms", paired), paired
+    assert rows["another returning user's first request right after it, same processes"][0].endswith(" ms")
     share = rows["256 MB"]  # one row per model; cgroups need root: without, the row says why it was skipped
-    assert "back-to-back warm" in share[4] or share[1].startswith("skipped"), share
+    assert "the same processes' warm requests back to back" in share[4] or share[1].startswith("skipped"), share
