@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import atexit
 import compileall
+import functools
 import json
 import os
 import py_compile
@@ -378,38 +379,47 @@ def main() -> int:
         print(out.stderr[-8000:])
         return 0
 
-    results: dict[str, dict] = {}
     def sign_in(name: str) -> str:  # a fresh token for a user added before
         return stack.sign_in(name, "Bench-Password-1")["IdToken"]
 
+    plans = {}
     for impl in ("ours", "baseline"):
-        returning = token(f"{impl}-returning")
-        plan = {"mode": "cold", "returning_token": returning, "stripe_port": stripe_port,
-                "requests": args.requests}
-        run_child(impl, {**plan, "mode": "warm", "requests": 1, "new_token": token(f"{impl}-warmup")}, env)
-        print(f"cold starts ({impl}) ...", file=sys.stderr)
-        if impl == "ours":
-            colds = [run_child(impl, {**plan, "warm_after": WARM_AFTER, "returning_token": sign_in(f"{impl}-returning"),
-                                      "second_token": sign_in(f"{impl}-warmup")}, env) for _ in range(args.runs)]
-        else:
-            colds = [run_child(impl, plan, env) for _ in range(args.runs)]
+        plans[impl] = {"mode": "cold", "returning_token": token(f"{impl}-returning"), "stripe_port": stripe_port,
+                       "requests": args.requests}
+        # Maps both users: the returning one and the one a warm run serves after (also another returning user).
+        run_child(impl, {**plans[impl], "mode": "warm", "requests": 1, "new_token": token(f"{impl}-warmup")}, env)
+
+    def colds_in_turn(variants: dict[str, tuple[str, dict]], runs: int, *, paired: bool = False) -> dict[str, list]:
+        """Cold starts at full CPU; with `paired`, ours also serves another user's first request and warm requests
+        after its first (the figures the first request is set against)."""
+        def users(impl: str) -> dict[str, str]:
+            return {"returning_token": f"{impl}-returning",
+                    **({"second_token": f"{impl}-warmup"} if paired and impl == "ours" else {})}
+        return interleaved({name: functools.partial(cold_start, impl, plans[impl], users(impl), sign_in, child_env,
+                                                    None, "full CPU") for name, (impl, child_env) in variants.items()},
+                           runs)
+
+    print("cold starts ...", file=sys.stderr)
+    colds = colds_in_turn({"ours": ("ours", env), "baseline": ("baseline", env),
+                           "unrehearsed": ("ours", {**env, "INIT_REHEARSAL": "false"})}, args.runs, paired=True)
+    results: dict[str, dict] = {"ours": {"colds": colds["ours"], "unrehearsed_colds": colds["unrehearsed"]},
+                                "baseline": {"colds": colds["baseline"]}}
+    for impl in results:
         print(f"warm requests ({impl}) ...", file=sys.stderr)
-        warm = run_child(impl, {**plan, "mode": "warm", "new_token": token(f"{impl}-new"), **PAUSED}, env)
-        results[impl] = {"colds": colds, "warm": warm}
-        if impl == "ours":
-            print("cold starts (ours, INIT_REHEARSAL=false) ...", file=sys.stderr)
-            results[impl]["unrehearsed_colds"] = [run_child(impl, plan, {**env, "INIT_REHEARSAL": "false"})
-                                                  for _ in range(args.runs)]
-        if args.stripe_latency_ms:
-            stripe.latency = args.stripe_latency_ms / 1000
-            results[impl]["slow_colds"] = [run_child(impl, plan, env) for _ in range(max(3, args.runs // 2))]
-            if args.aws_latency_ms:
-                # Every AWS and JWKS request through a proxy that adds a round trip's worth of latency.
-                aws_proxy.latency = args.aws_latency_ms / 1000
-                results[impl]["slow_aws_colds"] = [run_child(impl, plan, env_via_proxy)
-                                                   for _ in range(max(3, args.runs // 2))]
-                aws_proxy.latency = 0.0
-            stripe.latency = 0.0
+        results[impl]["warm"] = run_child(impl, {**plans[impl], "mode": "warm", "new_token": token(f"{impl}-new"),
+                                                 **PAUSED}, env)
+    if args.stripe_latency_ms:
+        stripe.latency = args.stripe_latency_ms / 1000
+        slow_runs = max(3, args.runs // 2)
+        for impl, slow in colds_in_turn({impl: (impl, env) for impl in results}, slow_runs).items():
+            results[impl]["slow_colds"] = slow
+        if args.aws_latency_ms:
+            # Every AWS and JWKS request through a proxy that adds a round trip's worth of latency.
+            aws_proxy.latency = args.aws_latency_ms / 1000
+            for impl, slow in colds_in_turn({impl: (impl, env_via_proxy) for impl in results}, slow_runs).items():
+                results[impl]["slow_aws_colds"] = slow
+            aws_proxy.latency = 0.0
+        stripe.latency = 0.0
 
     def ms(seconds: float) -> str:
         return f"{seconds * 1000:.1f} ms"
@@ -534,13 +544,29 @@ MODELS = {
 }
 
 
-def cold_starts(impl: str, plan: dict, env: dict, cgroup: Path, model: str, runs: int,
-                fresh_tokens: Callable[[], dict] | None = None) -> dict:
-    """Medians of `runs` fresh processes under one model, with init and the first request apart, as Lambda's
-    REPORT line gives them (Init Duration, Duration). `fresh_tokens` gives each process tokens signed just before,
-    so that every first request takes the same path (a token under a minute old needs no status check)."""
-    colds = [run_child(impl, {**plan, **(fresh_tokens() if fresh_tokens else {})}, env, cgroup,
-                       on_demand=model == "on-demand") for _ in range(runs)]
+def interleaved(runs_of: dict[str, Callable[[], dict]], runs: int) -> dict[str, list[dict]]:
+    """`runs` cold starts of each variant, taken in turn (ours, the baseline, ...) rather than all of one and then
+    all of the next: a shared VM's speed drifts by tens of percent within minutes, and taken in turn the drift
+    falls on every variant alike, so the ratios between them hold."""
+    colds: dict[str, list[dict]] = {name: [] for name in runs_of}
+    for _ in range(runs):
+        for name, run in runs_of.items():
+            colds[name].append(run())
+    return colds
+
+
+def cold_start(impl: str, plan: dict, users: dict[str, str], sign_in: Callable[[str], str], env: dict,
+               cgroup: Path | None, model: str) -> dict:
+    """One cold start whose tokens are signed just before it (`users`: plan key -> user name), so that every first
+    request takes the same path: a token under a minute old needs no status check."""
+    tokens = {key: sign_in(name) for key, name in users.items()}
+    extra = {"warm_after": WARM_AFTER} if "second_token" in tokens else {}
+    return run_child(impl, {**plan, **tokens, **extra}, env, cgroup, on_demand=model == "on-demand")
+
+
+def summary_of(colds: list[dict]) -> dict:
+    """Medians over fresh processes, with init and the first request apart, as Lambda's REPORT line gives them
+    (Init Duration, Duration)."""
     result = {name: statistics.median(c[key] for c in colds) for name, key in (
         ("init", "import_s"), ("first", "first_request_s"), ("first_own", "first_overhead_s"), ("cold", "cold_s"),
         ("wall", "wall_s"))}
@@ -575,20 +601,25 @@ def cpu_share_tables(args, token, sign_in, stripe_port: int, env: dict) -> None:
                 rows[model].append((f"{memory} MB", share, reason, "", "", "", "", "", ""))
             continue
         print(f"cold starts at {memory} MB's CPU share ...", file=sys.stderr)
-        result: dict = {}
+        plans, fresh = {}, {}
         for impl in ("ours", "baseline"):
             returning, second = f"cpu{memory}-{impl}", f"cpu{memory}-{impl}-w"
-            plan = {"mode": "cold", "returning_token": token(returning), "stripe_port": stripe_port, "requests": 100}
-            run_child(impl, {**plan, "mode": "warm", "requests": 1, "new_token": token(second)}, env)  # maps both
-            fresh = None
+            plans[impl] = {"mode": "cold", "returning_token": token(returning), "stripe_port": stripe_port,
+                           "requests": 100}
+            # Maps both users (the second is also a returning user by the time the cold starts run).
+            run_child(impl, {**plans[impl], "mode": "warm", "requests": 1, "new_token": token(second)}, env)
+            fresh[impl] = {"returning_token": returning}
             if impl == "ours":
-                plan["warm_after"] = WARM_AFTER
-
-                def fresh(returning=returning, second=second) -> dict:
-                    return {"returning_token": sign_in(returning), "second_token": sign_in(second)}
-            result[impl] = {model: cold_starts(impl, plan, env, cgroup, model, args.runs, fresh) for model in MODELS}
-            warm = run_child(impl, {**plan, "mode": "warm", "new_token": token(f"cpu{memory}-{impl}-n"), **PAUSED},
-                             env, cgroup, on_demand=True)
+                fresh[impl].update(second_token=second)
+        result: dict = {impl: {} for impl in plans}
+        for model in MODELS:
+            colds = interleaved({impl: functools.partial(cold_start, impl, plans[impl], fresh[impl], sign_in, env,
+                                                         cgroup, model) for impl in plans}, args.runs)
+            for impl in plans:
+                result[impl][model] = summary_of(colds[impl])
+        for impl in plans:
+            warm = run_child(impl, {**plans[impl], "mode": "warm", "new_token": token(f"cpu{memory}-{impl}-n"),
+                                    **PAUSED}, env, cgroup, on_demand=True)
             result[impl]["warm"] = statistics.median(warm["totals"])
             result[impl]["warm_p99"] = percentile(warm["totals"], 99)
             result[impl]["warm_own"] = statistics.median(warm["overheads"])
