@@ -241,6 +241,7 @@ def run_child(impl: str, plan: dict, env: dict, cgroup: Path | None = None, *, o
 # Warm requests are measured back to back (the loop) and, as a billing link's requests come, each after a pause.
 PAUSED = {"paused_requests": 15, "pause_s": 0.1}
 WARM_AFTER = 50  # warm requests a cold-start process serves after its first, to set the first against
+WARM_AFTER_SLOW_STRIPE = 10  # the same, when each waits for a Stripe answering at its typical latency
 LAMBDA_FULL_VCPU_MB = 1769  # Lambda gives a function memory/1769 MB of one vCPU
 ARM64_GB_SECOND, REQUEST_PRICE = 0.0000133334, 0.20 / 1e6  # us-east-1 list prices (scripts/cost.py)
 
@@ -512,7 +513,7 @@ def main() -> int:
         layer_table(sam_layer / "python", ours["warm"]["layer_modules"])
     if args.memory_sizes:
         # AWS through the keep-alive proxy: moto closes every connection, which AWS endpoints do not.
-        cpu_share_tables(args, token, sign_in, stripe_port, env_via_proxy)
+        cpu_share_tables(args, token, sign_in, stripe, env_via_proxy)
     stripe.close()
     aws_proxy.close()
     moto.stop()
@@ -556,11 +557,11 @@ def interleaved(runs_of: dict[str, Callable[[], dict]], runs: int) -> dict[str, 
 
 
 def cold_start(impl: str, plan: dict, users: dict[str, str], sign_in: Callable[[str], str], env: dict,
-               cgroup: Path | None, model: str) -> dict:
+               cgroup: Path | None, model: str, warm_after: int = WARM_AFTER) -> dict:
     """One cold start whose tokens are signed just before it (`users`: plan key -> user name), so that every first
     request takes the same path: a token under a minute old needs no status check."""
     tokens = {key: sign_in(name) for key, name in users.items()}
-    extra = {"warm_after": WARM_AFTER} if "second_token" in tokens else {}
+    extra = {"warm_after": warm_after} if "second_token" in tokens else {}
     return run_child(impl, {**plan, **tokens, **extra}, env, cgroup, on_demand=model == "on-demand")
 
 
@@ -587,12 +588,13 @@ def paired_with_warm(colds: list[dict]) -> dict:
             "second_own": statistics.median(c["second_own_s"] for c in paired if "second_own_s" in c)}
 
 
-def cpu_share_tables(args, token, sign_in, stripe_port: int, env: dict) -> None:
+def cpu_share_tables(args, token, sign_in, stripe, env: dict) -> None:
     """Cold starts under both models and warm requests at Lambda's CPU share for each memory size; cost per million
     requests from the measured durations (init billed, as for on-demand functions)."""
     sizes = [int(size) for size in args.memory_sizes.split(",") if size.strip()]
     rows = {model: [] for model in MODELS}
-    measured = {}
+    measured, prepared = {}, {}
+    stripe_port = int(stripe.base_url.rsplit(":", 1)[1])
     for memory in sizes:
         cgroup, reason = cpu_cgroup(memory)
         share = f"{memory / LAMBDA_FULL_VCPU_MB:.1%}"
@@ -611,6 +613,7 @@ def cpu_share_tables(args, token, sign_in, stripe_port: int, env: dict) -> None:
             fresh[impl] = {"returning_token": returning}
             if impl == "ours":
                 fresh[impl].update(second_token=second)
+        prepared[memory] = (cgroup, plans["ours"], fresh["ours"])
         result: dict = {impl: {} for impl in plans}
         for model in MODELS:
             colds = interleaved({impl: functools.partial(cold_start, impl, plans[impl], fresh[impl], sign_in, env,
@@ -654,12 +657,35 @@ def cpu_share_tables(args, token, sign_in, stripe_port: int, env: dict) -> None:
         print("|---|---|---|---|---|---|---|---|---|")
         for row in rows[model]:
             print("| " + " | ".join(row) + " |")
+    if args.chosen_memory in prepared and args.stripe_latency_ms:
+        first_against_warm_with_stripe_latency(args, prepared[args.chosen_memory], sign_in, stripe, env)
     chosen = measured.get(args.chosen_memory)
     if chosen:
         cgroup, _ = cpu_cgroup(args.chosen_memory)
         full, throttled = boto3_alone(None, args.runs), boto3_alone(cgroup, args.runs)
         print(f"\nboto3 alone (import and two clients), which the function does not use: "
               f"{full * 1000:.0f} ms at full CPU, {throttled * 1000:.0f} ms at {args.chosen_memory} MB's share.")
+
+
+def first_against_warm_with_stripe_latency(args, prepared: tuple, sign_in, stripe, env: dict) -> None:
+    """The first request against warm ones as deployed: every request, warm ones too, waits for Stripe (the tables
+    above let the stand-in answer at once, so there a warm request never waits long). A CPU that waited runs the
+    code after the wait slower (its caches and branch history gone cold), the first request's and the warm ones'
+    alike."""
+    cgroup, plan, users = prepared
+    print(f"first request against warm ones, Stripe at {args.stripe_latency_ms:.0f} ms ...", file=sys.stderr)
+    stripe.latency = args.stripe_latency_ms / 1000
+    try:
+        colds = [cold_start("ours", plan, users, sign_in, env, cgroup, "on-demand", WARM_AFTER_SLOW_STRIPE)
+                 for _ in range(args.runs)]
+    finally:
+        stripe.latency = 0.0
+    summary = summary_of(colds)
+    print(f"\nAt {args.chosen_memory} MB's CPU share, on-demand model, Stripe answering in "
+          f"{args.stripe_latency_ms:.0f} ms as in production (median of {args.runs} fresh processes): the first "
+          f"request's own time {summary['first_own'] * 1000:.2f} ms, {summary['first_to_warm']:.1f}x the same "
+          f"processes' warm requests ({summary['warm_after_own'] * 1000:.2f} ms, {WARM_AFTER_SLOW_STRIPE} each); "
+          f"another user's first request right after: {summary['second_own'] * 1000:.2f} ms.")
 
 
 if __name__ == "__main__":
