@@ -625,7 +625,6 @@ def cpu_share_tables(args, token, sign_in, stripe, env: dict) -> None:
                                     **PAUSED}, env, cgroup, on_demand=True)
             result[impl]["warm"] = statistics.median(warm["totals"])
             result[impl]["warm_p99"] = percentile(warm["totals"], 99)
-            result[impl]["warm_own"] = statistics.median(warm["overheads"])
             result[impl]["paused_own"] = statistics.median(warm["paused_overheads"])
         measured[memory] = result
         ours, base = result["ours"], result["baseline"]
@@ -682,7 +681,8 @@ def first_against_warm_with_stripe_latency(args, prepared: tuple, sign_in, strip
         stripe.latency = 0.0
     summary = summary_of(colds)
     print(f"\nAt {args.chosen_memory} MB's CPU share, on-demand model, Stripe answering in "
-          f"{args.stripe_latency_ms:.0f} ms as in production (median of {args.runs} fresh processes): the first "
+          f"{args.stripe_latency_ms:.0f} ms, so that every request waits for it as in production (median of "
+          f"{args.runs} fresh processes): the first "
           f"request's own time {summary['first_own'] * 1000:.2f} ms, {summary['first_to_warm']:.1f}x the same "
           f"processes' warm requests ({summary['warm_after_own'] * 1000:.2f} ms, {WARM_AFTER_SLOW_STRIPE} each); "
           f"another user's first request right after: {summary['second_own'] * 1000:.2f} ms.")
