@@ -669,9 +669,8 @@ def cpu_share_tables(args, token, sign_in, stripe, env: dict) -> None:
 
 def first_against_warm_with_stripe_latency(args, prepared: tuple, sign_in, stripe, env: dict) -> None:
     """The first request against warm ones as deployed: every request, warm ones too, waits for Stripe (the tables
-    above let the stand-in answer at once, so there a warm request never waits long). A CPU that waited runs the
-    code after the wait slower (its caches and branch history gone cold), the first request's and the warm ones'
-    alike."""
+    above let the stand-in answer at once, so there a warm request never waits long). Code that runs after a wait
+    runs slower, in the first request and in the warm ones alike."""
     cgroup, plan, users = prepared
     print(f"first request against warm ones, Stripe at {args.stripe_latency_ms:.0f} ms ...", file=sys.stderr)
     stripe.latency = args.stripe_latency_ms / 1000
