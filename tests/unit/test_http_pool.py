@@ -138,3 +138,59 @@ def test_in_memory_answers_stay_in_the_process_and_in_their_thread():
         assert get(pool, server.url).data == b"real"  # outside the block, requests go out again
     finally:
         server.close()
+
+
+class RecordingServer:
+    """Reads whole requests (head, then Content-Length bytes of body), keeps them, answers each with 204."""
+
+    def __init__(self):
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}/"
+        self.requests: list[bytes] = []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        conn, _ = self.listener.accept()
+        with conn:
+            received = b""
+            while chunk := conn.recv(65536):
+                received += chunk
+                head, separator, rest = received.partition(b"\r\n\r\n")
+                length = int(next((line.split(b":")[1] for line in head.split(b"\r\n")
+                                   if line.lower().startswith(b"content-length:")), b"0"))
+                if separator and len(rest) >= length:
+                    self.requests.append(head + separator + rest[:length])
+                    received = rest[length:]
+                    conn.sendall(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n")
+
+    def close(self):
+        self.listener.close()
+
+
+def test_a_request_and_its_body_go_out_in_one_write(monkeypatch):
+    """http.client writes a POST's head and body apart (two system calls, two TCP segments with TCP_NODELAY); the
+    pool writes them at once, and the request is the same bytes."""
+    import http.client
+
+    writes: list[bytes] = []
+    real_send = http.client.HTTPConnection.send
+    monkeypatch.setattr(http.client.HTTPConnection, "send",
+                        lambda self, data: (writes.append(bytes(data)), real_send(self, data))[1])
+    server = RecordingServer()
+    try:
+        pool = ConnectionPool()
+        body = b'{"TableName":"t","Key":{"pk":{"S":"k"}}}'
+        for _ in range(2):  # a new connection, then the kept one
+            answer = pool.request("POST", f"{server.url}v1/x", body=body,
+                                  headers={"Host": "example.test", "X-Amz-Target": "DynamoDB_20120810.GetItem"},
+                                  connect_timeout=1, read_timeout=1)
+            assert answer.status == 204
+        assert len(writes) == 2  # one per request
+        assert server.requests == writes
+        head, _, sent_body = writes[0].partition(b"\r\n\r\n")
+        assert head.split(b"\r\n")[0] == b"POST /v1/x HTTP/1.1" and sent_body == body
+        assert b"Content-Length: %d" % len(body) in head.split(b"\r\n")
+        assert get(pool, server.url).status == 204  # a request without a body, as http.client sends it
+        assert len(writes) == 3
+    finally:
+        server.close()
