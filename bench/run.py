@@ -549,11 +549,15 @@ MODELS = {
 def interleaved(runs_of: dict[str, Callable[[], dict]], runs: int) -> dict[str, list[dict]]:
     """`runs` cold starts of each variant, taken in turn (ours, the baseline, ...) rather than all of one and then
     all of the next: a shared VM's speed drifts by tens of percent within minutes, and taken in turn the drift
-    falls on every variant alike, so the ratios between them hold."""
-    colds: dict[str, list[dict]] = {name: [] for name in runs_of}
-    for _ in range(runs):
-        for name, run in runs_of.items():
-            colds[name].append(run())
+    falls on every variant alike, so the ratios between them hold. Each round starts one variant further on: the
+    place in a round matters too (here a process started right after one of ours measured 20-30 ms slower to
+    import than one started right after the baseline's), and rotating gives every variant every place."""
+    names = list(runs_of)
+    colds: dict[str, list[dict]] = {name: [] for name in names}
+    for round_number in range(runs):
+        start = round_number % len(names)
+        for name in names[start:] + names[:start]:
+            colds[name].append(runs_of[name]())
     return colds
 
 
