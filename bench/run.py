@@ -72,16 +72,18 @@ impl, layer, function, plan_path = sys.argv[1:5]
 sys.path[:0] = [function, layer]
 plan = json.load(open(plan_path))
 
-# Count and time outbound calls at the HTTP layer both stacks share: urllib3 (stripe's requests, botocore)
-# and http.client (urllib, used for the JWKS). Installed after the timer started, before any import.
+# Count and time outbound calls at the HTTP layer both stacks share: http.client, under urllib3 (stripe's
+# requests, botocore) and urllib (PyJWKClient) as under our pool. Installed after the timer started, before any
+# import; it imports nothing the function would not (urllib3 alone costs tens of milliseconds to import, which
+# a function that never imports it must not be charged).
 import http.client
 outbound = {"stripe": 0, "aws": 0, "jwks": 0, "seconds": 0.0}
 def kind_of(port, url):
     return "stripe" if port == plan["stripe_port"] else ("jwks" if "jwks" in url else "aws")
-original_request = http.client.HTTPConnection.request
-def counted_request(self, method, url, *args, **kwargs):  # plain http.client users only (urllib)
+original_putrequest = http.client.HTTPConnection.putrequest
+def counted_putrequest(self, method, url, *args, **kwargs):  # every request's first line, whoever sends it
     outbound[kind_of(self.port, url)] += 1
-    return original_request(self, method, url, *args, **kwargs)
+    return original_putrequest(self, method, url, *args, **kwargs)
 original_getresponse = http.client.HTTPConnection.getresponse
 def timed_getresponse(self, *args, **kwargs):
     t = time.perf_counter()
@@ -89,14 +91,8 @@ def timed_getresponse(self, *args, **kwargs):
         return original_getresponse(self, *args, **kwargs)
     finally:
         outbound["seconds"] += time.perf_counter() - t
-http.client.HTTPConnection.request = counted_request
+http.client.HTTPConnection.putrequest = counted_putrequest
 http.client.HTTPConnection.getresponse = timed_getresponse
-import urllib3.connection
-original_u3_request = urllib3.connection.HTTPConnection.request
-def counted_u3_request(self, method, url, *args, **kwargs):
-    outbound[kind_of(self.port, url)] += 1
-    return original_u3_request(self, method, url, *args, **kwargs)
-urllib3.connection.HTTPConnection.request = counted_u3_request
 
 import importlib.util, uuid
 spec = importlib.util.spec_from_file_location("app", os.path.join(function, "app.py"))
