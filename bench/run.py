@@ -74,7 +74,7 @@ plan = json.load(open(plan_path))
 
 # Count and time outbound calls at the HTTP layer both stacks share: http.client, under urllib3 (stripe's
 # requests, botocore) and urllib (PyJWKClient) as under our pool. Installed after the timer started, before any
-# import; it imports nothing the function would not (urllib3 alone costs tens of milliseconds to import, which
+# import; it imports no library the function does not (urllib3 alone costs tens of milliseconds to import, which
 # a function that never imports it must not be charged).
 import http.client
 outbound = {"stripe": 0, "aws": 0, "jwks": 0, "seconds": 0.0}
