@@ -117,17 +117,20 @@ def event(token):
                                "requestId": str(uuid.uuid4()), "stage": "$default"}, "isBase64Encoded": False}
 
 def call(token):
+    """One request: its total time, its outbound calls, and its own time (the total less the time waiting for
+    answers)."""
     before = dict(outbound)
     t = time.perf_counter()
     result = app.lambda_handler(event(token), Context())
     total = time.perf_counter() - t
     assert result["statusCode"] == 302, result
-    return total, {k: outbound[k] - before[k] for k in outbound}
+    calls = {k: outbound[k] - before[k] for k in outbound}
+    return total, calls, total - calls["seconds"]
 
 if os.environ.get("BENCH_PROFILE"):
     import cProfile, pstats
     profiler = cProfile.Profile(); profiler.enable()
-first_total, first_calls = call(plan["returning_token"])
+first_total, first_calls, first_own = call(plan["returning_token"])
 if os.environ.get("BENCH_PROFILE"):
     profiler.disable()
     lines = int(os.environ.get("BENCH_PROFILE_LINES", "30"))
@@ -147,40 +150,35 @@ if os.environ.get("BENCH_PROFILE"):
                     print(f"  called by {cpath.split('/python/')[-1]}:{cline}({cname}) {cstat[3] * 1e6:.0f} us",
                           file=sys.stderr)
 report = {"import_s": imported - started, "first_request_s": first_total, "cold_s": time.perf_counter() - started,
-          "first_calls": first_calls, "first_overhead_s": first_total - first_calls["seconds"]}
+          "first_calls": first_calls, "first_overhead_s": first_own}
 report["init_steps"] = getattr(app, "INIT_SECONDS", {})  # the function's own init steps (ours only)
 if plan["mode"] == "cold" and plan.get("second_token"):
     # Right after the first request, another returning user's first request in this environment: what a request
     # costs that is new to the environment but not its first (the same mapping read, none of the cold start).
-    second_total, second_calls = call(plan["second_token"])
-    report["second_own_s"] = second_total - second_calls["seconds"]
+    report["second_own_s"] = call(plan["second_token"])[2]
 if plan["mode"] == "cold" and plan.get("warm_after"):
     # Then the first user's warm requests, back to back in the same process: the first request's own yardstick.
-    report["warm_after_owns"] = []
-    for _ in range(plan["warm_after"]):
-        total, delta = call(plan["returning_token"])
-        report["warm_after_owns"].append(total - delta["seconds"])
+    report["warm_after_owns"] = [call(plan["returning_token"])[2] for _ in range(plan["warm_after"])]
 if plan["mode"] == "warm":
     totals, overheads = [], []
     for _ in range(plan["requests"]):
-        total, delta = call(plan["returning_token"])
-        totals.append(total); overheads.append(total - delta["seconds"])
+        total, _, own = call(plan["returning_token"])
+        totals.append(total); overheads.append(own)
     paused_overheads = []
     for _ in range(plan.get("paused_requests", 0)):
         # A warm request as a billing link's requests come: after a pause (Lambda also freezes the environment
         # between invocations), not back to back.
         time.sleep(plan["pause_s"])
-        total, delta = call(plan["returning_token"])
-        paused_overheads.append(total - delta["seconds"])
+        paused_overheads.append(call(plan["returning_token"])[2])
     report["paused_overheads"] = paused_overheads
-    _, returning = call(plan["returning_token"])
-    _, new = call(plan["new_token"])
+    _, returning, _ = call(plan["returning_token"])
+    _, new, _ = call(plan["new_token"])
     report.update(totals=totals, overheads=overheads, returning_calls=returning, new_calls=new)
     service = app.portal_service() if hasattr(app, "portal_service") else None
     if service is not None and getattr(service, "users", None) is not None:
         service.users.clear()  # as if the last status answer were over a minute old (CHECK_USER_STATUS) ...
         service.users._wall_clock = lambda: time.time() + 61  # ... and the token too (a fresh one needs no check)
-        _, report["status_due_calls"] = call(plan["returning_token"])
+        _, report["status_due_calls"], _ = call(plan["returning_token"])
 report["max_rss_kb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 report["layer_modules"] = sorted({name.split(".")[0] for name, module in list(sys.modules.items())
                                   if (getattr(module, "__file__", None) or "").startswith(layer)})
