@@ -378,22 +378,16 @@ def main() -> int:
     def sign_in(name: str) -> str:  # a fresh token for a user added before
         return stack.sign_in(name, "Bench-Password-1")["IdToken"]
 
-    plans = {}
+    plans, users = {}, {}
     for impl in ("ours", "baseline"):
-        plans[impl] = {"mode": "cold", "returning_token": token(f"{impl}-returning"), "stripe_port": stripe_port,
-                       "requests": args.requests}
-        # Maps both users: the returning one and the one a warm run serves after (also another returning user).
-        run_child(impl, {**plans[impl], "mode": "warm", "requests": 1, "new_token": token(f"{impl}-warmup")}, env)
+        plans[impl], users[impl] = returning_users(impl, impl, token, env, stripe_port, args.requests)
 
     def colds_in_turn(variants: dict[str, tuple[str, dict]], runs: int, *, paired: bool = False) -> dict[str, list]:
         """Cold starts at full CPU; with `paired`, ours also serves another user's first request and warm requests
         after its first (the figures the first request is set against)."""
-        def users(impl: str) -> dict[str, str]:
-            return {"returning_token": f"{impl}-returning",
-                    **({"second_token": f"{impl}-warmup"} if paired and impl == "ours" else {})}
-        return interleaved({name: functools.partial(cold_start, impl, plans[impl], users(impl), sign_in, child_env,
-                                                    None, "full CPU") for name, (impl, child_env) in variants.items()},
-                           runs)
+        return interleaved({name: functools.partial(
+            cold_start, impl, plans[impl], users[impl], sign_in, child_env, None, "full CPU",
+            WARM_AFTER if paired and impl == "ours" else 0) for name, (impl, child_env) in variants.items()}, runs)
 
     print("cold starts ...", file=sys.stderr)
     colds = colds_in_turn({"ours": ("ours", env), "baseline": ("baseline", env),
@@ -555,13 +549,25 @@ def interleaved(runs_of: dict[str, Callable[[], dict]], runs: int) -> dict[str, 
     return colds
 
 
+def returning_users(impl: str, prefix: str, token: Callable[[str], str], env: dict, stripe_port: int,
+                    requests: int) -> tuple[dict, dict[str, str]]:
+    """Two users of `impl`, both returning users (one warm run serves the first and signs the second up), and the
+    plan of a cold start for the first: (plan, users), users naming each token's user (plan key -> user name)."""
+    returning, second = f"{prefix}-returning", f"{prefix}-second"
+    plan = {"mode": "cold", "returning_token": token(returning), "stripe_port": stripe_port, "requests": requests}
+    run_child(impl, {**plan, "mode": "warm", "requests": 1, "new_token": token(second)}, env)
+    return plan, {"returning_token": returning, "second_token": second}
+
+
 def cold_start(impl: str, plan: dict, users: dict[str, str], sign_in: Callable[[str], str], env: dict,
-               cgroup: Path | None, model: str, warm_after: int = WARM_AFTER) -> dict:
-    """One cold start whose tokens are signed just before it (`users`: plan key -> user name), so that every first
-    request takes the same path: a token under a minute old needs no status check."""
-    tokens = {key: sign_in(name) for key, name in users.items()}
-    extra = {"warm_after": warm_after} if "second_token" in tokens else {}
-    return run_child(impl, {**plan, **tokens, **extra}, env, cgroup, on_demand=model == "on-demand")
+               cgroup: Path | None, model: str, warm_after: int) -> dict:
+    """One cold start whose tokens are signed just before it, so that every first request takes the same path (a
+    token under a minute old needs no status check). With `warm_after`, the process then serves the second user's
+    first request and that many warm requests of the first user (the figures the first request is set against)."""
+    tokens = {"returning_token": sign_in(users["returning_token"])}
+    if warm_after:
+        tokens.update(second_token=sign_in(users["second_token"]), warm_after=warm_after)
+    return run_child(impl, {**plan, **tokens}, env, cgroup, on_demand=model == "on-demand")
 
 
 def summary_of(colds: list[dict]) -> dict:
@@ -602,21 +608,15 @@ def cpu_share_tables(args, token, sign_in, stripe, env: dict) -> None:
                 rows[model].append((f"{memory} MB", share, reason, "", "", "", "", "", ""))
             continue
         print(f"cold starts at {memory} MB's CPU share ...", file=sys.stderr)
-        plans, fresh = {}, {}
+        plans, users = {}, {}
         for impl in ("ours", "baseline"):
-            returning, second = f"cpu{memory}-{impl}", f"cpu{memory}-{impl}-w"
-            plans[impl] = {"mode": "cold", "returning_token": token(returning), "stripe_port": stripe_port,
-                           "requests": 100}
-            # Maps both users (the second is also a returning user by the time the cold starts run).
-            run_child(impl, {**plans[impl], "mode": "warm", "requests": 1, "new_token": token(second)}, env)
-            fresh[impl] = {"returning_token": returning}
-            if impl == "ours":
-                fresh[impl].update(second_token=second)
-        prepared[memory] = (cgroup, plans["ours"], fresh["ours"])
+            plans[impl], users[impl] = returning_users(impl, f"cpu{memory}-{impl}", token, env, stripe_port, 100)
+        prepared[memory] = (cgroup, plans["ours"], users["ours"])
         result: dict = {impl: {} for impl in plans}
         for model in MODELS:
-            colds = interleaved({impl: functools.partial(cold_start, impl, plans[impl], fresh[impl], sign_in, env,
-                                                         cgroup, model) for impl in plans}, args.runs)
+            colds = interleaved({impl: functools.partial(cold_start, impl, plans[impl], users[impl], sign_in, env,
+                                                         cgroup, model, WARM_AFTER if impl == "ours" else 0)
+                                 for impl in plans}, args.runs)
             for impl in plans:
                 result[impl][model] = summary_of(colds[impl])
         for impl in plans:
