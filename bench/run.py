@@ -180,6 +180,10 @@ if plan["mode"] == "warm":
         service.users._wall_clock = lambda: time.time() + 61  # ... and the token too (a fresh one needs no check)
         _, report["status_due_calls"], _ = call(plan["returning_token"])
 report["max_rss_kb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+# Heavy clients our function does without; loaded in its process, they would be charged to its cold start. (The
+# botocore package itself is imported by Powertools, as in Lambda's runtime; its client machinery is not.)
+report["heavy_clients_loaded"] = sorted(name for name in ("boto3", "botocore.client", "urllib3", "requests", "stripe",
+                                                          "jwt") if name in sys.modules)
 report["layer_modules"] = sorted({name.split(".")[0] for name, module in list(sys.modules.items())
                                   if (getattr(module, "__file__", None) or "").startswith(layer)})
 print(json.dumps(report))
@@ -394,6 +398,9 @@ def main() -> int:
                            "unrehearsed": ("ours", {**env, "INIT_REHEARSAL": "false"})}, args.runs, paired=True)
     results: dict[str, dict] = {"ours": {"colds": colds["ours"], "unrehearsed_colds": colds["unrehearsed"]},
                                 "baseline": {"colds": colds["baseline"]}}
+    loaded = {name for cold in colds["ours"] for name in cold["heavy_clients_loaded"]}
+    if loaded:  # by the function or by this harness: either way our cold-start figures would not be ours
+        raise SystemExit(f"bench: our cold starts loaded {', '.join(sorted(loaded))}, which the function does without")
     for impl in results:
         print(f"warm requests ({impl}) ...", file=sys.stderr)
         results[impl]["warm"] = run_child(impl, {**plans[impl], "mode": "warm", "new_token": token(f"{impl}-new"),

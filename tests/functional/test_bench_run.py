@@ -1,8 +1,9 @@
 """`make bench` runs: bench/run.py, at a small size, builds both artifacts, prints its tables, and its rows say
 what the design promises: a returning user's warm request makes one Stripe call and no AWS call, the first
 request after a cold start adds only the user's mapping read, and init reports its steps (the key and JWKS
-fetched, the first requests rehearsed). The figures themselves are the script's to print (docs/performance.md),
-not this test's to judge."""
+fetched, the first requests rehearsed). The script itself refuses to print figures for cold starts of ours that
+loaded a heavy client (urllib3, boto3, stripe, ...), by the function or by its own harness. The figures themselves
+are the script's to print (docs/performance.md), not this test's to judge."""
 
 from __future__ import annotations
 
