@@ -29,7 +29,8 @@ from devstack.stripe_webhooks import Deliverer
 # where write includes read. A secret key (sk_) has them all.
 # GET /v1/account has no restricted-key permission at all: only a secret key (sk_) may call it.
 ALL_PERMISSIONS = frozenset({"customers_write", "portal_write", "subscriptions_write", "entitlements_read",
-                             "webhook_endpoints_write"})
+                             "webhook_endpoints_write", "prices_read", "checkout_sessions_write",
+                             "customer_sessions_write"})
 # Stripe allows 16 webhook endpoints per account and mode.
 MAX_WEBHOOK_ENDPOINTS = 16
 # Subscriptions in these states keep their products' features provisioned (active entitlements).
@@ -120,6 +121,8 @@ class Account:
     webhook_endpoints: dict[str, dict] = field(default_factory=dict)
     events: list[dict] = field(default_factory=list)
     payment_links: dict[str, dict] = field(default_factory=dict)
+    checkout_sessions: dict[str, dict] = field(default_factory=dict)
+    customer_sessions: dict[str, dict] = field(default_factory=dict)
     default_configuration: dict[str, str | None] = field(default_factory=lambda: {"test": None, "live": None})
 
 
@@ -233,7 +236,7 @@ class StripeStandin:
             return customer["id"]
 
     def add_subscription(self, customer_id: str, status: str = "active", *, price_id: str | None = None,
-                         trial_end: int | None = None) -> str:
+                         trial_end: int | None = None, metadata: dict | None = None) -> str:
         """A subscription as a purchase or the Dashboard makes it; its events are delivered to the endpoints."""
         with self.lock:
             customer = self._find_customer(customer_id)
@@ -241,6 +244,7 @@ class StripeStandin:
             before = self._entitlement_keys(account, customer)
             subscription = _subscription(customer, status, account.prices.get(price_id or ""))
             subscription["trial_end"] = trial_end
+            subscription["metadata"] = dict(metadata or {})
             customer["_subscriptions"].append(subscription)
             self._emit(account, "customer.subscription.created", subscription)
             self._emit_entitlements_if_changed(account, customer, before)
@@ -313,6 +317,13 @@ class StripeStandin:
             link["url"] = f"{self.base_url}/b/{link['id']}"
             account.payment_links[link["id"]] = link
             return link["url"]
+
+    def set_price_active(self, price_id: str, active: bool) -> None:
+        with self.lock:
+            self._account_of_price(price_id).prices[price_id]["active"] = active
+
+    def _account_of_price(self, price_id: str) -> Account:
+        return next(a for a in self.accounts.values() if price_id in a.prices)
 
     def add_webhook_endpoint(self, url: str, enabled_events: list[str], *, account: Account | None = None) -> dict:
         """What POST /v1/webhook_endpoints makes: the endpoint, with its signing secret (shown only now)."""
@@ -432,6 +443,8 @@ class StripeStandin:
             if method == "POST":
                 return self._portal_action(handler, url.path.split("/")[3], dict(parse_qsl(body)))
             return self._portal_page(handler, url.path.rsplit("/", 1)[-1])
+        if url.path.startswith("/c/pay/"):
+            return self._checkout_page(handler, method, url.path.split("/")[3], dict(parse_qsl(body)))
         if url.path.startswith("/b/"):
             return self._payment_link_page(handler, method, url.path.split("/")[2], dict(parse_qsl(url.query)),
                                            dict(parse_qsl(body)))
@@ -590,6 +603,10 @@ class StripeStandin:
             ("GET", "webhook_endpoints"): "webhook_endpoints_read",
             ("POST", "webhook_endpoints"): "webhook_endpoints_write",
             ("DELETE", "webhook_endpoints"): "webhook_endpoints_write",
+            ("GET", "prices"): "prices_read",
+            ("GET", "checkout"): "checkout_sessions_read",
+            ("POST", "checkout"): "checkout_sessions_write",
+            ("POST", "customer_sessions"): "customer_sessions_write",
         }.get((method, parts[1] if len(parts) > 1 else ""))
         expands_subscriptions = "data.subscriptions" in (params.get("expand") or [])
         if expands_subscriptions and not self._granted("subscriptions_read", permissions):
@@ -617,6 +634,19 @@ class StripeStandin:
                                   "/v1/entitlements/active_entitlements")
             if parts[1] == "webhook_endpoints":
                 return self._webhook_endpoints(account, method, parts[2:], params, mode)
+            if parts[1] == "prices" and method == "GET" and len(parts) == 2:
+                return self._list_prices(account, params, mode)
+            if parts[1:3] == ["checkout", "sessions"]:
+                if method == "POST" and len(parts) == 3:
+                    return self._create_checkout_session(account, params, mode)
+                if method == "GET" and len(parts) == 4:
+                    found = account.checkout_sessions.get(parts[3])
+                    if found is None or found["livemode"] != (mode == "live"):
+                        return 404, _error("invalid_request_error", f"No such checkout.session: '{parts[3]}'",
+                                           code="resource_missing", param="session")
+                    return 200, _public(found, expand=False)
+            if parts[1] == "customer_sessions" and method == "POST" and len(parts) == 2:
+                return self._create_customer_session(account, params, mode)
             if parts[1:3] == ["billing_portal", "sessions"] and method == "POST":
                 return self._create_session(account, params, mode)
             if parts[1:3] == ["billing_portal", "configurations"] and method == "GET":
@@ -839,6 +869,136 @@ class StripeStandin:
         account.sessions[session_id] = session
         return 200, _public_session(session)
 
+    def _list_prices(self, account: Account, params: dict, mode: str):
+        """GET /v1/prices: filtered by `lookup_keys` (at most 10, as Stripe allows), `active`, `type`."""
+        keys = params.get("lookup_keys")
+        if keys is not None and (not isinstance(keys, list) or len(keys) > 10):
+            return 400, _error("invalid_request_error", "Invalid array: lookup_keys takes at most 10 keys",
+                               code="parameter_invalid_array", param="lookup_keys")
+        limit = int(params.get("limit", 10))
+        if not 1 <= limit <= 100:
+            return 400, _error("invalid_request_error", "Invalid integer: limit must be between 1 and 100",
+                               code="parameter_invalid_integer", param="limit")
+        found = [p for p in account.prices.values() if p["livemode"] == (mode == "live")
+                 and (keys is None or p["lookup_key"] in keys)
+                 and ("active" not in params or p["active"] == (params["active"] == "true"))
+                 and ("type" not in params or p["type"] == params["type"])]
+        return 200, _list([dict(p) for p in found[:limit]], "/v1/prices")
+
+    def _create_checkout_session(self, account: Account, params: dict, mode: str):
+        """POST /v1/checkout/sessions, held to Stripe's rules for what the service sends (subscription and payment
+        modes, an existing customer, prices by id, success and cancel URLs, client_reference_id's limit)."""
+        session_mode = params.get("mode")
+        if session_mode not in ("payment", "setup", "subscription"):
+            return 400, _error("invalid_request_error", "Missing required param: mode.", code="parameter_missing",
+                               param="mode")
+        if params.get("customer") and params.get("customer_email"):
+            return 400, _error("invalid_request_error", "You may only specify one of these parameters: customer, "
+                               "customer_email.", param="customer_email")
+        customer = None
+        if params.get("customer"):
+            customer = account.customers.get(params["customer"])
+            if customer is None or customer.get("deleted") or customer["livemode"] != (mode == "live"):
+                return 400, _error("invalid_request_error", f"No such customer: '{params['customer']}'",
+                                   code="resource_missing", param="customer")
+        reference = params.get("client_reference_id")
+        if reference is not None and not 1 <= len(reference) <= 200:
+            return 400, _error("invalid_request_error", "Invalid string: client_reference_id must be at most 200 "
+                               "characters", code="parameter_invalid_string", param="client_reference_id")
+        if not params.get("success_url") and params.get("ui_mode", "hosted") == "hosted":
+            return 400, _error("invalid_request_error", "Missing required param: success_url.",
+                               code="parameter_missing", param="success_url")
+        for name in ("success_url", "cancel_url"):
+            if params.get(name) and urlsplit(params[name]).scheme not in ("https", "http"):
+                return 400, _error("invalid_request_error", f"Not a valid URL: {name}", code="url_invalid",
+                                   param=name)
+        items = params.get("line_items")
+        if not isinstance(items, list) or not items:
+            return 400, _error("invalid_request_error", "Missing required param: line_items.",
+                               code="parameter_missing", param="line_items")
+        lines = []
+        for index, item in enumerate(items):
+            price = account.prices.get((item or {}).get("price", ""))
+            if price is None or price["livemode"] != (mode == "live"):
+                return 400, _error("invalid_request_error", f"No such price: '{(item or {}).get('price')}'",
+                                   code="resource_missing", param=f"line_items[{index}][price]")
+            if not price["active"]:
+                return 400, _error("invalid_request_error", "The price specified is inactive. This field only "
+                                   "accepts active prices.", param=f"line_items[{index}][price]")
+            lines.append({"price": price["id"], "quantity": int(item.get("quantity") or 1)})
+        if session_mode == "subscription" and not any(account.prices[line["price"]]["type"] == "recurring"
+                                                      for line in lines):
+            return 400, _error("invalid_request_error", "You must provide at least one recurring price in "
+                               "`subscription` mode when using prices.", param="line_items")
+        session_id = new_id("cs_test_" if mode == "test" else "cs_live_")
+        now = int(time.time())
+        session = {
+            "id": session_id, "object": "checkout.session", "mode": session_mode, "status": "open",
+            "payment_status": "unpaid", "customer": customer["id"] if customer else None,
+            "customer_email": params.get("customer_email"), "client_reference_id": reference,
+            "success_url": params.get("success_url"), "cancel_url": params.get("cancel_url"),
+            "metadata": dict(params.get("metadata") or {}), "livemode": mode == "live", "created": now,
+            "expires_at": now + 24 * 3600, "subscription": None, "payment_link": None,
+            "customer_details": None, "url": f"{self.base_url}/c/pay/{session_id}",
+            "_lines": lines, "_subscription_metadata": dict((params.get("subscription_data") or {}).get(
+                "metadata") or {}),
+        }
+        account.checkout_sessions[session_id] = session
+        return 200, _public(session, expand=False)
+
+    def _create_customer_session(self, account: Account, params: dict, mode: str):
+        """POST /v1/customer_sessions: a client secret for the pricing table or buy button, for one customer."""
+        customer = account.customers.get(params.get("customer") or "")
+        if not params.get("customer"):
+            return 400, _error("invalid_request_error", "Missing required param: customer.",
+                               code="parameter_missing", param="customer")
+        if customer is None or customer.get("deleted") or customer["livemode"] != (mode == "live"):
+            return 400, _error("invalid_request_error", f"No such customer: '{params['customer']}'",
+                               code="resource_missing", param="customer")
+        components = params.get("components")
+        known = ("buy_button", "pricing_table", "payment_element", "customer_sheet", "mobile_payment_element")
+        if not isinstance(components, dict) or not any(
+                (components.get(name) or {}).get("enabled") == "true" for name in known):
+            return 400, _error("invalid_request_error", "You must enable at least one component.",
+                               param="components")
+        unknown = [name for name in components if name not in known]
+        if unknown:
+            return 400, _error("invalid_request_error", f"Received unknown parameter: components[{unknown[0]}]",
+                               code="parameter_unknown", param=f"components[{unknown[0]}]")
+        now = int(time.time())
+        session = {"object": "customer_session", "client_secret": "cuss_secret_" + secrets.token_urlsafe(24),
+                   "customer": customer["id"], "created": now, "expires_at": now + 30 * 60,
+                   "livemode": mode == "live",
+                   "components": {name: {"enabled": (components.get(name) or {}).get("enabled") == "true"}
+                                  for name in known}}
+        account.customer_sessions[session["client_secret"]] = session
+        return 200, session
+
+    def complete_checkout(self, session_id: str, *, email: str | None = None) -> str:
+        """The buyer pays on the Checkout page: the subscription is made for the session's customer (or a new
+        customer with `email`), the session completes and checkout.session.completed is sent. Returns where the
+        browser goes next (success_url, with {CHECKOUT_SESSION_ID} filled in)."""
+        with self.lock:
+            account = next(a for a in self.accounts.values() if session_id in a.checkout_sessions)
+            session = account.checkout_sessions[session_id]
+            if session["status"] != "open":
+                raise ValueError(f"checkout session {session_id} is {session['status']}, not open")
+            customer = account.customers.get(session["customer"] or "")
+            if customer is None:
+                mode = "live" if session["livemode"] else "test"
+                customer = self._new_customer(account, mode, {"email": email or session["customer_email"]})
+                self._emit(account, "customer.created", _public(customer, expand=False))
+                session["customer"] = customer["id"]
+            elif customer.get("deleted"):
+                raise ValueError(f"the customer of checkout session {session_id} was deleted")
+            price_id = session["_lines"][0]["price"]
+            subscription_id = self.add_subscription(customer["id"], "active", price_id=price_id,
+                                                    metadata=session["_subscription_metadata"])
+            session.update(status="complete", payment_status="paid", subscription=subscription_id,
+                           customer_details={"email": email or customer.get("email"), "name": None})
+            self._emit(account, "checkout.session.completed", _public(session, expand=False))
+            return (session["success_url"] or "").replace("{CHECKOUT_SESSION_ID}", session_id)
+
     @staticmethod
     def _flow_problem(flow: dict, customer: dict, configuration: dict) -> str | None:
         flow_type = flow.get("type")
@@ -885,13 +1045,22 @@ class StripeStandin:
             if "@" not in email or len(email) > FIELD_LIMITS["email"]:
                 return _send_page(handler, 400, "<h1>Enter a valid email address</h1>")
             with self.lock:
-                # A Payment Link makes a new customer for each purchase (it never reuses one by email).
-                customer = self._new_customer(account, "test", {"email": email, "name": form.get("name")})
-                self._emit(account, "customer.created", _public(customer, expand=False))
-                self.add_subscription(customer["id"], "active", price_id=price["id"])
-            target = link["after_completion"]["redirect"]["url"]
-            return _redirect(handler, target)
+                # A Payment Link makes a new customer for each purchase (it never reuses one by email), through a
+                # Checkout Session of its own, which carries the link's client_reference_id.
+                session_id = new_id("cs_test_")
+                account.checkout_sessions[session_id] = {
+                    "id": session_id, "object": "checkout.session", "mode": "subscription", "status": "open",
+                    "payment_status": "unpaid", "customer": None, "customer_email": None,
+                    "client_reference_id": _reference(form.get("client_reference_id")),
+                    "success_url": link["after_completion"]["redirect"]["url"], "cancel_url": None, "metadata": {},
+                    "livemode": False, "created": int(time.time()), "expires_at": int(time.time()) + 86400,
+                    "subscription": None, "payment_link": link["id"], "customer_details": None,
+                    "url": f"{self.base_url}/b/{link_id}", "_lines": [{"price": price["id"], "quantity": 1}],
+                    "_subscription_metadata": {}}
+            return _redirect(handler, self.complete_checkout(session_id, email=email))
         email = html.escape(query.get("prefilled_email", ""))
+        # Stripe drops a client_reference_id that is not 1-200 letters, digits, dashes or underscores.
+        reference = html.escape(_reference(query.get("client_reference_id")) or "")
         _send_page(handler, 200, (
             "<!doctype html><meta charset=utf-8><title>Stripe stand-in checkout</title>"
             "<style>body{font:16px/1.5 system-ui,sans-serif;max-width:30rem;margin:2rem auto;padding:0 1rem}"
@@ -901,7 +1070,39 @@ class StripeStandin:
             f"<h1>Subscribe to {html.escape(price['nickname'] or price['lookup_key'] or 'this plan')}</h1>"
             f"<p>${price['unit_amount'] / 100:.2f} per month</p>"
             f"<form method=post><label>Email <input id=email name=email type=email required value=\"{email}\">"
-            "</label> <button id=pay>Subscribe</button></form>"))
+            f"</label><input type=hidden name=client_reference_id value=\"{reference}\">"
+            " <button id=pay>Subscribe</button></form>"))
+
+    def _checkout_page(self, handler, method: str, session_id: str, form: dict) -> None:
+        """Stripe Checkout's hosted page for a session: "Subscribe" pays (no card needed here)."""
+        with self.lock:
+            account = next((a for a in self.accounts.values() if session_id in a.checkout_sessions), None)
+            session = account.checkout_sessions[session_id] if account else None
+        if session is None:
+            return _send_page(handler, 404, "<h1>Stripe stand-in: no such Checkout Session</h1>")
+        if session["status"] != "open":
+            return _send_page(handler, 410, "<h1>Stripe stand-in: this checkout is already complete</h1>")
+        if method == "POST":
+            try:
+                target = self.complete_checkout(session_id)
+            except ValueError as exc:
+                return _send_page(handler, 409, f"<h1>Stripe stand-in: {html.escape(str(exc))}</h1>")
+            return _redirect(handler, target)
+        with self.lock:
+            price = account.prices[session["_lines"][0]["price"]]
+            customer = account.customers.get(session["customer"] or "") or {}
+        back = html.escape(session["cancel_url"] or "")
+        _send_page(handler, 200, (
+            "<!doctype html><meta charset=utf-8><title>Stripe stand-in checkout</title>"
+            "<style>body{font:16px/1.5 system-ui,sans-serif;max-width:30rem;margin:2rem auto;padding:0 1rem}"
+            ".note{background:#fff4d6;padding:.5rem}</style>"
+            "<p class=note><strong>Stripe stand-in</strong> (local development, not Stripe): Stripe Checkout for a "
+            "known customer. No card is needed.</p>"
+            f"<h1>Subscribe to {html.escape(price['nickname'] or price['lookup_key'] or 'this plan')}</h1>"
+            f"<p>${price['unit_amount'] / 100:.2f} per month</p>"
+            f"<p>Customer <code id=customer>{html.escape(customer.get('id', ''))}</code></p>"
+            "<form method=post><button id=pay>Subscribe</button></form>"
+            + (f"<p><a id=cancel href=\"{back}\">Back</a></p>" if back else "")))
 
     def _portal_page(self, handler, session_id: str) -> None:
         with self.lock:
@@ -957,6 +1158,14 @@ def _flow_in_words(flow: dict | None) -> str:
     }.get(flow.get("type", ""), "A deep link.")
     after = (flow.get("after_completion") or {}).get("type")
     return words + (" Afterwards, back to the site." if after == "redirect" else "")
+
+
+def _reference(value: str | None) -> str | None:
+    """A Payment Link's client_reference_id as Stripe keeps it: 1-200 letters, digits, dashes or underscores, or
+    nothing (Stripe silently drops another value)."""
+    if value and len(value) <= 200 and all(c.isascii() and (c.isalnum() or c in "-_") for c in value):
+        return value
+    return None
 
 
 def _send_page(handler, status: int, page: str) -> None:

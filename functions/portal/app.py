@@ -62,6 +62,7 @@ app = APIGatewayHttpResolver(cors=_cors())
 
 MAX_FORM_BYTES = 16 * 1024
 OPTION_NAMES = ("return_to", "locale", "flow")
+CHECKOUT_OPTION_NAMES = ("price", "return_to", "cancel_to", "locale")
 TOKEN_QUERY_NAMES = frozenset({"id_token", "access_token", "token", "jwt", "authorization", "code_verifier"})
 _service = None
 _service_lock = threading.Lock()  # Lambda is one request at a time; the local HTTP adapter is not
@@ -149,9 +150,15 @@ def portal_callback():
     try:
         id_token, pending = login.finish(app.current_event.query_string_parameters or {},
                                          _cookie(COOKIE_NAME), api_domain=_api_domain())
-        options = _options({"return_to": pending.return_to, "locale": pending.locale, "flow": pending.flow})
-        url = portal_service().open_portal(id_token, options, nonce=pending.nonce)
-        response = responses.redirect(url, 302)
+        if pending.action == "checkout":
+            options = _checkout_options({"price": pending.price, "return_to": pending.return_to,
+                                         "cancel_to": pending.cancel_to, "locale": pending.locale})
+            url, _ = portal_service().start_checkout(id_token, options, nonce=pending.nonce)
+            response = responses.redirect(url, 303)
+        else:
+            options = _options({"return_to": pending.return_to, "locale": pending.locale, "flow": pending.flow})
+            url = portal_service().open_portal(id_token, options, nonce=pending.nonce)
+            response = responses.redirect(url, 302)
     except GatewayError as err:
         _log_refusal(err)
         response = responses.error(err, wants_html=True, back_url=SETTINGS.return_url,
@@ -195,17 +202,72 @@ def billing_status():
     return responses.billing_status(status, headers.get("if-none-match"))
 
 
-@app.post("/portal")
-def portal_from_form():
+@app.get("/billing/checkout")
+def checkout_from_link():
+    """Subscribe: a plain link (signed in through the Hosted UI when needed) or fetch() with the token in the
+    Authorization header. 303 to Stripe Checkout for the caller's own customer, or to the portal when they
+    already subscribe; JSON {"url", "kind"} when asked for JSON."""
+    query = _query()
+    headers = app.current_event.headers
+    login = portal_service().login
+    if not headers.get("authorization") and login is not None and not responses.wants_json(headers.get("accept")):
+        options = _checkout_options(query)
+        lookup_key = portal_service().check_checkout_options(options)  # refused now, not after signing in
+        authorize_url, cookie_value = login.start(
+            return_to=options.return_to, flow=None, locale=options.locale, api_domain=_api_domain(),
+            action="checkout", price=lookup_key, cancel_to=options.cancel_to)
+        return responses.redirect(authorize_url, 302, cookies=[responses.login_cookie(cookie_value)])
+    return _start_checkout(_bearer_token(headers.get("authorization")), query)
+
+
+@app.post("/billing/checkout")
+def checkout_from_form():
     query = _query()
     form = _form()
+    token = _one_token(form)
+    return _start_checkout(token, {**query, **{n: v[-1] for n, v in form.items() if n in CHECKOUT_OPTION_NAMES}})
+
+
+@app.post("/billing/customer-session")
+def customer_session():
+    """A Stripe Customer Session client secret for the caller's own customer, for an embedded pricing table or
+    buy button. fetch() with the token in the Authorization header only; never cached."""
+    _query()
+    session = portal_service().customer_session(_bearer_token(app.current_event.headers.get("authorization")))
+    return responses.customer_session_json(session)
+
+
+def _checkout_options(params: dict[str, str | None]):
+    from portal_gateway.billing.purchases import CheckoutOptions
+
+    return CheckoutOptions(price=params.get("price"), return_to=params.get("return_to"),
+                           cancel_to=params.get("cancel_to"), locale=params.get("locale"),
+                           accept_language=app.current_event.headers.get("accept-language"))
+
+
+def _start_checkout(token: str, params: dict[str, str]):
+    url, kind = portal_service().start_checkout(token, _checkout_options(params))
+    if responses.wants_json(app.current_event.headers.get("accept")):
+        return responses.portal_url_json(url, kind=kind)
+    return responses.redirect(url, 303)
+
+
+def _one_token(form: dict[str, list[str]]) -> str:
     tokens = form.get("id_token", [])
     if len(tokens) > 1:
         raise BadRequest("Send exactly one id_token.")
     if not tokens or not tokens[0]:
         raise AuthenticationRequired()
+    return tokens[0]
+
+
+@app.post("/portal")
+def portal_from_form():
+    query = _query()
+    form = _form()
+    token = _one_token(form)
     options = {name: values[-1] for name, values in form.items() if name in OPTION_NAMES}
-    return _open_portal(tokens[0], {**query, **options}, redirect_status=303)
+    return _open_portal(token, {**query, **options}, redirect_status=303)
 
 
 def _options(params: dict[str, str | None]):

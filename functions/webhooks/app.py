@@ -21,6 +21,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from portal_gateway.aws.mapping_store import CustomerMappingStore
 from portal_gateway.aws.projection_store import ProjectionStore
 from portal_gateway.aws.secrets import SecretsManagerReader
+from portal_gateway.aws.user_directory import CognitoUserDirectory
 from portal_gateway.billing.stripe_key import StripeKeyProvider
 from portal_gateway.billing.webhook_events import WebhookEvents
 from portal_gateway.config import ConfigError, WebhookSettings
@@ -46,6 +47,7 @@ MAX_BODY_BYTES = 512 * 1024
 # often: a flood of forged deliveries must not become a flood of Secrets Manager reads.
 SECRET_REREAD_SECONDS = 10
 SECRET_TTL_SECONDS = 300
+LIVE_STATUSES = frozenset({"active", "trialing", "past_due", "unpaid"})
 
 try:
     SETTINGS = WebhookSettings.from_env()
@@ -135,6 +137,20 @@ class StripeLibraryReader:
 
         return self._with_client(read)
 
+    def customer(self, customer_id: str) -> dict:
+        return self._with_client(lambda client: client.v1.customers.retrieve(customer_id).to_dict())
+
+    def has_live_subscription(self, customer_id: str) -> bool:
+        """Whether the customer pays now (a subscription active, trialing, past due or unpaid)."""
+        def read(client: stripe.StripeClient) -> bool:
+            listed = client.v1.subscriptions.list({"customer": customer_id, "status": "all", "limit": 100})
+            return any(s.status in LIVE_STATUSES for s in listed.auto_paging_iter())
+
+        return self._with_client(read)
+
+    def stamp_owner(self, customer_id: str, metadata: dict) -> None:
+        self._with_client(lambda client: client.v1.customers.update(customer_id, {"metadata": metadata}))
+
     def customer_deleted(self, customer_id: str) -> bool:
         def read(client: stripe.StripeClient):
             try:
@@ -184,10 +200,12 @@ _keys = StripeKeyProvider(SETTINGS.stripe_secret_id, expected_mode=SETTINGS.stri
                           ttl_seconds=SETTINGS.stripe_key_ttl_seconds, read_secret=SecretsManagerReader())
 reader = StripeLibraryReader(_keys, SETTINGS.stripe_api_base)
 signing_secrets = SigningSecrets(SETTINGS.webhook_secret_id)
+directory = CognitoUserDirectory(SETTINGS.user_pool_id, SETTINGS.region)
 events = WebhookEvents(
     projections=ProjectionStore(SETTINGS.customers_table, stripe_mode=SETTINGS.stripe_mode),
     mappings=CustomerMappingStore(SETTINGS.customers_table, stripe_mode=SETTINGS.stripe_mode),
-    stripe=reader, stripe_mode=SETTINGS.stripe_mode, user_pool_id=SETTINGS.user_pool_id, count=count)
+    stripe=reader, stripe_mode=SETTINGS.stripe_mode, user_pool_id=SETTINGS.user_pool_id, count=count,
+    only_user_with_email=directory.only_user_with_verified_email if SETTINGS.match_existing_by_email else None)
 
 
 @app.post("/webhooks/stripe")

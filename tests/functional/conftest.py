@@ -127,6 +127,12 @@ def gateway(stack, stripe_standin, monkeypatch):
 
 
 @pytest.fixture
+def portal_overrides() -> dict[str, str]:
+    """The portal function's configuration beyond the defaults, for fixtures that start it (a module overrides it)."""
+    return {}
+
+
+@pytest.fixture
 def user(stack):
     """Factory: a signed-up user; returns (sub, tokens from a real InitiateAuth against moto)."""
 

@@ -60,9 +60,9 @@ def deliver(webhooks, body: str, signature: str | None, *, base64_body: bool = F
 
 
 @pytest.fixture
-def billing(gateway, stack, stripe_standin):
+def billing(gateway, stack, stripe_standin, portal_overrides):
     secret_id = add_webhook_secret(stack)
-    portal = gateway(WEBHOOK_SECRET_ID=secret_id)
+    portal = gateway(WEBHOOK_SECRET_ID=secret_id, **portal_overrides)
     reset_logging(("stripe-portal-gateway-webhooks",))
     webhooks = load_handler_module(ROOT / "functions" / "webhooks" / "app.py")
     server = serve(webhooks.lambda_handler)

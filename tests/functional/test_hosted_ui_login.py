@@ -84,6 +84,26 @@ def test_plain_link_signs_in_and_lands_on_own_portal(oauth_gateway, user, hosted
     assert any(c.startswith("__Host-portal_login=;") and "Max-Age=0" in c for c in landed.cookies)
 
 
+def test_a_plain_subscribe_link_signs_in_and_lands_on_checkout_for_the_users_own_customer(
+        oauth_gateway, user, stripe_standin):
+    sub, _ = user()
+    price = stripe_standin.add_product("Pro", lookup_key="pro_monthly")
+    gw = oauth_gateway(CHECKOUT_PRICES="pro_monthly")
+    refused = gw.call("GET", "/billing/checkout", query={"price": "enterprise"}, headers={"accept": "text/html"})
+    assert refused.status == 400 and refused.cookies == []  # refused before any sign-in
+    start = gw.call("GET", "/billing/checkout", query={"price": "pro_monthly",
+                                                       "cancel_to": "https://shop.example.com/plans"},
+                    headers={"accept": "text/html"})
+    assert start.status == 302 and "/oauth2/authorize?" in start.location
+    assert "pro_monthly" not in start.location and "pro_monthly" not in start.cookies[0]  # sealed, not readable
+    landed = callback(gw, sign_in(start.location, "ada"), cookie_header(start))
+    assert landed.status == 303, landed.body
+    session = stripe_standin.account.checkout_sessions[landed.location.rsplit("/", 1)[-1]]
+    assert session["_lines"] == [{"price": price, "quantity": 1}]
+    assert session["cancel_url"] == "https://shop.example.com/plans"
+    assert stripe_standin.account.customers[session["customer"]]["metadata"]["cognito_sub"] == sub
+
+
 def test_two_users_land_on_two_customers(oauth_gateway, user, stripe_standin):
     user("ada", email="ada@example.com")
     user("bob", email="bob@example.com")

@@ -24,6 +24,8 @@ from portal_gateway.aws.endpoints import (
 STRIPE_MODES = ("test", "live")
 _POOL_ID = re.compile(r"^(?P<region>[a-z]{2,4}(?:-[a-z]+)+-\d+)_[0-9A-Za-z]+$")
 _CLIENT_ID = re.compile(r"^[0-9A-Za-z]{1,128}$")
+# A Stripe price lookup key as the operator writes it in a parameter: no commas (the list's separator), no spaces.
+_LOOKUP_KEY = re.compile(r"^[0-9A-Za-z_.:/-]{1,200}$")
 _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off"}
 
@@ -61,6 +63,8 @@ class Settings:
     oauth_client_id: str | None = None
     callback_url: str | None = None
     oauth_secret_id: str | None = None
+    checkout_prices: tuple[str, ...] = ()  # lookup keys of the prices the checkout route may sell
+    allow_multiple_subscriptions: bool = False  # else a subscriber's Subscribe opens the portal instead
 
     @property
     def region(self) -> str:
@@ -124,7 +128,15 @@ class Settings:
                 if not urlsplit(callback_url).path.endswith("/portal/callback"):
                     raise ConfigError("CALLBACK_URL must be this API's /portal/callback URL")
             oauth_secret_id = _required(env, "OAUTH_SECRET_ID")
+        checkout_prices = _csv(env, "CHECKOUT_PRICES")
+        if len(checkout_prices) > 10:
+            raise ConfigError("CHECKOUT_PRICES takes at most 10 lookup keys (Stripe looks up 10 at a time)")
+        for lookup_key in checkout_prices:
+            if not _LOOKUP_KEY.match(lookup_key):
+                raise ConfigError(f"CHECKOUT_PRICES has an invalid price lookup key: {lookup_key[:40]!r}")
         return cls(
+            checkout_prices=tuple(dict.fromkeys(checkout_prices)),
+            allow_multiple_subscriptions=_bool(env, "ALLOW_MULTIPLE_SUBSCRIPTIONS", False),
             allowed_origins=tuple(o.rstrip("/") for o in origins),
             cognito_domain=domain,
             oauth_client_id=oauth_client_id,
@@ -167,6 +179,11 @@ class WebhookSettings:
     stripe_api_base: str | None = None
     signature_tolerance_seconds: int = 300  # stripe-python's default: older signatures are replays
     stripe_key_ttl_seconds: int = 300
+    match_existing_by_email: bool = True  # a purchase naming no user goes to the one user with its email
+
+    @property
+    def region(self) -> str:
+        return _POOL_ID.match(self.user_pool_id).group("region")  # validated in from_env
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> WebhookSettings:
@@ -186,6 +203,7 @@ class WebhookSettings:
             stripe_api_base=api_base,
             signature_tolerance_seconds=_number(env, "SIGNATURE_TOLERANCE_SECONDS", 300, int, 30, 600),
             stripe_key_ttl_seconds=_number(env, "STRIPE_KEY_TTL_SECONDS", 300, int, 0, 3600),
+            match_existing_by_email=_bool(env, "MATCH_EXISTING_BY_EMAIL", True),
         )
 
 

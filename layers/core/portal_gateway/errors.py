@@ -40,6 +40,27 @@ class ReturnUrlNotAllowed(BadRequest):
     title = "This return address is not allowed"
 
 
+class PriceNotOffered(BadRequest):
+    code = "price_not_offered"
+    message = "This plan is not offered here."
+    title = "This plan is not offered"
+
+
+class CheckoutNotOffered(GatewayError):
+    code = "checkout_not_offered"
+    message = "Subscribing is not offered here."
+    title = "Subscribing is not offered"
+
+
+class PriceUnavailable(GatewayError):
+    """An offered price is missing, archived or not recurring in Stripe: the operator must fix the catalog."""
+
+    code = "price_unavailable"
+    message = "This plan cannot be bought right now. Please try again later."
+    title = "This plan is not available"
+    needs_operator = True
+
+
 class PayloadTooLarge(GatewayError):
     code = "payload_too_large"
     message = "The request body is too large."

@@ -105,6 +105,8 @@ class PrimingWorld:
             if names.get("#p") == "projection":
                 return _json(200, {"Item": {"projection": {"S": json.dumps(PRIMING_PROJECTION)},
                                             "synced_at": {"N": str(PRIMING_CREATED * 1000)}}})
+            if names.get("#a") == "key":  # the purchase reference key: a fixed one, no real key's
+                return _json(200, {"Item": {"key": {"S": "00" * 32}}})
             return _json(200, {"Item": {names.get("#a", "customer_id"): {"S": PRIMING_CUSTOMER_ID}}})
         return _json(400, {"__type": "com.amazonaws#UnknownOperationException"})
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -12,6 +13,12 @@ from portal_gateway.aws.projection_store import ProjectionStore, StoredProjectio
 from portal_gateway.aws.secrets import SecretsManagerReader
 from portal_gateway.aws.user_directory import CognitoUserDirectory, Profile, profile_from_identity
 from portal_gateway.billing.customers import CustomerResolver
+from portal_gateway.billing.purchases import (
+    CheckoutOptions,
+    PriceCatalog,
+    PurchaseReferences,
+    checkout_idempotency_key,
+)
 from portal_gateway.billing.status_projection import answer, empty_answer, refresh
 from portal_gateway.billing.stripe_adapter import StripeBilling
 from portal_gateway.billing.stripe_key import StripeKeyProvider
@@ -19,6 +26,7 @@ from portal_gateway.config import Settings
 from portal_gateway.errors import (
     CustomerMissing,
     PortalConfigurationInvalid,
+    PriceUnavailable,
     StripeAccountMismatch,
     StripeKeyPermissions,
     StripeUnavailable,
@@ -55,7 +63,11 @@ class PortalService:
         count: Callable[[str], None] = lambda name: None,
         on_identity: Callable[[Identity], None] = lambda identity: None,
         login: HostedUiLogin | None = None,
+        catalog: PriceCatalog | None = None,
+        references: PurchaseReferences | None = None,
     ):
+        self.catalog = catalog or PriceCatalog(settings.checkout_prices, billing.prices_by_lookup_key)
+        self.references = references or PurchaseReferences(resolver.store.reference_key, settings.stripe_mode)
         self.settings = settings
         self.login = login  # None unless COGNITO_DOMAIN is configured
         self.verifier = verifier
@@ -76,6 +88,8 @@ class PortalService:
             self.login.forget_secrets()
         self.resolver.clear()
         self.users.clear()
+        self.references.clear()  # a signing key: never in a snapshot
+        self.catalog.clear()
         POOL.clear()
 
     def warm_up(self, *, with_secrets: bool) -> dict[str, bool]:
@@ -85,6 +99,7 @@ class PortalService:
         warmed = {"jwks": self.verifier.jwks.prefetch()}
         if with_secrets:
             warmed["stripe_key"] = self.billing.warm_key()
+            warmed["purchase_reference_key"] = self.references.warm()
             # The first request's own hosts, connected (TLS included) now rather than on its clock. Not before a
             # snapshot: connections do not survive a restore.
             for name, url in (("stripe", self.billing.api_base), ("customers_table", self.resolver.store.endpoint()),
@@ -112,9 +127,12 @@ class PortalService:
 
     def _profile_loader(self, identity: Identity) -> Callable[[], Profile]:
         def load_profile() -> Profile:
-            # Only needed on a first visit. An access token carries no email: Cognito's answer has it (the one
-            # the status check just got, when it is on).
-            return profile_from_identity(identity) if identity.token_use == "id" else self.users.get(identity).profile
+            # Only needed on a first visit. An email match takes the user's address as Cognito has it now (an ID
+            # token may name one they have changed since), and an access token carries no email at all: Cognito's
+            # answer has it (the one the status check just got, when it is on).
+            if identity.token_use == "id" and not self.settings.match_existing_by_email:
+                return profile_from_identity(identity)
+            return self.users.get(identity).profile
 
         return load_profile
 
@@ -127,17 +145,22 @@ class PortalService:
         load_profile = self._profile_loader(identity)
         found = self.resolver.find(identity, load_profile)
         if found is None:
-            return empty_answer()
+            return {**empty_answer(), "client_reference_id": self.purchase_reference(identity)}
         stored = self._stored_status(found.customer_id)
         if stored.deleted:
             self.resolver.forget(identity)  # its mapping goes with the customer; the next visit resolves again
-            return empty_answer()
+            return {**empty_answer(), "client_reference_id": self.purchase_reference(identity)}
         if not stored.projection["subscriptions"]:
-            # Nothing live on this customer: the user may have paid through a Payment Link, under a new customer.
-            paying = self.resolver.switch_to_paying(identity, load_profile, current=found.customer_id)
-            if paying is not None:
-                stored = self._stored_status(paying.customer_id)
-        return answer(stored.projection)
+            # Nothing live on this customer: a purchase may have been bound to the user since (under another
+            # customer), or they paid through a Payment Link that named no one.
+            moved = self.resolver.recheck(identity, load_profile, current=found.customer_id)
+            if moved is not None:
+                stored = self._stored_status(moved.customer_id)
+        return {**answer(stored.projection), "client_reference_id": self.purchase_reference(identity)}
+
+    def purchase_reference(self, identity: Identity) -> str:
+        """What a Payment Link URL carries as client_reference_id so the purchase is bound to this user."""
+        return self.references.for_user(identity.user_pool_id, identity.sub)
 
     def _stored_status(self, customer_id: str) -> StoredProjection:
         return self.projections.get(customer_id) or self._fill_projection(customer_id)
@@ -171,6 +194,92 @@ class PortalService:
                                                       "customer_id": resolution.customer_id})
         self._count("PortalSessionCreated")
         return url
+
+    def check_checkout_options(self, options: CheckoutOptions) -> str:
+        """Refuse a plan the operator does not offer, or a bad return address, before anything else (also before
+        a sign-in round trip); the offered lookup key."""
+        lookup_key = self.catalog.check_offered(options.price)
+        self.return_policy.choose(options.return_to)
+        self.return_policy.choose(options.cancel_to)
+        choose_locale(options.locale, options.accept_language)
+        return lookup_key
+
+    def start_checkout(self, token: str, options: CheckoutOptions, *, nonce: str | None = None) -> tuple[str, str]:
+        """Subscribe the caller to an offered price: (URL, "checkout") for a Stripe Checkout Session for the
+        caller's own customer (the one /portal opens), or (URL, "portal") when they already have a live
+        subscription and the operator allows only one: the portal, to change that plan instead."""
+        self.billing.prefetch_key()
+        lookup_key = self.check_checkout_options(options)
+        identity = self._caller(token, nonce=nonce)
+        success_url = self.return_policy.choose(options.return_to)
+        cancel_url = self.return_policy.choose(options.cancel_to or options.return_to)
+        locale = choose_locale(options.locale, options.accept_language)
+        load_profile = self._profile_loader(identity)
+        resolution = self.resolver.resolve(identity, load_profile)
+
+        def attempt(customer_id: str) -> tuple[str, str]:
+            return self._checkout_for(identity, customer_id, lookup_key, success_url, cancel_url, locale)
+
+        try:
+            url, kind = attempt(resolution.customer_id)
+        except CustomerMissing:
+            self._confirm_deleted(resolution.customer_id)
+            resolution = self.resolver.resolve(identity, load_profile, stale_customer_id=resolution.customer_id)
+            try:
+                url, kind = attempt(resolution.customer_id)
+            except CustomerMissing:
+                raise StripeUnavailable(log_detail="customer missing again right after re-resolving") from None
+        logger.info("Checkout answered", extra={"answer": kind, "customer_id": resolution.customer_id,
+                                                "customer_source": resolution.source, "price": lookup_key})
+        self._count("CheckoutSessionCreated" if kind == "checkout" else "CheckoutSentToPortal")
+        return url, kind
+
+    def _checkout_for(self, identity: Identity, customer_id: str, lookup_key: str, success_url: str,
+                      cancel_url: str, locale: str) -> tuple[str, str]:
+        if not self.settings.allow_multiple_subscriptions:
+            live = self.billing.active_subscriptions(customer_id)
+            if live:
+                # Already subscribed: a second subscription would charge twice. The portal's plan change instead.
+                one = live[0] if len(live) == 1 else None
+                flow = "subscription_update" if one else None
+                return self.billing.create_portal_session(
+                    customer_id=customer_id, return_url=success_url, locale=locale,
+                    configuration=self.settings.portal_configuration_id,
+                    flow_data=flow_data(flow, return_url=success_url, subscription_id=one)), "portal"
+        price_id = self.catalog.price_id(lookup_key)
+        metadata = {"cognito_sub": identity.sub, "cognito_user_pool": identity.user_pool_id}
+        try:
+            url = self.billing.create_checkout_session(
+                customer_id=customer_id, price_id=price_id, success_url=success_url, cancel_url=cancel_url,
+                client_reference_id=self.purchase_reference(identity), metadata=metadata,
+                idempotency_key=checkout_idempotency_key(
+                    mode=self.settings.stripe_mode, user_pool_id=identity.user_pool_id, sub=identity.sub,
+                    customer_id=customer_id, price_id=price_id, success_url=success_url, cancel_url=cancel_url,
+                    now=time.time()))
+        except PriceUnavailable:
+            self.catalog.forget()  # archived since it was looked up: look again next time
+            self._count("PriceUnavailable")
+            raise
+        return url, "checkout"
+
+    def customer_session(self, token: str) -> dict[str, Any]:
+        """A Stripe Customer Session for the caller's own customer (the one /portal opens, created when allowed),
+        so a page's <stripe-pricing-table> or <stripe-buy-button> buys for them; with their purchase reference."""
+        self.billing.prefetch_key()
+        identity = self._caller(token)
+        load_profile = self._profile_loader(identity)
+        resolution = self.resolver.resolve(identity, load_profile)
+        try:
+            created = self.billing.create_customer_session(resolution.customer_id)
+        except CustomerMissing:
+            self._confirm_deleted(resolution.customer_id)
+            resolution = self.resolver.resolve(identity, load_profile, stale_customer_id=resolution.customer_id)
+            try:
+                created = self.billing.create_customer_session(resolution.customer_id)
+            except CustomerMissing:
+                raise StripeUnavailable(log_detail="customer missing again right after re-resolving") from None
+        self._count("CustomerSessionCreated")
+        return {**created, "client_reference_id": self.purchase_reference(identity)}
 
     def _confirm_deleted(self, customer_id: str) -> None:
         """Stripe refused the mapped customer. Only a customer Stripe reports *deleted* is replaced. One that
@@ -253,6 +362,7 @@ def build_service(
         jwks=JwksCache(settings.jwks_url, timeout=settings.jwks_timeout_seconds),
         leeway_seconds=settings.jwt_leeway_seconds,
     )
+    directory = CognitoUserDirectory(settings.user_pool_id, settings.region)  # the pool's region
     resolver = CustomerResolver(
         store=CustomerMappingStore(settings.customers_table, stripe_mode=settings.stripe_mode),
         billing=billing,
@@ -260,6 +370,7 @@ def build_service(
         allow_creation=settings.allow_customer_creation,
         match_by_email=settings.match_existing_by_email,
         count=count,
+        holders_of_email=directory.users_with_verified_email,
     )
     login = None
     if settings.cognito_domain:
@@ -279,7 +390,7 @@ def build_service(
         verifier=verifier,
         resolver=resolver,
         billing=billing,
-        users=UserLookups(CognitoUserDirectory(settings.user_pool_id, settings.region)),  # the pool's region
+        users=UserLookups(directory),
         projections=ProjectionStore(settings.customers_table, stripe_mode=settings.stripe_mode),
         count=count,
         on_identity=on_identity,

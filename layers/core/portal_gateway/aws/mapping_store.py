@@ -86,13 +86,7 @@ class CustomerMappingStore:
     def claim(self, identity: Identity, customer_id: str) -> bool:
         """Claim an existing (email-matched) customer for this user, exclusively: of two users racing for one
         customer, exactly one wins. True if this user holds the claim (now or from before)."""
-        owner = self.key_for(identity)
-        item = {"pk": {"S": claim_key(self.mode, customer_id)}, "owner": {"S": owner},
-                "updated_at": {"N": str(int(time.time()))}}
-        return self._put_if("PutItem (claim)", Item=item,
-                            ConditionExpression="attribute_not_exists(pk) OR #owner = :owner",
-                            ExpressionAttributeNames={"#owner": "owner"},
-                            ExpressionAttributeValues={":owner": {"S": owner}})
+        return self.claim_for(self.key_for(identity), customer_id)
 
     def claim_owner(self, customer_id: str) -> str | None:
         """The mapping key of the user holding a claim on this customer (email-matched or linked), if any."""
@@ -136,6 +130,32 @@ class CustomerMappingStore:
             if current is not None:
                 return current
         raise MappingStoreUnavailable(log_detail="creation ticket vanished while being written")
+
+    def reference_key(self) -> bytes:
+        """The random key purchase references are signed with (purchase_reference.py), made on first use: of two
+        first uses at once, the one written first is the one both read back."""
+        pk = f"{self.mode}#reference-key"
+        found = self._read(pk, "key", "GetItem (reference key)")
+        if found is None:
+            self._put_if("PutItem (reference key)", ConditionExpression="attribute_not_exists(pk)", Item={
+                "pk": {"S": pk}, "key": {"S": secrets.token_hex(32)}, "updated_at": {"N": str(int(time.time()))}})
+            found = self._read(pk, "key", "GetItem (reference key)")
+        if found is None:
+            raise MappingStoreUnavailable(log_detail="the purchase reference key vanished while being written")
+        return bytes.fromhex(found)
+
+    def mapped_customer(self, user_pool_id: str, sub: str) -> str | None:
+        """The customer a user (by pool and sub) is mapped to, read consistently."""
+        return self.get(mapping_key(self.mode, user_pool_id, sub))
+
+    def claim_for(self, owner_key: str, customer_id: str) -> bool:
+        """As `claim`, for a user named by their mapping key (the webhook function has no token)."""
+        item = {"pk": {"S": claim_key(self.mode, customer_id)}, "owner": {"S": owner_key},
+                "updated_at": {"N": str(int(time.time()))}}
+        return self._put_if("PutItem (claim)", Item=item,
+                            ConditionExpression="attribute_not_exists(pk) OR #owner = :owner",
+                            ExpressionAttributeNames={"#owner": "owner"},
+                            ExpressionAttributeValues={":owner": {"S": owner_key}})
 
     def _read(self, pk: str, attribute: str, what: str) -> str | None:
         """One string attribute of one item, read consistently; None when the item or attribute is absent."""

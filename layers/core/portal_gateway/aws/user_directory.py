@@ -54,7 +54,7 @@ class CognitoUserDirectory:
             if exc.code == "UserNotFoundException":
                 raise InvalidToken("user_not_found") from None
             raise IdentityUnavailable(log_detail=f"Cognito AdminGetUser failed: {exc.code}") from None
-        attributes = {a["Name"]: a.get("Value") for a in response.get("UserAttributes", [])}
+        attributes = _attributes(response.get("UserAttributes", []))
         if attributes.get("sub") and attributes["sub"] != identity.sub:
             # A username now names another user (deleted and signed up again): this token's user is gone.
             raise InvalidToken("user_not_found")
@@ -67,3 +67,43 @@ class CognitoUserDirectory:
                 name=attributes.get("name") or None,
             ),
         )
+
+    def users_with_verified_email(self, email: str, *, enough: int = 2) -> int:
+        """How many users of the pool hold this address verified, counted up to `enough`. Only "exactly one"
+        makes an email match safe; the caller needs no more than 2."""
+        return len(self.subs_with_verified_email(email, enough=enough))
+
+    def only_user_with_verified_email(self, email: str) -> str | None:
+        """The sub of the one user holding this address verified; None when none or several do."""
+        subs = self.subs_with_verified_email(email)
+        return next(iter(subs)) if len(subs) == 1 else None
+
+    def subs_with_verified_email(self, email: str, *, enough: int = 2) -> set[str]:
+        """The subs of users holding this address verified, up to `enough` of them (ListUsers, filtered on the
+        address as given and in lower case; Cognito's filter is exact)."""
+        subs: set[str] = set()
+        for value in dict.fromkeys([email, email.lower()]):
+            quoted = value.replace("\\", "\\\\").replace('"', '\\"')
+            token = None
+            for _ in range(5):  # ListUsers pages hold at most 60 users; unverified holders may come first
+                request = {"UserPoolId": self.user_pool_id, "Filter": f'email = "{quoted}"', "Limit": 60}
+                if token:
+                    request["PaginationToken"] = token
+                try:
+                    response = self._client.call("ListUsers", request)
+                except AwsError as exc:
+                    raise IdentityUnavailable(log_detail=f"Cognito ListUsers failed: {exc.code}") from None
+                for user in response.get("Users", []):
+                    attributes = _attributes(user.get("Attributes", []))
+                    if is_verified_flag(attributes.get("email_verified")) and attributes.get("sub"):
+                        subs.add(attributes["sub"])
+                token = response.get("PaginationToken")
+                if len(subs) >= enough or not token:
+                    break
+            if len(subs) >= enough:
+                break
+        return subs
+
+
+def _attributes(listed: list) -> dict:
+    return {a["Name"]: a.get("Value") for a in listed if isinstance(a, dict) and "Name" in a}

@@ -122,7 +122,11 @@ def pick_customer(records: list[CustomerRecord], identity: Identity) -> Customer
 class CustomerResolver:
     def __init__(self, *, store: MappingStore, billing: Billing, stripe_mode: str, allow_creation: bool,
                  match_by_email: bool, cache: BoundedCache | None = None,
-                 count: Callable[[str], None] = lambda name: None):
+                 count: Callable[[str], None] = lambda name: None,
+                 holders_of_email: Callable[[str], int] | None = None):
+        # How many users of the pool hold an address verified (up to 2): an email match is taken only when it is
+        # exactly one. None: not checked (the pool keeps addresses unique and nothing else verifies them).
+        self.holders_of_email = holders_of_email
         self.store = store
         self.billing = billing
         self.mode = stripe_mode
@@ -196,19 +200,34 @@ class CustomerResolver:
         self.cache.put(key, resolution.customer_id)
         return resolution
 
+    def recheck(self, identity: Identity, load_profile: Callable[[], Profile], current: str) -> Resolution | None:
+        """The user's customer has no live subscription. A purchase may have been bound to them since (the webhook
+        function moved their mapping to the paying customer), or they paid through a Payment Link naming no user
+        (a new customer with their address). At most every NO_MATCH_RECHECK_SECONDS per user and environment: the
+        mapping is read again, then, failing that, a paying customer with their address is looked for."""
+        key = self.store.key_for(identity)
+        if self._unmatched.get(f"{key}#paying"):
+            return None
+        self._unmatched.put(f"{key}#paying", True)
+        mapped = self.store.get(key)
+        if mapped is not None and mapped != current:
+            self.cache.put(key, mapped)
+            logger.info("The user's mapping moved to another customer", extra={"customer_id": mapped})
+            return Resolution(mapped, "mapping")
+        return self.switch_to_paying(identity, load_profile, current)
+
     def switch_to_paying(self, identity: Identity, load_profile: Callable[[], Profile],
                          current: str) -> Resolution | None:
         """The user is mapped to a customer with no live subscription (say, the one their first "Manage billing"
-        click made) while they paid through a Payment Link, which always makes a new customer. If an unowned
-        customer with their verified email has an active subscription, it becomes theirs (claimed, the mapping
-        swapped on the condition it still names `current`), by the same rule as a first visit's email match.
-        Looked for in Stripe at most every NO_MATCH_RECHECK_SECONDS per user and environment."""
+        click made) while they paid through a Payment Link that named no user, which always makes a new customer.
+        If an unowned customer with their verified email has an active subscription, it becomes theirs (claimed,
+        the mapping swapped on the condition it still names `current`), by the same rule as a first visit's email
+        match: their current address, held by no other user of the pool."""
         key = self.store.key_for(identity)
-        if not self.match_by_email or self._unmatched.get(f"{key}#paying"):
+        if not self.match_by_email:
             return None
         found = self._match_by_email(identity, load_profile(), exclude=current, require_active=True)
         if found is None:
-            self._unmatched.put(f"{key}#paying", True)
             return None
         self._count("CustomerSwitchedToPaying")
         logger.info("Mapped to the user's paying customer instead of one with no subscription",
@@ -226,6 +245,7 @@ class CustomerResolver:
             # Longer than Stripe stores (and its list filter accepts): no Stripe customer can have it.
             logger.info("Email longer than Stripe accepts; not matching existing Stripe customers by email")
             return None
+
         # Stripe's list filter is case-sensitive: try the address as given and its lower-case form (ASCII
         # letters only), and keep only customers whose address is the verified one but for ASCII case.
         verified = ascii_lower(profile.email)
@@ -244,6 +264,15 @@ class CustomerResolver:
         chosen = pick_customer(candidates, identity)
         if require_active and not chosen.has_active_subscription:
             return None  # pick_customer prefers a paying one: there is none
+        if self.holders_of_email is not None and self.holders_of_email(profile.email) != 1:
+            # Not exactly this user: another user holds the address verified too (a pool that does not keep
+            # addresses unique, an auto-verifying trigger, a federated provider), and whichever asked first would
+            # take the other's purchase; or no user holds it now (changed since). Asked only when a customer could
+            # be matched, so a page polling for a user without one costs Cognito nothing.
+            logger.warning("The verified email is not this user's alone; not matching by email "
+                           "(support can link the customer)")
+            self._count("EmailMatchAmbiguous")
+            return None
         if not self.store.claim(identity, chosen.id):
             # Another user with the same verified email claimed it first (e.g. at the same instant).
             logger.warning("Matched customer is already claimed by another user; not reusing it",

@@ -17,8 +17,10 @@ from typing import Any
 from portal_gateway.aws.projection_store import ProjectionStore, StoredProjection, now_ms
 
 # The events the webhook function handles, and so exactly the ones `stripe-portal-admin webhooks setup`
-# subscribes the endpoint to: any change to a customer's subscriptions or entitlements, and customer deletion.
+# subscribes the endpoint to: any change to a customer's subscriptions or entitlements, customer deletion, and a
+# completed checkout (which binds the purchase to the user it names).
 HANDLED_EVENTS = (
+    "checkout.session.completed",
     "customer.deleted",
     "customer.subscription.created",
     "customer.subscription.deleted",

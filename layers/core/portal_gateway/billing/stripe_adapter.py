@@ -19,6 +19,7 @@ from portal_gateway.errors import (
     CustomerMissing,
     PortalConfigurationInvalid,
     PortalNotConfigured,
+    PriceUnavailable,
     StripeKeyPermissions,
     StripeKeyRejected,
     StripeKeyUnavailable,
@@ -178,6 +179,28 @@ class StripeBilling:
 
         return read_billing_state(customer_id, self._call, denied=denied)
 
+    def prices_by_lookup_key(self, lookup_keys: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+        """The prices named by these lookup keys (Stripe's filter takes up to 10), by lookup key, active or not."""
+        page = self._call("GET", "/v1/prices", {"lookup_keys": list(lookup_keys), "limit": 100})
+        return {p["lookup_key"]: p for p in page.get("data") or [] if isinstance(p, dict) and p.get("lookup_key")}
+
+    def create_checkout_session(self, *, customer_id: str, price_id: str, success_url: str, cancel_url: str,
+                                client_reference_id: str, metadata: dict[str, str], idempotency_key: str) -> str:
+        """A Checkout Session in subscription mode for this customer and one price: its URL."""
+        params: dict[str, Any] = {
+            "mode": "subscription", "customer": customer_id, "client_reference_id": client_reference_id,
+            "line_items": [{"price": price_id, "quantity": 1}], "success_url": success_url,
+            "cancel_url": cancel_url, "metadata": metadata, "subscription_data": {"metadata": metadata},
+        }
+        return self._call("POST", "/v1/checkout/sessions", params, idempotency_key=idempotency_key)["url"]
+
+    def create_customer_session(self, customer_id: str) -> dict[str, Any]:
+        """A Customer Session for the pricing table and buy button: its client secret and when it expires."""
+        created = self._call("POST", "/v1/customer_sessions", {
+            "customer": customer_id,
+            "components": {"pricing_table": {"enabled": True}, "buy_button": {"enabled": True}}})
+        return {"client_secret": created["client_secret"], "expires_at": created.get("expires_at")}
+
     def claim_customer(self, customer_id: str, metadata: dict[str, str]) -> None:
         """Stamp an existing customer with its owner, so no other user can ever match it by email."""
         self._call("POST", path_of("v1", "customers", customer_id), {"metadata": metadata})
@@ -250,6 +273,9 @@ def _invalid_request(exc: StripeApiError) -> Exception:
         # The configured PORTAL_CONFIGURATION_ID is unknown to this key's account, or no longer active: an
         # operator's fix, not an outage to wait out.
         return PortalConfigurationInvalid(log_detail=f"Stripe refused the portal configuration: {_describe(exc)}")
+    if exc.param and exc.param.startswith("line_items"):
+        # The offered price was archived (or deleted) since it was looked up: the operator's catalog to fix.
+        return PriceUnavailable(log_detail=f"Stripe refused the offered price: {_describe(exc)}")
     if exc.code == "resource_missing" and exc.param in ("customer", "id", None):
         return CustomerMissing(log_detail=f"Stripe says the customer is missing: {_describe(exc)}")
     return StripeRequestRefused(log_detail=f"Stripe refused the request: {_describe(exc)}")

@@ -15,6 +15,9 @@ STATUS_BY_CODE: dict[str, int] = {
     "invalid_request": 400,
     "token_in_query_string": 400,
     "return_url_not_allowed": 400,
+    "price_not_offered": 400,
+    "checkout_not_offered": 404,
+    "price_unavailable": 409,
     "login_failed": 400,
     "login_session_invalid": 400,
     "webhook_signature_invalid": 400,
@@ -79,9 +82,16 @@ def clear_login_cookie() -> Cookie:
                   same_site=SameSite.LAX_MODE)
 
 
-def portal_url_json(url: str) -> Response:
+def portal_url_json(url: str, **extra: str) -> Response:
     return Response(status_code=200, content_type="application/json", headers=dict(BASE_HEADERS),
-                    body=json.dumps({"url": url}))
+                    body=json.dumps({"url": url, **extra}))
+
+
+def customer_session_json(session: dict) -> Response:
+    """A Customer Session's client secret: for this page view only (no-store), never kept by any cache."""
+    return Response(status_code=200, content_type="application/json", headers=dict(BASE_HEADERS),
+                    body=json.dumps({key: session[key] for key in ("client_secret", "expires_at",
+                                                                   "client_reference_id")}))
 
 
 # The billing status is the caller's own: a browser may keep it briefly and revalidate it by its ETag; no

@@ -73,6 +73,9 @@ class PendingLogin:
     return_to: str | None = None
     flow: str | None = None
     locale: str | None = None
+    action: str | None = None  # "checkout" after a Subscribe link; None: the portal
+    price: str | None = None
+    cancel_to: str | None = None
 
 
 def _b64(data: bytes) -> str:
@@ -157,13 +160,15 @@ class HostedUiLogin:
         return f"https://{api_domain.lower()}/portal/callback"
 
     def start(self, *, return_to: str | None, flow: str | None, locale: str | None,
-              api_domain: str | None = None) -> tuple[str, str]:
+              api_domain: str | None = None, action: str | None = None, price: str | None = None,
+              cancel_to: str | None = None) -> tuple[str, str]:
         """Returns (authorize URL, sealed cookie value)."""
         redirect_uri = self.redirect_uri(api_domain)
         sealer, _ = self._secrets()
         login = PendingLogin(state=secrets.token_urlsafe(32), nonce=secrets.token_urlsafe(32),
                              verifier=secrets.token_urlsafe(64), issued_at=int(self._clock()),
-                             return_to=return_to, flow=flow, locale=locale)
+                             return_to=return_to, flow=flow, locale=locale, action=action, price=price,
+                             cancel_to=cancel_to)
         query = urllib.parse.urlencode({
             "response_type": "code",
             "client_id": self.client_id,
