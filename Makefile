@@ -25,7 +25,7 @@ endif
 endef
 $(foreach venv,$(VENV) $(SAM_VENV) $(SCAN_VENV),$(eval $(call rebuild_if_not_313,$(venv))))
 
-.PHONY: run test lint unit functional e2e template lint-template build scan bench bench-status chromium clean
+.PHONY: run test lint unit functional e2e template lint-template build scan bench bench-status bench-purchases chromium clean
 
 $(VENV)/.installed: requirements-dev.txt layers/core/requirements.txt pyproject.toml
 	@test -n "$(PYTHON313)" || { echo "Python 3.13 not found (set PYTHON313=/path/to/python3.13)"; exit 1; }
@@ -62,6 +62,10 @@ bench: $(VENV)/.installed
 # The billing status: warm status requests, webhook to visible status, a 1,000-event burst (a markdown table).
 bench-status: $(VENV)/.installed
 	$(VENV)/bin/python bench/status.py
+
+# Purchases bound to the signed-in user: a scenario matrix (wrong user, lost, double clicks) and the checkout route.
+bench-purchases: $(VENV)/.installed
+	$(VENV)/bin/python bench/purchases.py
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .

@@ -143,6 +143,7 @@ class LocalStack:
         self.site_url = f"http://{host}:{_port('SITE', 8000)}/"
         self.callback_url = f"{self.api_url}/portal/callback"
         self.payment_link_url: str | None = None  # the stand-in's Payment Link (none with real Stripe)
+        self.pricing_table: dict | None = None  # the stand-in's pricing table (none with real Stripe)
         self._servers: list = []
         self._closers: list = []
         self.notes: list[str] = []
@@ -163,6 +164,7 @@ class LocalStack:
             for email, name in PAYMENT_LINK_BUYERS:
                 stripe.add_subscription(stripe.add_customer(email=email, name=name), "active", price_id=pro)
             self.payment_link_url = stripe.add_payment_link(pro, after_completion_url=f"{self.site_url}?purchased=1")
+            self.pricing_table = stripe.add_pricing_table([pro], success_url=f"{self.site_url}?purchased=1")
             self.notes.append(f"Stripe stand-in (NOT Stripe):   {stripe.base_url}")
             self.notes.append("Paid by Payment Link, no account yet (sign up with these emails): "
                               + ", ".join(email for email, _ in PAYMENT_LINK_BUYERS))
@@ -171,7 +173,7 @@ class LocalStack:
         service_env = env.service_env(
             stripe_api_base=stripe_base or "", return_url=self.site_url,
             ALLOWED_RETURN_URLS=self.site_url.rstrip("/"), ALLOWED_ORIGINS=self.site_url.rstrip("/"),
-            CALLBACK_URL=self.callback_url, OAUTH_SECRET_ID=add_oauth_secret(env),
+            CALLBACK_URL=self.callback_url, OAUTH_SECRET_ID=add_oauth_secret(env), CHECKOUT_PRICES=PLAN_LOOKUP_KEY,
             WEBHOOK_SECRET_ID=add_webhook_secret(env))
 
         if all(os.environ.get(name, "").strip() for name in COGNITO_VARIABLES):
@@ -219,7 +221,8 @@ class LocalStack:
                               "from Stripe on first use only")
         site = site_server(self.host, int(self.site_url.rstrip("/").rsplit(":", 1)[1]), {
             "apiUrl": self.api_url, "hostedUiUrl": hosted_ui_url, "clientId": client_id, "siteUrl": self.site_url,
-            "paymentLinkUrl": self.payment_link_url})
+            "paymentLinkUrl": self.payment_link_url, "checkoutPrice": PLAN_LOOKUP_KEY,
+            "pricingTable": self.pricing_table})
         for server in (api, site):
             threading.Thread(target=server.serve_forever, daemon=True).start()
             self._servers.append(server)

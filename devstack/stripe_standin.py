@@ -122,6 +122,7 @@ class Account:
     events: list[dict] = field(default_factory=list)
     payment_links: dict[str, dict] = field(default_factory=dict)
     checkout_sessions: dict[str, dict] = field(default_factory=dict)
+    pricing_tables: dict[str, dict] = field(default_factory=dict)
     customer_sessions: dict[str, dict] = field(default_factory=dict)
     default_configuration: dict[str, str | None] = field(default_factory=lambda: {"test": None, "live": None})
 
@@ -303,7 +304,10 @@ class StripeStandin:
             price = {"id": new_id("price_"), "object": "price", "active": True, "currency": "usd",
                      "livemode": False, "lookup_key": lookup_key, "product": product["id"], "type": "recurring",
                      "recurring": {"interval": "month", "interval_count": 1, "usage_type": "licensed"},
-                     "unit_amount": unit_amount, "nickname": name}
+                     "unit_amount": unit_amount, "unit_amount_decimal": str(unit_amount), "nickname": name,
+                     "billing_scheme": "per_unit", "created": int(time.time()), "metadata": {},
+                     "tax_behavior": "unspecified", "custom_unit_amount": None, "tiers_mode": None,
+                     "transform_quantity": None}
             account.prices[price["id"]] = price
             return price["id"]
 
@@ -317,6 +321,44 @@ class StripeStandin:
             link["url"] = f"{self.base_url}/b/{link['id']}"
             account.payment_links[link["id"]] = link
             return link["url"]
+
+    def add_pricing_table(self, price_ids: list[str], *, success_url: str, account: Account | None = None) -> dict:
+        """A pricing table as the Dashboard makes one: its id and the publishable key a page embeds it with."""
+        account = account or self.account
+        with self.lock:
+            table = {"id": new_id("prctbl_"), "prices": list(price_ids), "success_url": success_url,
+                     "publishable_key": f"pk_test_standin{secrets.token_hex(8)}"}
+            account.pricing_tables[table["id"]] = table
+            return {"id": table["id"], "publishable_key": table["publishable_key"],
+                    "script_url": f"{self.base_url}/v3/pricing-table.js"}
+
+    def _pricing_table(self, handler, method: str, table_id: str, form: dict) -> None:
+        """What Stripe's pricing table does behind its element: list its prices (GET), and on a choice open a
+        Checkout Session (POST) for the Customer Session's customer when the page gave one, else for a new one."""
+        with self.lock:
+            account = next((a for a in self.accounts.values() if table_id in a.pricing_tables), None)
+            table = account.pricing_tables[table_id] if account else None
+        if table is None:
+            return _send_page(handler, 404, "<h1>Stripe stand-in: no such pricing table</h1>")
+        if method == "GET":
+            with self.lock:
+                prices = [{"id": p, "name": account.prices[p]["nickname"],
+                           "amount": account.prices[p]["unit_amount"]} for p in table["prices"]]
+            return _send_json(handler, {"prices": prices})
+        if form.get("price") not in table["prices"]:
+            return _send_page(handler, 400, "<h1>Stripe stand-in: not a price of this pricing table</h1>")
+        now = int(time.time())
+        with self.lock:
+            customer_session = account.customer_sessions.get(form.get("customer_session_client_secret") or "")
+            if form.get("customer_session_client_secret") and (
+                    customer_session is None or customer_session["expires_at"] < now
+                    or not customer_session["components"]["pricing_table"]["enabled"]):
+                return _send_page(handler, 400, "<h1>Stripe stand-in: the customer session is not valid</h1>")
+            session_id = self._open_checkout_session(
+                account, customer_id=customer_session["customer"] if customer_session else None,
+                reference=_reference(form.get("client_reference_id")), success_url=table["success_url"],
+                lines=[{"price": form["price"], "quantity": 1}])
+        _redirect(handler, f"/c/pay/{session_id}")
 
     def set_price_active(self, price_id: str, active: bool) -> None:
         with self.lock:
@@ -443,6 +485,10 @@ class StripeStandin:
             if method == "POST":
                 return self._portal_action(handler, url.path.split("/")[3], dict(parse_qsl(body)))
             return self._portal_page(handler, url.path.rsplit("/", 1)[-1])
+        if url.path == "/v3/pricing-table.js":
+            return _send_script(handler, PRICING_TABLE_SCRIPT.replace("__BASE__", self.base_url))
+        if url.path.startswith("/pt/"):
+            return self._pricing_table(handler, method, url.path.split("/")[2], dict(parse_qsl(body)))
         if url.path.startswith("/c/pay/"):
             return self._checkout_page(handler, method, url.path.split("/")[3], dict(parse_qsl(body)))
         if url.path.startswith("/b/"):
@@ -930,21 +976,37 @@ class StripeStandin:
                                                       for line in lines):
             return 400, _error("invalid_request_error", "You must provide at least one recurring price in "
                                "`subscription` mode when using prices.", param="line_items")
-        session_id = new_id("cs_test_" if mode == "test" else "cs_live_")
-        now = int(time.time())
-        session = {
-            "id": session_id, "object": "checkout.session", "mode": session_mode, "status": "open",
-            "payment_status": "unpaid", "customer": customer["id"] if customer else None,
-            "customer_email": params.get("customer_email"), "client_reference_id": reference,
-            "success_url": params.get("success_url"), "cancel_url": params.get("cancel_url"),
-            "metadata": dict(params.get("metadata") or {}), "livemode": mode == "live", "created": now,
-            "expires_at": now + 24 * 3600, "subscription": None, "payment_link": None,
-            "customer_details": None, "url": f"{self.base_url}/c/pay/{session_id}",
-            "_lines": lines, "_subscription_metadata": dict((params.get("subscription_data") or {}).get(
-                "metadata") or {}),
-        }
-        account.checkout_sessions[session_id] = session
+        session_id = self._open_checkout_session(
+            account, customer_id=customer["id"] if customer else None, reference=reference,
+            success_url=params.get("success_url"), cancel_url=params.get("cancel_url"), lines=lines,
+            mode=session_mode, livemode=mode == "live", customer_email=params.get("customer_email"),
+            metadata=dict(params.get("metadata") or {}),
+            subscription_metadata=dict((params.get("subscription_data") or {}).get("metadata") or {}))
+        session = account.checkout_sessions[session_id]
         return 200, _public(session, expand=False)
+
+    def _open_checkout_session(self, account: Account, *, customer_id: str | None, reference: str | None,
+                               success_url: str | None, lines: list[dict], cancel_url: str | None = None,
+                               mode: str = "subscription", livemode: bool = False, customer_email: str | None = None,
+                               metadata: dict | None = None, subscription_metadata: dict | None = None,
+                               payment_link: str | None = None) -> str:
+        """An open Checkout Session, as the API, a Payment Link or a pricing table makes one: its id."""
+        session_id = new_id("cs_live_" if livemode else "cs_test_")
+        now = int(time.time())
+        account.checkout_sessions[session_id] = {
+            "id": session_id, "object": "checkout.session", "mode": mode, "status": "open",
+            "payment_status": "unpaid", "customer": customer_id, "customer_email": customer_email,
+            "client_reference_id": reference, "success_url": success_url, "cancel_url": cancel_url,
+            "metadata": dict(metadata or {}), "livemode": livemode, "created": now, "expires_at": now + 24 * 3600,
+            "subscription": None, "payment_link": payment_link, "customer_details": None,
+            "url": f"{self.base_url}/c/pay/{session_id}",
+            "automatic_tax": {"enabled": False, "liability": None, "provider": None, "status": None},
+            "custom_fields": [], "custom_text": {"after_submit": None, "shipping_address": None, "submit": None,
+                                                 "terms_of_service_acceptance": None},
+            "payment_method_types": ["card"], "shipping_options": [],
+            "_lines": lines, "_subscription_metadata": dict(subscription_metadata or {}),
+        }
+        return session_id
 
     def _create_customer_session(self, account: Account, params: dict, mode: str):
         """POST /v1/customer_sessions: a client secret for the pricing table or buy button, for one customer."""
@@ -956,7 +1018,8 @@ class StripeStandin:
             return 400, _error("invalid_request_error", f"No such customer: '{params['customer']}'",
                                code="resource_missing", param="customer")
         components = params.get("components")
-        known = ("buy_button", "pricing_table", "payment_element", "customer_sheet", "mobile_payment_element")
+        known = ("buy_button", "pricing_table", "payment_element", "customer_sheet", "mobile_payment_element",
+                 "active_entitlements", "customer_portal")
         if not isinstance(components, dict) or not any(
                 (components.get(name) or {}).get("enabled") == "true" for name in known):
             return 400, _error("invalid_request_error", "You must enable at least one component.",
@@ -1047,16 +1110,10 @@ class StripeStandin:
             with self.lock:
                 # A Payment Link makes a new customer for each purchase (it never reuses one by email), through a
                 # Checkout Session of its own, which carries the link's client_reference_id.
-                session_id = new_id("cs_test_")
-                account.checkout_sessions[session_id] = {
-                    "id": session_id, "object": "checkout.session", "mode": "subscription", "status": "open",
-                    "payment_status": "unpaid", "customer": None, "customer_email": None,
-                    "client_reference_id": _reference(form.get("client_reference_id")),
-                    "success_url": link["after_completion"]["redirect"]["url"], "cancel_url": None, "metadata": {},
-                    "livemode": False, "created": int(time.time()), "expires_at": int(time.time()) + 86400,
-                    "subscription": None, "payment_link": link["id"], "customer_details": None,
-                    "url": f"{self.base_url}/b/{link_id}", "_lines": [{"price": price["id"], "quantity": 1}],
-                    "_subscription_metadata": {}}
+                session_id = self._open_checkout_session(
+                    account, customer_id=None, reference=_reference(form.get("client_reference_id")),
+                    success_url=link["after_completion"]["redirect"]["url"],
+                    lines=[{"price": price["id"], "quantity": 1}], payment_link=link["id"])
             return _redirect(handler, self.complete_checkout(session_id, email=email))
         email = html.escape(query.get("prefilled_email", ""))
         # Stripe drops a client_reference_id that is not 1-200 letters, digits, dashes or underscores.
@@ -1166,6 +1223,57 @@ def _reference(value: str | None) -> str | None:
     if value and len(value) <= 200 and all(c.isascii() and (c.isalnum() or c in "-_") for c in value):
         return value
     return None
+
+
+# The stand-in's <stripe-pricing-table> (Stripe serves the real one from js.stripe.com): the table's prices as
+# buttons; a choice posts the Customer Session's client secret and the client_reference_id, as Stripe's does.
+PRICING_TABLE_SCRIPT = """"use strict";
+customElements.define("stripe-pricing-table", class extends HTMLElement {
+  async connectedCallback() {
+    const id = this.getAttribute("pricing-table-id");
+    const answer = await (await fetch(`__BASE__/pt/${encodeURIComponent(id)}`)).json();
+    this.innerHTML = "<p class=note><strong>Stripe stand-in</strong> pricing table (not Stripe)</p>";
+    for (const price of answer.prices) {
+      const form = document.createElement("form");
+      form.method = "post";
+      form.action = `__BASE__/pt/${encodeURIComponent(id)}`;
+      const fields = {price: price.id, customer_session_client_secret:
+        this.getAttribute("customer-session-client-secret") || "",
+        client_reference_id: this.getAttribute("client-reference-id") || ""};
+      for (const [name, value] of Object.entries(fields)) {
+        const input = document.createElement("input");
+        input.type = "hidden"; input.name = name; input.value = value;
+        form.append(input);
+      }
+      const button = document.createElement("button");
+      button.className = "pricing-table-choose";
+      button.textContent = `${price.name}: $${(price.amount / 100).toFixed(2)} per month`;
+      form.append(button);
+      this.append(form);
+    }
+  }
+});
+"""
+
+
+def _send_script(handler, script: str) -> None:
+    body = script.encode()
+    handler.send_response(200)
+    handler.send_header("Content-Type", "text/javascript; charset=utf-8")
+    handler.send_header("Content-Length", str(len(body)))
+    handler.send_header("Access-Control-Allow-Origin", "*")
+    handler.end_headers()
+    handler.wfile.write(body)
+
+
+def _send_json(handler, document: dict) -> None:
+    body = json.dumps(document).encode()
+    handler.send_response(200)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(body)))
+    handler.send_header("Access-Control-Allow-Origin", "*")
+    handler.end_headers()
+    handler.wfile.write(body)
 
 
 def _send_page(handler, status: int, page: str) -> None:

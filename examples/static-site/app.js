@@ -97,10 +97,46 @@ async function showPlan() {
     try { status = await billingStatus(); } catch (e) { $("plan-badge").textContent = "Unavailable"; return; }
     $("plan-badge").textContent = describePlan(status);
     $("premium").hidden = !status.entitlements.includes("premium-content");
-    $("subscribe").hidden = !cfg.paymentLinkUrl || status.subscriptions.length > 0;
+    const offered = !!(cfg.checkoutPrice || cfg.paymentLinkUrl || cfg.pricingTable);
+    $("subscribe").hidden = !offered || status.subscriptions.length > 0;
+    if (!$("subscribe").hidden) offerPurchases(status);
     if (!justBought || status.subscriptions.length) return;
     await new Promise((done) => setTimeout(done, 1000));
   }
+}
+
+// Every way to buy names the signed-in user, so a purchase is theirs whatever email is typed at Stripe:
+// - Subscribe: the API opens Stripe Checkout for the user's own customer (the one "Manage billing" opens);
+// - a Payment Link carries the user's signed purchase reference (client_reference_id, from the status answer);
+// - an embedded pricing table gets a Customer Session for the user's customer from the API.
+function offerPurchases(status) {
+  if (cfg.paymentLinkUrl && status.client_reference_id) {
+    const link = new URL(cfg.paymentLinkUrl);
+    link.searchParams.set("client_reference_id", status.client_reference_id);
+    $("payment-link").href = link.toString();
+    $("payment-link-offer").hidden = false;
+  }
+  if (cfg.pricingTable && !$("pricing-table").hasChildNodes()) showPricingTable(status.client_reference_id);
+}
+
+async function showPricingTable(reference) {
+  let session;
+  try {
+    const response = await fetch(`${cfg.apiUrl}/billing/customer-session`, { method: "POST",
+      headers: { Authorization: `Bearer ${sessionStorage.getItem("id_token")}`, Accept: "application/json" } });
+    if (!response.ok) return;  // the other two ways still work
+    session = await response.json();
+  } catch (e) { return; }
+  const script = document.createElement("script");
+  script.src = cfg.pricingTable.script_url;  // Stripe's: https://js.stripe.com/v3/pricing-table.js
+  document.head.append(script);
+  const table = document.createElement("stripe-pricing-table");
+  table.setAttribute("pricing-table-id", cfg.pricingTable.id);
+  table.setAttribute("publishable-key", cfg.pricingTable.publishable_key);
+  table.setAttribute("customer-session-client-secret", session.client_secret);
+  table.setAttribute("client-reference-id", reference || session.client_reference_id);
+  $("pricing-table").append(table);
+  $("pricing").hidden = false;
 }
 
 // Signing out of the site alone would leave the Hosted UI's own session: the next person at this computer would
@@ -124,9 +160,11 @@ function render() {
   $("sign-in").hidden = !!token;
   $("sign-in").textContent = expired ? "Sign in again" : "Sign in";
   $("sign-out").hidden = !token;
-  // No email in the link (Stripe could prefill it, but an address in a URL ends up in logs): the buyer types
-  // the address they signed in with, which is how their purchase is matched to them.
-  if (cfg.paymentLinkUrl) $("subscribe-link").href = cfg.paymentLinkUrl;
+  // A plain link: it signs the user in on the way if needed; back here with ?purchased=1 once paid.
+  if (cfg.checkoutPrice) {
+    $("subscribe-link").href = `${cfg.apiUrl}/billing/checkout?` + new URLSearchParams({
+      price: cfg.checkoutPrice, return_to: `${back}?purchased=1`, cancel_to: back });
+  } else $("subscribe-link").hidden = true;
   if (!token) { $("plan-badge").textContent = "Sign in to see your plan"; $("premium").hidden = $("subscribe").hidden = true; }
   $("who").textContent = token ? `Signed in as ${claims(token).email || "a user"}.`
     : expired ? "Your sign-in has expired. Sign in again to manage billing here."

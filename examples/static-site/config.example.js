@@ -4,5 +4,8 @@ window.PORTAL_CONFIG = {
   hostedUiUrl: "https://your-prefix.auth.eu-west-1.amazoncognito.com", // the user pool's domain
   clientId: "your-app-client-id",                                   // a public app client (no secret)
   siteUrl: "https://www.example.com/",                              // this page; a callback URL of the client
+  checkoutPrice: "",   // optional: a lookup key of the stack's CheckoutPrices: "Subscribe" opens Stripe Checkout
   paymentLinkUrl: "",  // optional: a Stripe Payment Link (after payment, redirect to siteUrl + "?purchased=1")
+  pricingTable: null,  // optional: { id: "prctbl_...", publishable_key: "pk_...",
+                       //   script_url: "https://js.stripe.com/v3/pricing-table.js" }
 };

@@ -9,78 +9,21 @@ signatures.
 
 from __future__ import annotations
 
-import io
 import json
-import threading
 import time
-from dataclasses import dataclass
 
 import pytest
 import stripe
 from portal_gateway.aws.mapping_store import mapping_key
 from portal_gateway.aws.projection_store import projection_key
 from portal_gateway.billing.status_projection import HANDLED_EVENTS, project
-from portal_gateway.billing.stripe_client import StripeHttp
 
 from devstack.aws_standin import add_webhook_secret
-from devstack.http_api import build_event, load_handler_module, new_context, serve
+from devstack.http_api import load_handler_module
 from devstack.stripe_standin import Fault
 from devstack.stripe_webhooks import signature_header
 from tests.deploy.readme_script import ROOT
-from tests.functional.conftest import reset_logging
-
-
-@dataclass
-class Billing:
-    portal: object  # Gateway
-    webhooks: object  # the webhook function's module
-    url: str
-    secret_id: str
-    endpoint_id: str
-
-    def status(self, token: str, **headers):
-        return self.portal.call("GET", "/billing/status", headers={
-            "authorization": f"Bearer {token}", "accept": "application/json", **headers})
-
-    def portal_calls(self) -> int:
-        return self.portal.module.portal_service().billing.calls
-
-
-def deliver(webhooks, body: str, signature: str | None, *, base64_body: bool = False):
-    headers = {"content-type": "application/json"}
-    if signature is not None:
-        headers["stripe-signature"] = signature
-    event = build_event("POST", "/webhooks/stripe", headers=headers, body=body)
-    if base64_body:
-        import base64
-
-        event["body"], event["isBase64Encoded"] = base64.b64encode(body.encode()).decode(), True
-    result = webhooks.lambda_handler(event, new_context())
-    return result["statusCode"], json.loads(result["body"] or "{}")
-
-
-@pytest.fixture
-def billing(gateway, stack, stripe_standin, portal_overrides):
-    secret_id = add_webhook_secret(stack)
-    portal = gateway(WEBHOOK_SECRET_ID=secret_id, **portal_overrides)
-    reset_logging(("stripe-portal-gateway-webhooks",))
-    webhooks = load_handler_module(ROOT / "functions" / "webhooks" / "app.py")
-    server = serve(webhooks.lambda_handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_address[1]}/webhooks/stripe"
-    from portal_admin.webhooks import setup
-
-    setup(url=url, secret_id=secret_id, client=stack.moto.client, out=io.StringIO(),
-          stripe=StripeHttp(api_base=stripe_standin.base_url, timeout_seconds=5).with_key(stripe_standin.key))
-    (endpoint,) = stripe_standin.account.webhook_endpoints.values()
-    stripe_standin.deliverer.retry_delays = (0.05, 0.1, 0.2, 0.4, 0.8)
-    yield Billing(portal, webhooks, url, secret_id, endpoint["id"])
-    server.shutdown()
-    server.server_close()
-
-
-def settle(standin) -> None:
-    assert standin.deliverer.idle(20), "the stand-in's deliveries did not finish"
+from tests.functional.conftest import deliver, reset_logging, settle
 
 
 def stored(stack, customer_id: str) -> dict | None:

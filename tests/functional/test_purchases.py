@@ -15,7 +15,7 @@ from urllib.parse import urlencode, urlsplit
 import pytest
 from portal_gateway.aws.mapping_store import mapping_key
 
-from tests.functional.test_billing_status import billing, settle  # noqa: F401 - fixture
+from tests.functional.conftest import settle
 
 PRICE = "pro_monthly"
 

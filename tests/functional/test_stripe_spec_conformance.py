@@ -28,7 +28,8 @@ def exchanges(stripe_standin) -> list[Exchange]:
 
 def test_everything_the_service_sends_and_the_standin_answers_matches_stripes_types(gateway, user, stripe_standin,
                                                                                      stack):
-    gw = gateway()
+    stripe_standin.add_product("Pro", lookup_key="pro_monthly")
+    gw = gateway(CHECKOUT_PRICES="pro_monthly,team_monthly")
     # a new user (create), an email match (list with expand, then update), a returning user
     _, new_user = user("ada", email="ada@example.com", name="Ada Lovelace")
     first = gw.portal(new_user["IdToken"])
@@ -42,6 +43,15 @@ def test_everything_the_service_sends_and_the_standin_answers_matches_stripes_ty
         assert gw.portal(new_user["IdToken"], query={"flow": flow, "locale": "fr"}).status == 302
     stripe_standin.set_portal_feature("subscription_pause", False)
     gw.portal(new_user["IdToken"], query={"flow": "subscription_pause"})
+    # Subscribe (prices by lookup key, a Checkout Session; a subscriber gets the portal), an offered key with no
+    # price in Stripe, a Customer Session
+    _, buyer = user("bea", email="bea@example.com", name="Bea")
+    bearer = {"authorization": f"Bearer {buyer['IdToken']}", "accept": "application/json"}
+    assert gw.call("GET", "/billing/checkout", query={"price": "pro_monthly"}, headers=bearer).status == 200
+    assert gw.call("GET", "/billing/checkout", query={"price": "team_monthly"}, headers=bearer).status == 409
+    assert gw.call("POST", "/billing/customer-session", headers=bearer).status == 200
+    assert gw.call("GET", "/billing/checkout", query={"price": "pro_monthly"}, headers={
+        "authorization": f"Bearer {new_user['IdToken']}", "accept": "application/json"}).json["kind"] == "portal"
     # a deleted customer (retrieve answers the deleted shape), rate limits and an outage
     stripe_standin.delete_customer(legacy)
     gw.portal(matched["IdToken"])
@@ -62,7 +72,8 @@ def test_everything_the_service_sends_and_the_standin_answers_matches_stripes_ty
     exercised = {operation_name(e.method, e.path) for e in seen}
     assert exercised == {f"{method} {pattern}" for method, pattern, _, _ in OPERATIONS}  # every one we use
     assert {e.status for e in seen} >= {200, 400, 404, 429, 500}
-    assert problems_in(seen) == []
+    problems = problems_in(seen)
+    assert problems == [], "\n".join(problems)
 
 
 # --- the reference itself can fail ----------------------------------------------------------------------------

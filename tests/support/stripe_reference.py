@@ -58,6 +58,11 @@ OPERATIONS: list[tuple[str, str, str, str]] = [
     ("GET", r"/v1/billing_portal/configurations/[^/]+",
      "stripe.params.billing_portal._configuration_retrieve_params.ConfigurationRetrieveParams",
      "stripe.billing_portal._configuration.Configuration"),
+    ("GET", r"/v1/prices", "stripe.params._price_list_params.PriceListParams", "list:stripe._price.Price"),
+    ("POST", r"/v1/checkout/sessions", "stripe.params.checkout._session_create_params.SessionCreateParams",
+     "stripe.checkout._session.Session"),
+    ("POST", r"/v1/customer_sessions", "stripe.params._customer_session_create_params.CustomerSessionCreateParams",
+     "stripe._customer_session.CustomerSession"),
 ]
 
 

@@ -108,7 +108,8 @@ def test_iam_is_least_privilege(template):
     statements = [s for p in policies for s in p["Statement"]]
     by_sid = {s["Sid"]: s for s in statements}
     assert set(by_sid) == {"ReadStripeKey", "CustomerMapping", "LookUpUsers"}
-    assert by_sid["LookUpUsers"]["Action"] == "cognito-idp:AdminGetUser"
+    # AdminGetUser: the caller's status and current profile; ListUsers: whether another user holds their email.
+    assert by_sid["LookUpUsers"]["Action"] == ["cognito-idp:AdminGetUser", "cognito-idp:ListUsers"]
     assert by_sid["LookUpUsers"]["Resource"] == {"Fn::Sub": [
         "arn:${AWS::Partition}:cognito-idp:${PoolRegion}:${AWS::AccountId}:userpool/${CognitoUserPoolId}",
         {"PoolRegion": {"Fn::Select": [0, {"Fn::Split": ["_", {"Ref": "CognitoUserPoolId"}]}]}}]}  # one pool
@@ -293,6 +294,8 @@ PARAMETER_SAMPLES = {
     "ExistingCustomersTableName": (["", "stripe-portal-gateway-dev-CustomersTable-1A2B3C4D5E6F"],
                                    ["ab", "table name", "arn:aws:dynamodb:eu-west-1:123456789012:table/t"]),
     "AlarmTopicArn": (["", "arn:aws:sns:eu-west-1:123456789012:alarms"], ["alarms"]),
+    "CheckoutPrices": (["", "pro_monthly", "pro_monthly,pro_yearly", "a.b:c/d-e"],
+                       ["pro monthly", "pro,", ",pro", "pro;team", ",".join(f"p{i}" for i in range(11))]),
 }
 
 

@@ -131,11 +131,14 @@ class CustomerMappingStore:
                 return current
         raise MappingStoreUnavailable(log_detail="creation ticket vanished while being written")
 
-    def reference_key(self) -> bytes:
+    def reference_key(self, *, create: bool = True) -> bytes | None:
         """The random key purchase references are signed with (purchase_reference.py), made on first use: of two
-        first uses at once, the one written first is the one both read back."""
+        first uses at once, the one written first is the one both read back. None if there is none yet and
+        `create` is off (init only reads)."""
         pk = f"{self.mode}#reference-key"
         found = self._read(pk, "key", "GetItem (reference key)")
+        if found is None and not create:
+            return None
         if found is None:
             self._put_if("PutItem (reference key)", ConditionExpression="attribute_not_exists(pk)", Item={
                 "pk": {"S": pk}, "key": {"S": secrets.token_hex(32)}, "updated_at": {"N": str(int(time.time()))}})

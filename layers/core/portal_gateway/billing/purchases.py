@@ -85,7 +85,7 @@ class PurchaseReferences:
     """Each user's signed purchase reference (purchase_reference.py). The key is read from the table once per
     execution environment, on the first request that needs it."""
 
-    def __init__(self, read_key: Callable[[], bytes], mode: str):
+    def __init__(self, read_key: Callable[..., bytes | None], mode: str):
         self._read_key = read_key
         self._mode = mode
         self._key: bytes | None = None
@@ -99,14 +99,14 @@ class PurchaseReferences:
         return reference_for(key, self._mode, user_pool_id, sub)
 
     def warm(self) -> bool:
-        """Read the key now (at init), failing soft; True if it is in memory."""
+        """Read the key now (at init), failing soft and writing nothing; True if it is in memory."""
         try:
             with self._lock:
                 if self._key is None:
-                    self._key = self._read_key()
+                    self._key = self._read_key(create=False)
         except GatewayError:
             return False
-        return True
+        return self._key is not None
 
     def clear(self) -> None:
         with self._lock:
