@@ -18,7 +18,6 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, CORSConfig
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
-from aws_lambda_powertools.metrics import MetricUnit, single_metric
 from portal_gateway.config import ConfigError, Settings
 from portal_gateway.errors import (
     AuthenticationRequired,
@@ -32,6 +31,7 @@ from portal_gateway.errors import (
     user_message,
 )
 from portal_gateway.http_pool import request_budget
+from portal_gateway.metrics import count_event
 from portal_gateway.web import answers as responses
 
 # /health and refused requests publish no metric; that is expected, not worth a warning per request.
@@ -355,15 +355,8 @@ def not_found(_err):
 
 
 def count(name: str, **dimensions: str) -> None:
-    """Count one event. With dimensions, the event is counted twice: in total (what alarms watch) and per
-    dimension value (what a dashboard breaks down), e.g. StripeErrors and StripeErrors by type."""
-    metrics.add_metric(name=name, unit=MetricUnit.Count, value=1)
-    if dimensions:
-        with single_metric(name=f"{name}By{''.join(key.title() for key in dimensions)}",
-                           unit=MetricUnit.Count, value=1, namespace=METRICS_NAMESPACE,
-                           default_dimensions={"service": SERVICE}) as metric:
-            for key, value in dimensions.items():
-                metric.add_dimension(name=key, value=value)
+    """Count one event, in total and, with dimensions, per dimension value (portal_gateway.metrics)."""
+    count_event(metrics, METRICS_NAMESPACE, SERVICE, name, **dimensions)
 
 
 def _error_response(code: str, message: str, title: str = GatewayError.title):

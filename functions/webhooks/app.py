@@ -17,7 +17,6 @@ import stripe
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
-from aws_lambda_powertools.metrics import MetricUnit
 from portal_gateway.aws.mapping_store import CustomerMappingStore
 from portal_gateway.aws.projection_store import ProjectionStore
 from portal_gateway.aws.secrets import SecretsManagerReader
@@ -35,6 +34,7 @@ from portal_gateway.errors import (
     WebhookPayloadInvalid,
     WebhookSignatureInvalid,
 )
+from portal_gateway.metrics import count_event
 from portal_gateway.web import answers
 
 SERVICE = "stripe-portal-gateway-webhooks"
@@ -192,8 +192,8 @@ class StripeLibraryReader:
                                                f"http_status={exc.http_status} code={exc.code}") from None
 
 
-def count(name: str, **_dimensions: str) -> None:
-    metrics.add_metric(name=name, unit=MetricUnit.Count, value=1)
+def count(name: str, **dimensions: str) -> None:
+    count_event(metrics, "StripePortalGateway", SERVICE, name, **dimensions)
 
 
 _keys = StripeKeyProvider(SETTINGS.stripe_secret_id, expected_mode=SETTINGS.stripe_mode,

@@ -292,3 +292,25 @@ def test_a_deleted_customer_gets_a_new_one_at_checkout_and_never_two(billing, us
     session = checkout_session(stripe_standin, reply.location)
     assert session["customer"] != first and session["customer"] == mapped(stack, sub)
     assert users_customers(stripe_standin, sub) == [session["customer"]]
+
+
+@pytest.mark.parametrize("value", ["pro monthly", "pro;team", ",".join(f"p{i}" for i in range(11)), "pro\u00e9"])
+def test_a_malformed_price_list_stops_the_function_at_start_up_naming_the_variable(gateway, value):
+    from portal_gateway.config import ConfigError
+
+    with pytest.raises(ConfigError, match="CHECKOUT_PRICES"):
+        gateway(CHECKOUT_PRICES=value)
+
+
+def test_a_cross_origin_fetch_of_a_customer_session_gets_cors_only_for_listed_origins(gateway, user, stripe_standin):
+    _, tokens = user()
+    gw = gateway(ALLOWED_ORIGINS="https://shop.example.com")
+    for origin, allowed in (("https://shop.example.com", True), ("https://evil.example.net", False)):
+        reply = gw.call("POST", "/billing/customer-session", headers={
+            "authorization": f"Bearer {tokens['IdToken']}", "accept": "application/json", "origin": origin})
+        assert reply.status == 200
+        assert (reply.headers.get("Access-Control-Allow-Origin") == origin) is allowed
+        preflight = gw.call("OPTIONS", "/billing/customer-session", headers={
+            "origin": origin, "access-control-request-method": "POST",
+            "access-control-request-headers": "authorization"})
+        assert (preflight.headers.get("Access-Control-Allow-Origin") == origin) is allowed

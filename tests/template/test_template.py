@@ -166,6 +166,8 @@ def test_routes_and_outputs(template):
     routes = {(e["Properties"]["Method"], e["Properties"]["Path"]) for e in events.values()}
     assert routes == {("GET", "/portal"), ("POST", "/portal"), ("OPTIONS", "/portal"), ("GET", "/portal/callback"),
                       ("GET", "/portal/signout"), ("GET", "/billing/status"), ("OPTIONS", "/billing/status"),
+                      ("GET", "/billing/checkout"), ("POST", "/billing/checkout"), ("OPTIONS", "/billing/checkout"),
+                      ("POST", "/billing/customer-session"), ("OPTIONS", "/billing/customer-session"),
                       ("GET", "/health")}
     assert all(e["Type"] == "HttpApi" for e in events.values())
     webhook = template["Resources"]["WebhookFunction"]["Properties"]["Events"]
@@ -173,6 +175,8 @@ def test_routes_and_outputs(template):
         ("POST", "/webhooks/stripe")]
     assert "/webhooks/stripe" in template["Outputs"]["WebhookUrl"]["Value"]["Fn::Sub"]
     assert "/portal" in template["Outputs"]["PortalUrl"]["Value"]["Fn::Sub"]
+    assert template["Outputs"]["CheckoutUrl"]["Value"]["Fn::Sub"].endswith("/billing/checkout")
+    assert template["Outputs"]["CustomerSessionUrl"]["Value"]["Fn::Sub"].endswith("/billing/customer-session")
     access_log = template["Resources"]["HttpApi"]["Properties"]["AccessLogSettings"]["Format"]
     assert "queryString" not in access_log and "header" not in access_log.lower()
 

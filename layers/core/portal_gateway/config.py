@@ -25,7 +25,7 @@ STRIPE_MODES = ("test", "live")
 _POOL_ID = re.compile(r"^(?P<region>[a-z]{2,4}(?:-[a-z]+)+-\d+)_[0-9A-Za-z]+$")
 _CLIENT_ID = re.compile(r"^[0-9A-Za-z]{1,128}$")
 # A Stripe price lookup key as the operator writes it in a parameter: no commas (the list's separator), no spaces.
-_LOOKUP_KEY = re.compile(r"^[0-9A-Za-z_.:/-]{1,200}$")
+_LOOKUP_KEY = re.compile(r"[0-9A-Za-z_.:/-]{1,200}")
 _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off"}
 
@@ -132,7 +132,7 @@ class Settings:
         if len(checkout_prices) > 10:
             raise ConfigError("CHECKOUT_PRICES takes at most 10 lookup keys (Stripe looks up 10 at a time)")
         for lookup_key in checkout_prices:
-            if not _LOOKUP_KEY.match(lookup_key):
+            if not _LOOKUP_KEY.fullmatch(lookup_key):
                 raise ConfigError(f"CHECKOUT_PRICES has an invalid price lookup key: {lookup_key[:40]!r}")
         return cls(
             checkout_prices=tuple(dict.fromkeys(checkout_prices)),

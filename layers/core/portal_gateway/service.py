@@ -127,12 +127,10 @@ class PortalService:
 
     def _profile_loader(self, identity: Identity) -> Callable[[], Profile]:
         def load_profile() -> Profile:
-            # Only needed on a first visit. An email match takes the user's address as Cognito has it now (an ID
-            # token may name one they have changed since), and an access token carries no email at all: Cognito's
-            # answer has it (the one the status check just got, when it is on).
-            if identity.token_use == "id" and not self.settings.match_existing_by_email:
-                return profile_from_identity(identity)
-            return self.users.get(identity).profile
+            # Only needed on a first visit. An access token carries no email: Cognito's answer has it (the one the
+            # status check just got, when it is on). An ID token's address may have changed since it was issued:
+            # an email match is confirmed with Cognito anyway (the address must be this user's, and only theirs).
+            return profile_from_identity(identity) if identity.token_use == "id" else self.users.get(identity).profile
 
         return load_profile
 
@@ -246,9 +244,9 @@ class PortalService:
                     customer_id=customer_id, return_url=success_url, locale=locale,
                     configuration=self.settings.portal_configuration_id,
                     flow_data=flow_data(flow, return_url=success_url, subscription_id=one)), "portal"
-        price_id = self.catalog.price_id(lookup_key)
         metadata = {"cognito_sub": identity.sub, "cognito_user_pool": identity.user_pool_id}
         try:
+            price_id = self.catalog.price_id(lookup_key)
             url = self.billing.create_checkout_session(
                 customer_id=customer_id, price_id=price_id, success_url=success_url, cancel_url=cancel_url,
                 client_reference_id=self.purchase_reference(identity), metadata=metadata,
@@ -363,6 +361,7 @@ def build_service(
         leeway_seconds=settings.jwt_leeway_seconds,
     )
     directory = CognitoUserDirectory(settings.user_pool_id, settings.region)  # the pool's region
+    users = UserLookups(directory)
     resolver = CustomerResolver(
         store=CustomerMappingStore(settings.customers_table, stripe_mode=settings.stripe_mode),
         billing=billing,
@@ -370,7 +369,8 @@ def build_service(
         allow_creation=settings.allow_customer_creation,
         match_by_email=settings.match_existing_by_email,
         count=count,
-        holders_of_email=directory.users_with_verified_email,
+        holders_of_email=directory.subs_with_verified_email,
+        current_profile=lambda identity: users.get(identity).profile,
     )
     login = None
     if settings.cognito_domain:
@@ -390,7 +390,7 @@ def build_service(
         verifier=verifier,
         resolver=resolver,
         billing=billing,
-        users=UserLookups(directory),
+        users=users,
         projections=ProjectionStore(settings.customers_table, stripe_mode=settings.stripe_mode),
         count=count,
         on_identity=on_identity,

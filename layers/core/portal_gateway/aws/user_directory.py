@@ -68,11 +68,6 @@ class CognitoUserDirectory:
             ),
         )
 
-    def users_with_verified_email(self, email: str, *, enough: int = 2) -> int:
-        """How many users of the pool hold this address verified, counted up to `enough`. Only "exactly one"
-        makes an email match safe; the caller needs no more than 2."""
-        return len(self.subs_with_verified_email(email, enough=enough))
-
     def only_user_with_verified_email(self, email: str) -> str | None:
         """The sub of the one user holding this address verified; None when none or several do."""
         subs = self.subs_with_verified_email(email)

@@ -123,9 +123,13 @@ class CustomerResolver:
     def __init__(self, *, store: MappingStore, billing: Billing, stripe_mode: str, allow_creation: bool,
                  match_by_email: bool, cache: BoundedCache | None = None,
                  count: Callable[[str], None] = lambda name: None,
-                 holders_of_email: Callable[[str], int] | None = None):
-        # How many users of the pool hold an address verified (up to 2): an email match is taken only when it is
-        # exactly one. None: not checked (the pool keeps addresses unique and nothing else verifies them).
+                 holders_of_email: Callable[[str], set[str]] | None = None,
+                 current_profile: Callable[[Identity], Profile] | None = None):
+        # The user's profile as Cognito has it now (AdminGetUser), asked only when the token's address turns out
+        # not to be theirs alone any more: they may have changed it since the token was issued.
+        self.current_profile = current_profile
+        # The subs of the users of the pool holding an address verified now (up to 2): an email match is taken
+        # only when that is the caller alone. None: not checked (tests of the resolver alone).
         self.holders_of_email = holders_of_email
         self.store = store
         self.billing = billing
@@ -235,7 +239,7 @@ class CustomerResolver:
         return self._map(identity, key, found, current)
 
     def _match_by_email(self, identity: Identity, profile: Profile, exclude: str | None, *,
-                        require_active: bool = False) -> Resolution | None:
+                        require_active: bool = False, current: bool = False) -> Resolution | None:
         if not self.match_by_email or not profile.email:
             return None
         if not profile.email_verified:
@@ -264,11 +268,17 @@ class CustomerResolver:
         chosen = pick_customer(candidates, identity)
         if require_active and not chosen.has_active_subscription:
             return None  # pick_customer prefers a paying one: there is none
-        if self.holders_of_email is not None and self.holders_of_email(profile.email) != 1:
-            # Not exactly this user: another user holds the address verified too (a pool that does not keep
+        if self.holders_of_email is not None and self.holders_of_email(profile.email) != {identity.sub}:
+            if not current and self.current_profile is not None:
+                now = self.current_profile(identity)
+                if now.email and now.email_verified and now.email != profile.email:
+                    logger.info("The token's email is no longer the user's; matching on their current one")
+                    return self._match_by_email(identity, now, exclude, require_active=require_active, current=True)
+            # Not this user alone: another user holds the address verified too (a pool that does not keep
             # addresses unique, an auto-verifying trigger, a federated provider), and whichever asked first would
-            # take the other's purchase; or no user holds it now (changed since). Asked only when a customer could
-            # be matched, so a page polling for a user without one costs Cognito nothing.
+            # take the other's purchase; or the caller holds it no more (changed since their token was issued).
+            # Asked only when a customer could be matched: a page polling for a user without one costs Cognito
+            # nothing.
             logger.warning("The verified email is not this user's alone; not matching by email "
                            "(support can link the customer)")
             self._count("EmailMatchAmbiguous")

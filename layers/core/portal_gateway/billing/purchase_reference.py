@@ -14,7 +14,7 @@ import hmac
 import re
 
 PREFIX = "spg1"
-_REFERENCE = re.compile(r"^spg1_(?P<sub>[0-9A-Za-z-]{1,128})_(?P<mac>[0-9a-f]{32})$")
+_REFERENCE = re.compile(r"spg1_(?P<sub>[0-9A-Za-z-]{1,128})_(?P<mac>[0-9a-f]{32})")
 
 
 def _mac(key: bytes, mode: str, user_pool_id: str, sub: str) -> str:
@@ -30,7 +30,7 @@ def user_of(key: bytes, mode: str, user_pool_id: str, reference: object) -> str 
     """The sub a reference names, if it was made with this key for this pool and mode; else None."""
     if not isinstance(reference, str):
         return None
-    match = _REFERENCE.match(reference)
+    match = _REFERENCE.fullmatch(reference)  # whole: "$" would let a trailing newline through
     if match is None:
         return None
     sub = match.group("sub")
