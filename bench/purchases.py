@@ -246,6 +246,8 @@ def run(table) -> int:
             left_empty += 1
     unbound = sum(1 for c in world.stripe.customers() if not c["metadata"].get("cognito_sub"))
 
+    users = len(world.subs)
+
     # 2. The checkout route warm, for a returning user with a customer and no subscription.
     name = world.user("warm", "warm@example.com")
     world.manage(name)
@@ -295,7 +297,7 @@ def run(table) -> int:
     print("| Purchases bound to the signed-in user | Result |")
     print("|---|---|")
     print(f"| Scenarios run / users / purchases meant for a user | {len(scenarios) * args.rounds} / "
-          f"{len(world.subs)} / {purchases} |")
+          f"{users} / {purchases} |")
     print(f"| Purchases shown to the wrong user | {wrong} |")
     print(f"| Purchases lost to their buyer | {lost} |")
     print(f"| Subscriptions beyond one per double click ({len(world.double_clicks)} double clicks) | {extra} |")

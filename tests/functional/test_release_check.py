@@ -153,6 +153,7 @@ def test_hook_reports_the_verdict_to_codedeploy(stack, stripe_standin, monkeypat
             lambdas.add_response("invoke", answer(401 if not broken else 500, unauthenticated))
             lambdas.add_response("invoke", answer(401, {"error": "authentication_required"}))
             lambdas.add_response("invoke", answer(401, {"error": "authentication_required"}))  # /billing/status
+            lambdas.add_response("invoke", answer(401, {"error": "authentication_required"}))  # customer session
             deploys.add_response("put_lifecycle_event_hook_execution_status", {"lifecycleEventHookExecutionId": "h"},
                                  {"deploymentId": "d-1", "lifecycleEventHookExecutionId": "h", "status": expected})
             monkeypatch.setattr(hook, "lambda_client", lam)

@@ -60,13 +60,15 @@ def check_release(*, invoke: Callable[[dict], Invocation], key_checks: Callable[
     api = invoke(api_event("GET", "/portal", {"accept": "application/json"}))
     link = invoke(api_event("GET", "/portal", {"accept": "text/html"}))
     status = invoke(api_event("GET", "/billing/status", {"accept": "application/json"}))
-    checks = [_started(health), *documented_answers(health, api, link, hosted_ui=hosted_ui, status=status)]
+    session = invoke(api_event("POST", "/billing/customer-session", {"accept": "application/json"}))
+    checks = [_started(health), *documented_answers(health, api, link, hosted_ui=hosted_ui, status=status,
+                                                    customer_session=session)]
     try:
         checks += key_checks()
     except Exception as exc:  # noqa: BLE001 - reported as a failed check, never as a crash of the hook
         checks.append(Check("Stripe key", False, f"could not be checked: {type(exc).__name__}",
                             "See the hook's log; run `stripe-portal-admin check`"))
-    checks.append(_clean_logs([health, api, link, status]))
+    checks.append(_clean_logs([health, api, link, status, session]))
     return checks
 
 
@@ -78,10 +80,10 @@ def _started(health: Invocation) -> Check:
 
 
 def documented_answers(health: Invocation, api: Invocation, link: Invocation, *, hosted_ui: bool,
-                       status: Invocation | None = None) -> list[Check]:
+                       status: Invocation | None = None, customer_session: Invocation | None = None) -> list[Check]:
     """The answers the docs give without a token: /health is ok, fetch() gets 401 authentication_required,
     a plain link gets a 302 to the Hosted UI sign-in when it is configured (else 401), and the billing status
-    401 authentication_required. Also what `smoke` checks on a deployed API."""
+    and a Customer Session 401 authentication_required. Also what `smoke` checks on a deployed API."""
     if hosted_ui:
         plain_link = _sign_in_redirect(link)
     else:
@@ -90,6 +92,9 @@ def documented_answers(health: Invocation, api: Invocation, link: Invocation, *,
               plain_link]
     if status is not None:
         checks.append(_expect_error(status, 401, "authentication_required", "unauthenticated /billing/status"))
+    if customer_session is not None:
+        checks.append(_expect_error(customer_session, 401, "authentication_required",
+                                    "unauthenticated /billing/customer-session"))
     return checks
 
 
