@@ -27,7 +27,6 @@ import os
 import statistics
 import sys
 import threading
-import time
 import uuid
 from pathlib import Path
 from urllib.parse import urlencode, urlsplit
@@ -35,6 +34,7 @@ from urllib.parse import urlencode, urlsplit
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "layers" / "core"), str(ROOT / "cli")]
 
+from bench.outbound import timed  # noqa: E402 - the handler's own time: total less its outbound wait
 from bench.run import percentile  # noqa: E402 - the one percentile every benchmark reports
 
 PRICE = "pro_monthly"
@@ -265,28 +265,11 @@ def run(table) -> int:
     world.subscribe(name)  # the price lookup, cached from here on
     stripe_before, aws["n"] = service.billing.calls, 0
     own = []
-    outbound = {"seconds": 0.0}
-    original_getresponse = http.client.HTTPConnection.getresponse
-
-    def timed_getresponse(self, *a, **k):
-        started = time.perf_counter()
-        try:
-            return original_getresponse(self, *a, **k)
-        finally:
-            outbound["seconds"] += time.perf_counter() - started
-
-    http.client.HTTPConnection.getresponse = timed_getresponse
-    try:
-        for n in range(args.requests):
-            before = outbound["seconds"]
-            started = time.perf_counter()
-            answer = world.call("GET", "/billing/checkout", name, query={
-                "price": PRICE, "return_to": f"https://shop.example.com/r{n}"})
-            total = time.perf_counter() - started
-            assert answer["statusCode"] == 303, answer
-            own.append(total - (outbound["seconds"] - before))
-    finally:
-        http.client.HTTPConnection.getresponse = original_getresponse
+    for n in range(args.requests):
+        answer, total, outbound = timed(lambda n=n: world.call("GET", "/billing/checkout", name, query={
+            "price": PRICE, "return_to": f"https://shop.example.com/r{n}"}))
+        assert answer["statusCode"] == 303, answer
+        own.append(total - outbound)
     stripe_calls = (service.billing.calls - stripe_before) / args.requests
     aws_calls = aws["n"] / args.requests
 

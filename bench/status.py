@@ -14,7 +14,6 @@ the Stripe stand-in, both functions' real handlers. Run: `.venv/bin/python bench
 from __future__ import annotations
 
 import argparse
-import http.client
 import io
 import json
 import os
@@ -28,23 +27,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "layers" / "core"), str(ROOT / "cli")]
 
+from bench.outbound import timed  # noqa: E402 - the handler's own time: total less its outbound wait
 from bench.run import percentile  # noqa: E402 - the one percentile both benchmarks report
-
-OUTBOUND = {"seconds": 0.0}
-_thread_local = threading.local()
-_original_getresponse = http.client.HTTPConnection.getresponse
-
-
-def _timed_getresponse(self, *args, **kwargs):
-    started = time.perf_counter()
-    try:
-        return _original_getresponse(self, *args, **kwargs)
-    finally:
-        if getattr(_thread_local, "measuring", False):
-            OUTBOUND["seconds"] += time.perf_counter() - started
-
-
-http.client.HTTPConnection.getresponse = _timed_getresponse
 
 
 def main() -> int:
@@ -98,13 +82,9 @@ def run(table) -> int:
         event = build_event("GET", "/billing/status", headers={"authorization": f"Bearer {token}",
                                                                "accept": "application/json"})
         event["requestContext"]["requestId"] = str(uuid.uuid4())
-        _thread_local.measuring, before = True, OUTBOUND["seconds"]
-        started = time.perf_counter()
-        result = portal.lambda_handler(event, new_context())
-        total = time.perf_counter() - started
-        _thread_local.measuring = False
+        result, total, outbound = timed(lambda: portal.lambda_handler(event, new_context()))
         assert result["statusCode"] == 200, result
-        return json.loads(result["body"]), total, OUTBOUND["seconds"] - before
+        return json.loads(result["body"]), total, outbound
 
     stack.add_user("bench", "Bench-Password-1", email="bench@example.com")
     token = stack.sign_in("bench", "Bench-Password-1")["IdToken"]

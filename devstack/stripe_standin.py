@@ -1257,19 +1257,17 @@ customElements.define("stripe-pricing-table", class extends HTMLElement {
 
 
 def _send_script(handler, script: str) -> None:
-    body = script.encode()
-    handler.send_response(200)
-    handler.send_header("Content-Type", "text/javascript; charset=utf-8")
-    handler.send_header("Content-Length", str(len(body)))
-    handler.send_header("Access-Control-Allow-Origin", "*")
-    handler.end_headers()
-    handler.wfile.write(body)
+    _send_public(handler, "text/javascript; charset=utf-8", script.encode())
 
 
 def _send_json(handler, document: dict) -> None:
-    body = json.dumps(document).encode()
+    _send_public(handler, "application/json", json.dumps(document).encode())
+
+
+def _send_public(handler, content_type: str, body: bytes) -> None:
+    """What js.stripe.com serves any page: the pricing table's script and its prices."""
     handler.send_response(200)
-    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Type", content_type)
     handler.send_header("Content-Length", str(len(body)))
     handler.send_header("Access-Control-Allow-Origin", "*")
     handler.end_headers()
