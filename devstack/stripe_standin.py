@@ -244,6 +244,8 @@ class StripeStandin:
             account = self._account_of(customer_id)
             before = self._entitlement_keys(account, customer)
             subscription = _subscription(customer, status, account.prices.get(price_id or ""))
+            self._sequence += 1
+            subscription["_sequence"] = self._sequence
             subscription["trial_end"] = trial_end
             subscription["metadata"] = dict(metadata or {})
             customer["_subscriptions"].append(subscription)
@@ -676,8 +678,8 @@ class StripeStandin:
                 if customer is None or customer["livemode"] != (mode == "live"):
                     return 400, _error("invalid_request_error", f"No such customer: '{params.get('customer')}'",
                                        code="resource_missing", param="customer")
-                return 200, _list(self._active_entitlements(account, customer)[: int(params.get("limit", 10))],
-                                  "/v1/entitlements/active_entitlements")
+                return _page(self._active_entitlements(account, customer), params,
+                             "/v1/entitlements/active_entitlements")
             if parts[1] == "webhook_endpoints":
                 return self._webhook_endpoints(account, method, parts[2:], params, mode)
             if parts[1] == "prices" and method == "GET" and len(parts) == 2:
@@ -792,12 +794,9 @@ class StripeStandin:
             wanted = params.get("status")
             subs = [s for s in (customer["_subscriptions"] if customer else [])
                     if (wanted == "all") or (s["status"] == wanted if wanted else s["status"] != "canceled")]
-            subs = sorted(subs, key=lambda s: s["created"], reverse=True)  # newest first
-            limit = int(params.get("limit", 10))
-            if not 1 <= limit <= 100:
-                return 400, _error("invalid_request_error", "Invalid integer: limit must be between 1 and 100",
-                                   code="parameter_invalid_integer", param="limit")
-            return 200, {**_list(subs[:limit], "/v1/subscriptions"), "has_more": len(subs) > limit}
+            # Newest first; created in the same second, the later one first (as Stripe's cursor order is stable).
+            subs = sorted(subs, key=lambda s: (s["created"], s["_sequence"]), reverse=True)
+            return _page(subs, params, "/v1/subscriptions")
         try:
             owner_account, customer, subscription = self._find_subscription(rest[0])
         except KeyError:
@@ -815,7 +814,7 @@ class StripeStandin:
                 changes["cancel_at_period_end"] = params["cancel_at_period_end"] == "true"
             if changes:
                 self.update_subscription(subscription["id"], **changes)
-        return 200, subscription
+        return 200, {k: v for k, v in subscription.items() if not k.startswith("_")}
 
     def _webhook_endpoints(self, account: Account, method: str, rest: list[str], params: dict, mode: str):
         endpoints = {k: e for k, e in account.webhook_endpoints.items() if e["livemode"] == (mode == "live")}
@@ -1293,7 +1292,8 @@ def _redirect(handler, location: str) -> None:
 def _public(customer: dict, expand: bool) -> dict:
     public = {k: v for k, v in customer.items() if not k.startswith("_")}
     if expand:
-        subs = [s for s in customer["_subscriptions"] if s["status"] != "canceled"]
+        subs = [{k: v for k, v in s.items() if not k.startswith("_")} for s in customer["_subscriptions"]
+                if s["status"] != "canceled"]
         public["subscriptions"] = _list(subs, f"/v1/customers/{customer['id']}/subscriptions")
     return public
 
@@ -1389,6 +1389,27 @@ def _account(account: Account) -> dict:
     return {"id": account.id, "object": "account", "business_profile": None, "charges_enabled": True,
             "country": "US", "default_currency": "usd", "details_submitted": True, "email": None,
             "payouts_enabled": True, "type": "standard"}
+
+
+def _page(items: list[dict], params: dict, url: str):
+    """One page of a list as Stripe pages it: `limit` (1-100, default 10), after the item `starting_after`
+    names, and `has_more`."""
+    try:
+        limit = int(params.get("limit", 10))
+    except ValueError:
+        limit = 0
+    if not 1 <= limit <= 100:
+        return 400, _error("invalid_request_error", "Invalid integer: limit must be between 1 and 100",
+                           code="parameter_invalid_integer", param="limit")
+    after = params.get("starting_after")
+    if after:
+        ids = [item["id"] for item in items]
+        if after not in ids:
+            return 400, _error("invalid_request_error", f"No such object: '{after}'", code="resource_missing",
+                               param="starting_after")
+        items = items[ids.index(after) + 1:]
+    return 200, {**_list([{k: v for k, v in i.items() if not k.startswith("_")} for i in items[:limit]], url),
+                 "has_more": len(items) > limit}
 
 
 def _list(data: list, url: str) -> dict:

@@ -126,14 +126,15 @@ class StripeLibraryReader:
 
     def billing_state(self, customer_id: str):
         def read(client: stripe.StripeClient):
-            subscriptions = client.v1.subscriptions.list({"customer": customer_id, "status": "all", "limit": 100})
+            # Every page (the library's auto-paging): the not-canceled subscriptions and the active entitlements.
+            subscriptions = client.v1.subscriptions.list({"customer": customer_id, "limit": 100})
             try:
-                entitlements = client.v1.entitlements.active_entitlements.list(
-                    {"customer": customer_id, "limit": 100}).data
+                entitlements = [e.to_dict() for e in client.v1.entitlements.active_entitlements.list(
+                    {"customer": customer_id, "limit": 100}).auto_paging_iter()]
             except stripe.PermissionError:
                 logger.warning("The Stripe key may not read entitlements; the status lists none")
                 entitlements = []
-            return [s.to_dict() for s in subscriptions.data], [e.to_dict() for e in entitlements]
+            return [s.to_dict() for s in subscriptions.auto_paging_iter()], entitlements
 
         return self._with_client(read)
 
@@ -143,7 +144,7 @@ class StripeLibraryReader:
     def has_live_subscription(self, customer_id: str) -> bool:
         """Whether the customer pays now (a subscription active, trialing, past due or unpaid)."""
         def read(client: stripe.StripeClient) -> bool:
-            listed = client.v1.subscriptions.list({"customer": customer_id, "status": "all", "limit": 100})
+            listed = client.v1.subscriptions.list({"customer": customer_id, "limit": 100})
             return any(s.status in LIVE_STATUSES for s in listed.auto_paging_iter())
 
         return self._with_client(read)

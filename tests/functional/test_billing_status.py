@@ -388,3 +388,46 @@ def test_no_move_to_another_users_customer_nor_on_an_unverified_email_nor_off_a_
     assert billing.status(karl["IdToken"]).json["subscriptions"][0]["status"] == "active"
     assert len(stripe_standin.calls("GET", "/v1/customers")) == listed
 
+
+
+def test_while_stripe_fails_every_stored_status_is_answered(billing, user, stripe_standin):
+    """A subscriber and a user whose customer has nothing live (whose status looks in Stripe for a paying
+    customer now and then): with Stripe answering 500, then 429, to everything, both are answered from the
+    table."""
+    price = stripe_standin.add_product("Pro", lookup_key="pro", features=("premium",))
+    _, paying = user("ada")
+    billing.portal.portal(paying["IdToken"])
+    stripe_standin.add_subscription(stripe_standin.customers()[0]["id"], "active", price_id=price)
+    _, empty = user("grace", email="grace@example.com")
+    billing.portal.portal(empty["IdToken"])
+    stripe_standin.add_customer(email="grace@example.com")  # a candidate: her status would look in Stripe
+    settle(stripe_standin)
+    expected = {token: billing.status(token).json for token in (paying["IdToken"], empty["IdToken"])}
+    billing.portal.module.portal_service().resolver._unmatched.clear()  # the next look is due
+    for status in (500, 429):
+        stripe_standin.inject(Fault(status=status, times=1000))
+        for token, answer in expected.items():
+            reply = billing.status(token)
+            assert (reply.status, reply.json) == (200, answer)
+        stripe_standin.faults.clear()
+        billing.portal.module.portal_service().resolver._unmatched.clear()
+
+
+def test_a_live_subscription_behind_a_hundred_ended_ones_is_found(billing, user, stack, stripe_standin):
+    """Abandoned checkouts end as incomplete_expired: 120 of them, newer than the one that pays, fill more than
+    a page of Stripe's list. The status (first fill and webhooks) and Subscribe read every page."""
+    price = stripe_standin.add_product("Pro", lookup_key="pro", features=("premium",))
+    _, tokens = user()
+    billing.portal.portal(tokens["IdToken"])
+    (customer,) = [c["id"] for c in stripe_standin.customers()]
+    stripe_standin.deliverer.paused = True
+    stripe_standin.add_subscription(customer, "active", price_id=price)
+    for _ in range(120):
+        stripe_standin.add_subscription(customer, "incomplete_expired", price_id=price)
+    answer = billing.status(tokens["IdToken"]).json  # no projection yet: read from Stripe, every page
+    assert [s["status"] for s in answer["subscriptions"]] == ["active"] and answer["entitlements"] == ["premium"]
+    stripe_standin.deliverer.resume()
+    settle(stripe_standin)  # the webhook function's reads (stripe-python's auto-paging) agree
+    assert billing.webhooks.events.projections.get(customer).projection == project(
+        *stripe_standin.billing_records(customer))
+    assert billing.portal.module.portal_service().billing.active_subscriptions(customer) != []

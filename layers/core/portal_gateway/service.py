@@ -25,10 +25,12 @@ from portal_gateway.billing.stripe_key import StripeKeyProvider
 from portal_gateway.config import Settings
 from portal_gateway.errors import (
     CustomerMissing,
+    IdentityUnavailable,
     PortalConfigurationInvalid,
     PriceUnavailable,
     StripeAccountMismatch,
     StripeKeyPermissions,
+    StripeKeyUnavailable,
     StripeUnavailable,
 )
 from portal_gateway.http_pool import POOL
@@ -150,10 +152,16 @@ class PortalService:
             return {**empty_answer(), "client_reference_id": self.purchase_reference(identity)}
         if not stored.projection["subscriptions"]:
             # Nothing live on this customer: a purchase may have been bound to the user since (under another
-            # customer), or they paid through a Payment Link that named no one.
-            moved = self.resolver.recheck(identity, load_profile, current=found.customer_id)
-            if moved is not None:
-                stored = self._stored_status(moved.customer_id)
+            # customer), or they paid through a Payment Link that named no one. Looking is a bonus: while Stripe
+            # or Cognito fail, the stored answer is served as it is.
+            try:
+                moved = self.resolver.recheck(identity, load_profile, current=found.customer_id)
+                if moved is not None:
+                    stored = self._stored_status(moved.customer_id)
+            except (StripeUnavailable, StripeKeyUnavailable, IdentityUnavailable) as exc:
+                logger.warning("Looking for a paying customer failed; serving the stored status",
+                               extra={"error_code": exc.code, "detail": exc.log_detail})
+                self._count("StatusRecheckFailed")
         return {**answer(stored.projection), "client_reference_id": self.purchase_reference(identity)}
 
     def purchase_reference(self, identity: Identity) -> str:

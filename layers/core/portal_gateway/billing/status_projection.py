@@ -40,19 +40,43 @@ STATUS_VERSION = 1  # bumped if the answer's shape ever changes, so pages and st
 StripeCall = Callable[[str, str, dict], dict]
 
 
+# A list is read to its end, a page of 100 at a time; past this many pages the customer is not a person's.
+MAX_LIST_PAGES = 20
+
+
+class ListTooLong(Exception):
+    """A list of one customer ran past MAX_LIST_PAGES pages."""
+
+
+def list_all(call: StripeCall, path: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every item of a Stripe list, page after page (`has_more`, `starting_after`): a first page alone can hide
+    the one item that matters behind 100 newer ones (abandoned checkouts end as `incomplete_expired`)."""
+    items: list[dict[str, Any]] = []
+    after = None
+    for _ in range(MAX_LIST_PAGES):
+        page = call("GET", path, {**params, "limit": 100, **({"starting_after": after} if after else {})})
+        data = [item for item in page.get("data") or [] if isinstance(item, dict)]
+        items += data
+        if not page.get("has_more") or not data:
+            return items
+        after = data[-1].get("id")
+    raise ListTooLong(f"{path} has more than {MAX_LIST_PAGES * 100} items for one customer")
+
+
 def read_billing_state(customer_id: str, call: StripeCall, *,
                        denied: Callable[[Exception], bool]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """What a projection is made of, read from Stripe with `call(method, path, params)`: every subscription (ended
-    ones are dropped by `project`) and the active entitlements. A key `denied` the entitlements (a restricted key
-    without Entitlements read, an account not using them) gives none, not an error."""
-    subscriptions = call("GET", "/v1/subscriptions", {"customer": customer_id, "status": "all", "limit": 100})
+    """What a projection is made of, read from Stripe with `call(method, path, params)`, every page: the
+    subscriptions not canceled (Stripe's default list; `project` drops the other ended ones) and the active
+    entitlements. A key `denied` the entitlements (a restricted key without Entitlements read, an account not
+    using them) gives none, not an error."""
+    subscriptions = list_all(call, "/v1/subscriptions", {"customer": customer_id})
     try:
-        entitlements = call("GET", "/v1/entitlements/active_entitlements", {"customer": customer_id, "limit": 100})
+        entitlements = list_all(call, "/v1/entitlements/active_entitlements", {"customer": customer_id})
     except Exception as exc:
         if not denied(exc):
             raise
-        entitlements = {}
-    return subscriptions.get("data") or [], entitlements.get("data") or []
+        entitlements = []
+    return subscriptions, entitlements
 
 
 def refresh(store: ProjectionStore, customer_id: str,
@@ -68,8 +92,11 @@ def refresh(store: ProjectionStore, customer_id: str,
 def project(subscriptions: Iterable[dict[str, Any]], entitlements: Iterable[dict[str, Any]]) -> dict[str, Any]:
     """The projection of one customer: subscriptions not ended (newest first) and active entitlements' lookup
     keys (sorted). Deterministic for the same Stripe state, so its ETag only changes when the state does."""
-    projected = [_subscription(s) for s in subscriptions if s.get("status") not in ENDED_STATUSES]
-    projected.sort(key=lambda s: (-(s["created"] or 0), s["items"] and s["items"][0]["price"] or ""))
+    live = [s for s in subscriptions if s.get("status") not in ENDED_STATUSES]
+    # Newest first; subscriptions created in the same second (whole seconds) by their first price, then their id:
+    # a total order, so the same state gives the same answer whatever order Stripe listed it in.
+    live.sort(key=lambda s: (-(_int_or_none(s.get("created")) or 0), _first_price(s), str(s.get("id") or "")))
+    projected = [_subscription(s) for s in live]
     for entry in projected:
         del entry["created"]
     keys = sorted({str(e["lookup_key"]) for e in entitlements if isinstance(e, dict) and e.get("lookup_key")})
@@ -90,6 +117,11 @@ def _subscription(subscription: dict[str, Any]) -> dict[str, Any]:
         "trial_end": _int_or_none(subscription.get("trial_end")),
         "created": _int_or_none(subscription.get("created")),
     }
+
+
+def _first_price(subscription: dict[str, Any]) -> str:
+    items = [item for item in _data(subscription.get("items")) if isinstance(item, dict)]
+    return str(_item(items[0])["price"] or "") if items else ""
 
 
 def _item(item: dict[str, Any]) -> dict[str, Any]:

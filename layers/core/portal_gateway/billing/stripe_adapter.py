@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from portal_gateway.billing.status_projection import read_billing_state
+from portal_gateway.billing.status_projection import ListTooLong, list_all, read_billing_state
 from portal_gateway.billing.stripe_client import StripeApiError, StripeHttp, StripeResult, path_of
 from portal_gateway.billing.stripe_key import SecretUnreadable, StripeKeyProvider
 from portal_gateway.errors import (
@@ -166,8 +166,13 @@ class StripeBilling:
         return self._call("GET", path_of("v1", "customers", customer_id))
 
     def active_subscriptions(self, customer_id: str) -> list[str]:
-        page = self._call("GET", "/v1/subscriptions", {"customer": customer_id, "limit": 10})
-        return [s["id"] for s in page.get("data") or [] if s.get("status") in ACTIVE_SUBSCRIPTION_STATUSES]
+        """The customer's live subscriptions, from every page of the list (not one of them may be missed: a
+        subscriber is not sold a second subscription)."""
+        try:
+            listed = list_all(self._call, "/v1/subscriptions", {"customer": customer_id})
+        except ListTooLong as exc:
+            raise StripeUnavailable(log_detail=str(exc)) from None
+        return [s["id"] for s in listed if s.get("status") in ACTIVE_SUBSCRIPTION_STATUSES]
 
     def billing_state(self, customer_id: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """The customer's subscriptions and active entitlements as Stripe has them now (status_projection.py)."""
@@ -177,7 +182,10 @@ class StripeBilling:
                 return True
             return False
 
-        return read_billing_state(customer_id, self._call, denied=denied)
+        try:
+            return read_billing_state(customer_id, self._call, denied=denied)
+        except ListTooLong as exc:
+            raise StripeUnavailable(log_detail=str(exc)) from None
 
     def prices_by_lookup_key(self, lookup_keys: tuple[str, ...]) -> dict[str, dict[str, Any]]:
         """The prices named by these lookup keys (Stripe's filter takes up to 10), by lookup key, active or not."""
