@@ -22,7 +22,7 @@ from typing import Any, TextIO
 from portal_gateway.aws.client import AwsError
 from portal_gateway.aws.projection_store import ProjectionStore
 from portal_gateway.billing.status_projection import HANDLED_EVENTS, read_billing_state, refresh
-from portal_gateway.billing.stripe_client import StripeApiError, path_of
+from portal_gateway.billing.stripe_client import KeyedStripe, StripeApiError, path_of
 from portal_gateway.checks.stripe_key_check import PROBE_CUSTOMER, Check, probe_permission
 
 from portal_admin.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, AdminError, current_secret, scan_items
@@ -195,7 +195,7 @@ def mapped_customers(client: Callable[[str], Any], table: str, mode: str, user_p
     return sorted(found)
 
 
-def backfill(*, table: str, mode: str, user_pool_id: str, stripe: StripeCall, client: Callable[[str], Any],
+def backfill(*, table: str, mode: str, user_pool_id: str, stripe: KeyedStripe, client: Callable[[str], Any],
              out: TextIO, progress: TextIO | None = None, rate: float = DEFAULT_BACKFILL_RATE,
              sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic) -> int:
     progress = progress or sys.stderr
@@ -207,8 +207,8 @@ def backfill(*, table: str, mode: str, user_pool_id: str, stripe: StripeCall, cl
     limiter = RateLimiter(rate, sleep=sleep, clock=clock)
     bar = ProgressBar(len(customers), progress)
     stored = unchanged = failed = 0
-    def paced(method: str, path: str, params: dict) -> dict:
-        return _limited(limiter, sleep, stripe, method, path, params)
+    def paced(method: str, path: str, params: dict):
+        return _limited(limiter, sleep, stripe.exchange, method, path, params)  # with Stripe's Date: the order
 
     def read_state(customer_id: str):
         # As the functions do: a key that may not read entitlements lists none.
@@ -220,7 +220,7 @@ def backfill(*, table: str, mode: str, user_pool_id: str, stripe: StripeCall, cl
             if refresh(store, customer_id, read_state)[1]:
                 stored += 1
             else:
-                unchanged += 1  # a webhook stored a later read meanwhile
+                unchanged += 1  # a later read (a webhook's) was stored meanwhile
         except StripeApiError as exc:
             failed += 1
             print(f"\n{customer_id}: Stripe refused ({exc.kind}); left as it was", file=progress)

@@ -21,6 +21,8 @@ from portal_gateway.aws.mapping_store import CustomerMappingStore
 from portal_gateway.aws.projection_store import ProjectionStore
 from portal_gateway.aws.secrets import SecretsManagerReader
 from portal_gateway.aws.user_directory import CognitoUserDirectory
+from portal_gateway.billing.status_projection import BillingRead
+from portal_gateway.billing.stripe_client import http_date_ms
 from portal_gateway.billing.stripe_key import StripeKeyProvider
 from portal_gateway.billing.webhook_events import WebhookEvents
 from portal_gateway.config import ConfigError, WebhookSettings
@@ -134,7 +136,9 @@ class StripeLibraryReader:
             except stripe.PermissionError:
                 logger.warning("The Stripe key may not read entitlements; the status lists none")
                 entitlements = []
-            return [s.to_dict() for s in subscriptions.auto_paging_iter()], entitlements
+            answered = http_date_ms((subscriptions.last_response.headers or {}).get("Date")
+                                    if subscriptions.last_response else None)
+            return BillingRead([s.to_dict() for s in subscriptions.auto_paging_iter()], entitlements, answered)
 
         return self._with_client(read)
 

@@ -431,3 +431,33 @@ def test_a_live_subscription_behind_a_hundred_ended_ones_is_found(billing, user,
     assert billing.webhooks.events.projections.get(customer).projection == project(
         *stripe_standin.billing_records(customer))
     assert billing.portal.module.portal_service().billing.active_subscriptions(customer) != []
+
+
+def test_a_backfill_from_a_machine_whose_clock_is_ten_minutes_fast_freezes_no_status(billing, user, stack,
+                                                                                    stripe_standin, monkeypatch):
+    """Reads are ordered by Stripe's clock: an operator's laptop 10 minutes fast stores its backfill, and the
+    next change Stripe reports still lands (it used to be answered 200 and dropped for those 10 minutes)."""
+    import io
+
+    from portal_admin.webhooks import backfill
+    from portal_gateway.billing import status_projection
+    from portal_gateway.billing.stripe_client import StripeHttp
+
+    price = stripe_standin.add_product("Pro", lookup_key="pro", features=("premium",))
+    _, tokens = user()
+    billing.portal.portal(tokens["IdToken"])
+    (customer,) = [c["id"] for c in stripe_standin.customers()]
+    subscription = stripe_standin.add_subscription(customer, "active", price_id=price)
+    settle(stripe_standin)
+    real_now_ms = status_projection.now_ms
+    monkeypatch.setattr(status_projection, "now_ms", lambda: real_now_ms() + 600_000)
+    out = io.StringIO()
+    assert backfill(table=stack.table_name, mode="test", user_pool_id=stack.user_pool_id,
+                    stripe=StripeHttp(api_base=stripe_standin.base_url).with_key(stripe_standin.key),
+                    client=stack.moto.client, out=out, progress=io.StringIO()) == 0
+    assert "1 stored" in out.getvalue()
+    monkeypatch.setattr(status_projection, "now_ms", real_now_ms)
+    time.sleep(1.05)  # the next second by Stripe's clock: within one second, the writers' own clocks decide
+    stripe_standin.update_subscription(subscription, cancel_at_period_end=True)
+    settle(stripe_standin)
+    assert billing.status(tokens["IdToken"]).json["subscriptions"][0]["cancel_at_period_end"] is True

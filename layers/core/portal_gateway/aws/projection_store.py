@@ -1,9 +1,10 @@
 """DynamoDB adapter: billing status projections and the webhook events already handled, in the customers table.
 
 One item per Stripe customer (`<mode>#billing#<customer id>`) holds what the status route answers with. Every
-writer re-reads the customer's state from Stripe and stamps the item with the time that read started; a write
-only lands if no later read has landed already, so deliveries in any order, duplicated or concurrent, end in the
-state Stripe had last.
+writer re-reads the customer's state from Stripe and stamps the item with when that read happened: the second of
+Stripe's clock its first answer carried, then the writer's own clock when it started; a write only lands if no
+later read has landed already, so deliveries in any order, duplicated or concurrent, end in the state Stripe had
+last, and no writer's wrong clock can hold a status back by more than a second.
 """
 
 from __future__ import annotations
@@ -58,20 +59,25 @@ class ProjectionStore:
             return None  # unreadable: treated as missing, so it is read from Stripe again
         return StoredProjection(projection, int(item["synced_at"]["N"]))
 
-    def put(self, customer_id: str, projection: dict[str, Any] | None, *, synced_at_ms: int) -> bool:
-        """Store what a read of Stripe that started at `synced_at_ms` found (None: the customer is deleted),
-        unless a later read is stored already. True if this one landed."""
+    def put(self, customer_id: str, projection: dict[str, Any] | None, *, synced_at_ms: int,
+            read_at_ms: int | None = None) -> bool:
+        """Store what a read of Stripe found (None: the customer is deleted), unless a later read is stored
+        already. Reads are ordered by `synced_at_ms` (Stripe's clock, whole seconds), then `read_at_ms` (the
+        writer's clock when the read started). True if this one landed."""
+        read_at_ms = synced_at_ms if read_at_ms is None else read_at_ms
         item: dict[str, Any] = {**self._key(projection_key(self.mode, customer_id)),
-                                "synced_at": {"N": str(synced_at_ms)}, "updated_at": {"N": str(int(time.time()))}}
+                                "synced_at": {"N": str(synced_at_ms)}, "read_at": {"N": str(read_at_ms)},
+                                "updated_at": {"N": str(int(time.time()))}}
         if projection is None:
             item["deleted"] = {"BOOL": True}
         else:
             item["projection"] = {"S": json.dumps(projection, sort_keys=True, separators=(",", ":"))}
         # A deleted customer stays deleted (Stripe cannot undo a deletion): no later read overwrites that.
-        condition = "attribute_not_exists(pk) OR (synced_at < :t AND attribute_not_exists(deleted))"
+        condition = ("attribute_not_exists(pk) OR (attribute_not_exists(deleted) AND (synced_at < :t OR "
+                     "(synced_at = :t AND (attribute_not_exists(read_at) OR read_at < :r))))")
         return conditional_write(self._client, "PutItem", "PutItem (projection)", {
             "TableName": self.table, "Item": item, "ConditionExpression": condition,
-            "ExpressionAttributeValues": {":t": {"N": str(synced_at_ms)}}})
+            "ExpressionAttributeValues": {":t": {"N": str(synced_at_ms)}, ":r": {"N": str(read_at_ms)}}})
 
     def event_seen(self, event_id: str) -> bool:
         return bool(self._call("GetItem", "GetItem (event)", Key=self._key(event_key(self.mode, event_id)),

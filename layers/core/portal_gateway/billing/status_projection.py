@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, NamedTuple
 
 from portal_gateway.aws.projection_store import ProjectionStore, StoredProjection, now_ms
 
@@ -37,8 +37,8 @@ ENDED_STATUSES = frozenset({"canceled", "incomplete_expired"})
 STATUS_VERSION = 1  # bumped if the answer's shape ever changes, so pages and stored projections can tell
 
 
-StripeCall = Callable[[str, str, dict], dict]
-
+# `exchange(method, path, params)`: Stripe's answer with its `Date` (stripe_client.StripeResult).
+StripeExchange = Callable[[str, str, dict], Any]
 
 # A list is read to its end, a page of 100 at a time; past this many pages the customer is not a person's.
 MAX_LIST_PAGES = 20
@@ -48,45 +48,66 @@ class ListTooLong(Exception):
     """A list of one customer ran past MAX_LIST_PAGES pages."""
 
 
-def list_all(call: StripeCall, path: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+class BillingRead(NamedTuple):
+    """A customer's state as one read of Stripe found it, and when by Stripe's clock (None: Stripe did not say)."""
+
+    subscriptions: list[dict[str, Any]]
+    entitlements: list[dict[str, Any]]
+    stripe_time_ms: int | None
+
+
+def list_all(exchange: StripeExchange, path: str, params: dict[str, Any]) -> tuple[list[dict[str, Any]], int | None]:
     """Every item of a Stripe list, page after page (`has_more`, `starting_after`): a first page alone can hide
-    the one item that matters behind 100 newer ones (abandoned checkouts end as `incomplete_expired`)."""
+    the one item that matters behind 100 newer ones (abandoned checkouts end as `incomplete_expired`). With the
+    time Stripe answered the first page."""
     items: list[dict[str, Any]] = []
     after = None
-    for _ in range(MAX_LIST_PAGES):
-        page = call("GET", path, {**params, "limit": 100, **({"starting_after": after} if after else {})})
+    first_answered = None
+    for page_number in range(MAX_LIST_PAGES):
+        result = exchange("GET", path, {**params, "limit": 100, **({"starting_after": after} if after else {})})
+        if page_number == 0:
+            first_answered = result.date_ms
+        page = result.data
         data = [item for item in page.get("data") or [] if isinstance(item, dict)]
         items += data
         if not page.get("has_more") or not data:
-            return items
+            return items, first_answered
         after = data[-1].get("id")
     raise ListTooLong(f"{path} has more than {MAX_LIST_PAGES * 100} items for one customer")
 
 
-def read_billing_state(customer_id: str, call: StripeCall, *,
-                       denied: Callable[[Exception], bool]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """What a projection is made of, read from Stripe with `call(method, path, params)`, every page: the
+def read_billing_state(customer_id: str, exchange: StripeExchange, *,
+                       denied: Callable[[Exception], bool]) -> BillingRead:
+    """What a projection is made of, read from Stripe with `exchange(method, path, params)`, every page: the
     subscriptions not canceled (Stripe's default list; `project` drops the other ended ones) and the active
     entitlements. A key `denied` the entitlements (a restricted key without Entitlements read, an account not
-    using them) gives none, not an error."""
-    subscriptions = list_all(call, "/v1/subscriptions", {"customer": customer_id})
+    using them) gives none, not an error. Stamped with Stripe's time of its first answer."""
+    subscriptions, answered = list_all(exchange, "/v1/subscriptions", {"customer": customer_id})
     try:
-        entitlements = list_all(call, "/v1/entitlements/active_entitlements", {"customer": customer_id})
+        entitlements, _ = list_all(exchange, "/v1/entitlements/active_entitlements", {"customer": customer_id})
     except Exception as exc:
         if not denied(exc):
             raise
         entitlements = []
-    return subscriptions, entitlements
+    return BillingRead(subscriptions, entitlements, answered)
 
 
 def refresh(store: ProjectionStore, customer_id: str,
-            read_state: Callable[[str], tuple[list, list]]) -> tuple[StoredProjection, bool]:
-    """Read the customer's state now and store its projection, stamped with the time the read *started*, unless
-    a later read is stored already. What was read, and whether it landed. The one way every writer (the status
-    route's first read, the webhook function, backfill) stores a projection."""
-    synced_at = now_ms()
-    projection = project(*read_state(customer_id))
-    return StoredProjection(projection, synced_at), store.put(customer_id, projection, synced_at_ms=synced_at)
+            read_state: Callable[[str], BillingRead]) -> tuple[StoredProjection, bool]:
+    """Read the customer's state now and store its projection, unless a later read is stored already. What was
+    read, and whether it landed. The one way every writer (the status route's first read, the webhook function,
+    backfill) stores a projection.
+
+    Reads are ordered by Stripe's clock: the second Stripe answered the read's first request (its `Date`), then,
+    within that second, the writer's own clock when the read started. No writer's clock can put a read ahead of
+    a later one by more than that second (a laptop 10 minutes fast used to freeze every status it backfilled);
+    between Lambda environments, whose clocks agree, the order within the second is kept too."""
+    started_ms = now_ms()
+    read = read_state(customer_id)
+    projection = project(read.subscriptions, read.entitlements)
+    stripe_ms = read.stripe_time_ms if read.stripe_time_ms is not None else started_ms // 1000 * 1000
+    landed = store.put(customer_id, projection, synced_at_ms=stripe_ms, read_at_ms=started_ms)
+    return StoredProjection(projection, stripe_ms), landed
 
 
 def project(subscriptions: Iterable[dict[str, Any]], entitlements: Iterable[dict[str, Any]]) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from portal_gateway.billing.status_projection import ListTooLong, list_all, read_billing_state
+from portal_gateway.billing.status_projection import BillingRead, ListTooLong, list_all, read_billing_state
 from portal_gateway.billing.stripe_client import StripeApiError, StripeHttp, StripeResult, path_of
 from portal_gateway.billing.stripe_key import SecretUnreadable, StripeKeyProvider
 from portal_gateway.errors import (
@@ -169,12 +169,12 @@ class StripeBilling:
         """The customer's live subscriptions, from every page of the list (not one of them may be missed: a
         subscriber is not sold a second subscription)."""
         try:
-            listed = list_all(self._call, "/v1/subscriptions", {"customer": customer_id})
+            listed, _ = list_all(self._exchange, "/v1/subscriptions", {"customer": customer_id})
         except ListTooLong as exc:
             raise StripeUnavailable(log_detail=str(exc)) from None
         return [s["id"] for s in listed if s.get("status") in ACTIVE_SUBSCRIPTION_STATUSES]
 
-    def billing_state(self, customer_id: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    def billing_state(self, customer_id: str) -> BillingRead:
         """The customer's subscriptions and active entitlements as Stripe has them now (status_projection.py)."""
         def denied(exc: Exception) -> bool:
             if isinstance(exc, StripeKeyPermissions):
@@ -183,7 +183,7 @@ class StripeBilling:
             return False
 
         try:
-            return read_billing_state(customer_id, self._call, denied=denied)
+            return read_billing_state(customer_id, self._exchange, denied=denied)
         except ListTooLong as exc:
             raise StripeUnavailable(log_detail=str(exc)) from None
 

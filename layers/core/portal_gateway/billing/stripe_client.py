@@ -12,6 +12,7 @@ The key checks (checks/stripe_key_check.py) and the operator's command use it to
 
 from __future__ import annotations
 
+import email.utils
 import json
 import random
 import time
@@ -54,6 +55,20 @@ class StripeApiError(Exception):
 class StripeResult:
     data: dict[str, Any]
     replayed: bool  # Stripe's `Idempotent-Replayed: true`: the saved result of an earlier request with this key
+    date_ms: int | None = None  # Stripe's clock when it answered (its `Date` header: whole seconds), in ms
+
+
+def http_date_ms(value: str | None) -> int | None:
+    """An HTTP `Date` header (RFC 9110 IMF-fixdate) as Unix milliseconds; None if absent or unreadable."""
+    if not value:
+        return None
+    try:
+        parsed = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if parsed.tzinfo is None:
+        return None
+    return int(parsed.timestamp()) * 1000
 
 
 def path_of(*segments: str) -> str:
@@ -133,7 +148,7 @@ class StripeHttp:
             replayed = response.headers.get("idempotent-replayed") == "true"
             if 200 <= response.status < 300:
                 try:
-                    return StripeResult(json.loads(response.data), replayed)
+                    return StripeResult(json.loads(response.data), replayed, http_date_ms(response.headers.get("date")))
                 except ValueError:
                     raise StripeApiError("APIError", http_status=response.status) from None
             error = _error(response, replayed)
@@ -148,9 +163,9 @@ class StripeHttp:
                 continue
             raise error
 
-    def with_key(self, api_key: str) -> Callable[..., dict[str, Any]]:
+    def with_key(self, api_key: str) -> KeyedStripe:
         """`call(method, path, params=None)` with one key: what the key checks and the support commands use."""
-        return lambda method, path, params=None: self.request(method, path, params, api_key=api_key)
+        return KeyedStripe(self, api_key)
 
     def _backoff(self, retry: int) -> bool:
         delay = min(INITIAL_RETRY_DELAY * 2 ** (retry - 1), MAX_RETRY_DELAY)
@@ -194,3 +209,17 @@ def _error(response, replayed: bool = False) -> StripeApiError:
     return StripeApiError(error_kind(response.status, error), http_status=response.status, code=error.get("code"),
                           param=error.get("param"), request_id=request_id,
                           message=str(error.get("message") or ""), replayed=replayed)
+
+
+class KeyedStripe:
+    """Stripe with one key: `call(method, path, params=None)` answers the data; `exchange` the whole result."""
+
+    def __init__(self, http: StripeHttp, api_key: str):
+        self._http = http
+        self._api_key = api_key
+
+    def __call__(self, method: str, path: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+        return self._http.request(method, path, params, api_key=self._api_key)
+
+    def exchange(self, method: str, path: str, params: dict[str, Any] | None = None) -> StripeResult:
+        return self._http.exchange(method, path, params, api_key=self._api_key)

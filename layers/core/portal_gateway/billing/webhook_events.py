@@ -17,7 +17,7 @@ from portal_gateway.aws.mapping_store import CustomerMappingStore, mapping_key
 from portal_gateway.aws.projection_store import ProjectionStore, now_ms
 from portal_gateway.billing.customers import OWNER_POOL, OWNER_SUB
 from portal_gateway.billing.purchase_reference import user_of
-from portal_gateway.billing.status_projection import HANDLED_EVENTS, refresh
+from portal_gateway.billing.status_projection import HANDLED_EVENTS, BillingRead, refresh
 from portal_gateway.errors import WebhookPayloadInvalid
 
 logger = logging.getLogger(__name__)
@@ -26,7 +26,7 @@ _CUSTOMER_ID = re.compile(r"^cus_[0-9A-Za-z]{1,255}$")
 
 
 class BillingReader(Protocol):
-    def billing_state(self, customer_id: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]: ...
+    def billing_state(self, customer_id: str) -> BillingRead: ...
     def customer_deleted(self, customer_id: str) -> bool: ...
     def customer(self, customer_id: str) -> dict[str, Any]: ...
     def has_live_subscription(self, customer_id: str) -> bool: ...
@@ -132,8 +132,14 @@ class WebhookEvents:
         return self._reference_key
 
     def refresh(self, customer_id: str) -> bool:
-        """Read the customer's state from Stripe now and store it; False if a later read was stored first."""
-        return refresh(self.projections, customer_id, self.stripe.billing_state)[1]
+        """Read the customer's state from Stripe now and store it; False if a later read was stored first (counted
+        and logged: many of them mean a writer whose reads keep losing)."""
+        landed = refresh(self.projections, customer_id, self.stripe.billing_state)[1]
+        if not landed:
+            logger.info("A later read of this customer was stored first; this one is dropped",
+                        extra={"customer_id": customer_id})
+            self._count("ProjectionWriteLost")
+        return landed
 
     def _deleted(self, customer_id: str, metadata: Any) -> None:
         """The customer is gone in Stripe: its status says so, and its user's mapping goes, so their next visit
