@@ -30,7 +30,13 @@ from devstack.stripe_webhooks import Deliverer
 # GET /v1/account has no restricted-key permission at all: only a secret key (sk_) may call it.
 ALL_PERMISSIONS = frozenset({"customers_write", "portal_write", "subscriptions_write", "entitlements_read",
                              "webhook_endpoints_write", "prices_read", "checkout_sessions_write",
-                             "customer_sessions_write"})
+                             "customer_sessions_write", "events_read"})
+# A restricted key with what docs/deploy.md (step 2) asks for without Subscribe: the portal, the billing status,
+# the scheduled catch-up (webhook endpoints are managed with it or another key: webhooks setup --key-stdin).
+GUIDE_PERMISSIONS = frozenset({"customers_write", "portal_write", "subscriptions_read", "entitlements_read",
+                               "events_read"})
+# ... and with CheckoutPrices set, Subscribe's and the embedded components'.
+CHECKOUT_PERMISSIONS = frozenset({"prices_read", "checkout_sessions_write", "customer_sessions_write"})
 # Stripe allows 16 webhook endpoints per account and mode.
 MAX_WEBHOOK_ENDPOINTS = 16
 # Subscriptions in these states keep their products' features provisioned (active entitlements).
@@ -652,6 +658,7 @@ class StripeStandin:
             ("POST", "webhook_endpoints"): "webhook_endpoints_write",
             ("DELETE", "webhook_endpoints"): "webhook_endpoints_write",
             ("GET", "prices"): "prices_read",
+            ("GET", "events"): "events_read",
             ("GET", "checkout"): "checkout_sessions_read",
             ("POST", "checkout"): "checkout_sessions_write",
             ("POST", "customer_sessions"): "customer_sessions_write",
@@ -682,6 +689,8 @@ class StripeStandin:
                              "/v1/entitlements/active_entitlements")
             if parts[1] == "webhook_endpoints":
                 return self._webhook_endpoints(account, method, parts[2:], params, mode)
+            if parts[1] == "events" and method == "GET" and len(parts) == 2:
+                return self._list_events(account, params, mode)
             if parts[1] == "prices" and method == "GET" and len(parts) == 2:
                 return self._list_prices(account, params, mode)
             if parts[1:3] == ["checkout", "sessions"]:
@@ -913,6 +922,22 @@ class StripeStandin:
         }
         account.sessions[session_id] = session
         return 200, _public_session(session)
+
+    def _list_events(self, account: Account, params: dict, mode: str):
+        """GET /v1/events: newest first, filtered by `types` (at most 20) and `created` (gt, gte, lt, lte)."""
+        types = params.get("types")
+        if types is not None and (not isinstance(types, list) or len(types) > 20):
+            return 400, _error("invalid_request_error", "Invalid array: types takes at most 20 event types",
+                               code="parameter_invalid_array", param="types")
+        created = params.get("created") if isinstance(params.get("created"), dict) else {}
+        bounds = {op: int(value) for op, value in created.items() if op in ("gt", "gte", "lt", "lte")}
+        found = [e for e in account.events if e["livemode"] == (mode == "live")
+                 and (types is None or e["type"] in types)
+                 and ("gt" not in bounds or e["created"] > bounds["gt"])
+                 and ("gte" not in bounds or e["created"] >= bounds["gte"])
+                 and ("lt" not in bounds or e["created"] < bounds["lt"])
+                 and ("lte" not in bounds or e["created"] <= bounds["lte"])]
+        return _page(list(reversed(found)), params, "/v1/events")
 
     def _list_prices(self, account: Account, params: dict, mode: str):
         """GET /v1/prices: filtered by `lookup_keys` (at most 10, as Stripe allows), `active`, `type`."""

@@ -65,8 +65,9 @@ COMMANDS = {
                "says how to delete it there). Needs --reason."),
     "webhooks": ("set up the Stripe webhook endpoint that keeps the billing status current",
                  "`webhooks setup` creates the endpoint for exactly the events the webhook function handles (or "
-                 "updates the one this deployment made) and stores its signing secret in the stack's webhook "
-                 "secret. Uses the deployment's Stripe key, or one piped in with --key-stdin."),
+                 "updates the one this deployment made; one at an older URL is retired) and stores its signing "
+                 "secret in the stack's webhook secret. `webhooks roll` gives it a new signing secret without "
+                 "losing an event. Uses the deployment's Stripe key, or one piped in with --key-stdin."),
     "backfill": ("fill the billing status of every mapped customer from Stripe",
                  "Reads each mapped customer's subscriptions and entitlements at a bounded rate (--rate, Stripe "
                  "requests per second) and stores their projections; a projection a webhook stored later is "
@@ -106,7 +107,12 @@ def parser() -> argparse.ArgumentParser:
             sub.add_argument("--webhook-url", help="the stack output WebhookUrl (without --stack)")
             sub.add_argument("--webhook-secret-id", help="the stack output WebhookSecretArn (without --stack)")
         if name == "webhooks":
-            sub.add_argument("action", choices=["setup"], help="setup: create or update the endpoint")
+            sub.add_argument("action", choices=["setup", "roll"],
+                             help="setup: create or update the endpoint (a new URL retires the old endpoint); "
+                                  "roll: a new signing secret without losing an event")
+            sub.add_argument("--keep-old-hours", type=float, default=72.0,
+                             help="hours the replaced signing secret stays accepted (default 72: Stripe retries "
+                                  "a delivery for up to 3 days)")
             sub.add_argument("--key-stdin", action="store_true",
                              help="read a Stripe key that may write webhook endpoints from stdin (else the "
                                   "deployment's own key)")
@@ -209,7 +215,7 @@ def _run(args: argparse.Namespace, stdin: TextIO, out: TextIO, client: Callable[
         return run_rotate(target, new_key, stage_only=args.stage_only, wait_seconds=args.wait, out=out,
                           client=client)
     if args.command == "webhooks":
-        from portal_admin.webhooks import setup
+        from portal_admin.webhooks import roll, setup
 
         if not target.webhook_url or not target.webhook_secret_id:
             raise AdminError("no webhook URL or secret", "Pass --stack NAME, or --webhook-url and "
@@ -218,8 +224,12 @@ def _run(args: argparse.Namespace, stdin: TextIO, out: TextIO, client: Callable[
         if stripe is None:
             raise AdminError("no usable Stripe key", "Put the key in first (rotate-key), or pipe one with "
                              "--key-stdin", EXIT_FAILED)
+        if args.action == "roll":
+            return _stripe_refusals(lambda: roll(secret_id=target.webhook_secret_id, stripe=stripe, client=client,
+                                                 out=out, keep_old_hours=args.keep_old_hours))
         return _stripe_refusals(lambda: setup(url=target.webhook_url, secret_id=target.webhook_secret_id,
-                                              stripe=stripe, client=client, out=out))
+                                              stripe=stripe, client=client, out=out,
+                                              keep_old_hours=args.keep_old_hours))
     if args.command == "backfill":
         from portal_admin.webhooks import backfill
 

@@ -76,6 +76,7 @@ class Target:
     allowed_origins: tuple[str, ...] = ()
     webhook_url: str | None = None
     webhook_secret_id: str | None = None
+    checkout_prices: tuple[str, ...] = ()  # CheckoutPrices: Subscribe is deployed, its key permissions are checked
 
 
 def boto_factory(region: str | None = None, profile: str | None = None) -> Callable[[str], Any]:
@@ -119,6 +120,7 @@ def resolve_target(args: argparse.Namespace, client: Callable[[str], Any] = defa
             allowed_origins=tuple(o for o in params.get("AllowedOrigins", "").split(",") if o),
             webhook_url=outputs.get("WebhookUrl"),
             webhook_secret_id=outputs.get("WebhookSecretArn"),
+            checkout_prices=tuple(p for p in params.get("CheckoutPrices", "").split(",") if p),
         )
     for field, value in (
         ("secret_id", getattr(args, "secret_id", None)), ("mode", getattr(args, "mode", None)),

@@ -68,7 +68,8 @@ def run_check(target: Target, client: Callable[[str], Any] = default_aws_client)
             checks.append(Check("secret readable", True))
             pins = AccountPins(target.table, client("dynamodb")) if target.table else None
             checks += check_stripe_key(value or "", expected_mode=target.mode, api_base=target.stripe_api_base,
-                                       portal_configuration_id=target.portal_configuration_id, pins=pins)
+                                       portal_configuration_id=target.portal_configuration_id, pins=pins,
+                                       checkout=bool(target.checkout_prices))
         except (ClientError, BotoCoreError) as exc:
             checks.append(Check("secret readable", False, aws_error(exc),
                                 "Check the secret id and that your credentials may read it"))
@@ -203,7 +204,8 @@ def run_rotate(target: Target, new_key: str, *, stage_only: bool, wait_seconds: 
                          EXIT_USAGE)
     pins = AccountPins(target.table, client("dynamodb")) if target.table else None
     checks = check_stripe_key(new_key, expected_mode=target.mode, api_base=target.stripe_api_base,
-                              portal_configuration_id=target.portal_configuration_id, pins=pins)
+                              portal_configuration_id=target.portal_configuration_id, pins=pins,
+                              checkout=bool(target.checkout_prices))
     print_checks(checks, out)
     if not target.table:
         print("note  no --table (or --stack): the rotation function checks the Stripe account instead", file=out)

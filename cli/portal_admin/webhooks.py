@@ -23,7 +23,7 @@ from portal_gateway.aws.client import AwsError
 from portal_gateway.aws.projection_store import ProjectionStore
 from portal_gateway.billing.status_projection import HANDLED_EVENTS, read_billing_state, refresh
 from portal_gateway.billing.stripe_client import KeyedStripe, StripeApiError, path_of
-from portal_gateway.checks.stripe_key_check import PROBE_CUSTOMER, Check, probe_permission
+from portal_gateway.checks.stripe_key_check import Check
 
 from portal_admin.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, AdminError, current_secret, scan_items
 
@@ -49,14 +49,20 @@ def stored_secret(client: Callable[[str], Any], secret_id: str) -> dict:
     return value if isinstance(value, dict) else {}
 
 
-def setup(*, url: str, secret_id: str, stripe: StripeCall, client: Callable[[str], Any], out: TextIO) -> int:
-    """Create or update the endpoint; store a new endpoint's signing secret (the previous one kept for the roll).
-    An endpoint at the same URL that this deployment did not record (its secret unknown) is removed once the
-    new one's secret is stored, so every event is delivered once, signed with a secret the function has."""
+# After a roll, or a setup for a new URL, the previous signing secret is still accepted this long: deliveries
+# already signed with it (Stripe retries a failed one for up to 3 days in live mode) are not refused.
+DEFAULT_KEEP_OLD_HOURS = 72.0
+
+
+def setup(*, url: str, secret_id: str, stripe: StripeCall, client: Callable[[str], Any], out: TextIO,
+          keep_old_hours: float = DEFAULT_KEEP_OLD_HOURS, now: Callable[[], float] = time.time) -> int:
+    """Create or update the endpoint; store a new endpoint's signing secret. The endpoint this deployment made
+    before at another URL is retired (deleted; its secret still accepted for `keep_old_hours`), so events are
+    neither retried for ever at the old URL nor delivered twice. An endpoint at the same URL that this deployment
+    did not record (its secret unknown) is removed once the new one's secret is stored."""
     stored = stored_secret(client, secret_id)
-    previous_secrets = [s for s in stored.get("signing_secrets") or [] if isinstance(s, str)]
     events = sorted(HANDLED_EVENTS)
-    ours = _endpoint(stripe, stored.get("endpoint_id")) if stored.get("endpoint_id") and previous_secrets else None
+    ours = _endpoint(stripe, stored.get("endpoint_id")) if stored.get("endpoint_id") and _secrets(stored) else None
     if ours is not None and ours.get("url") == url:
         stripe("POST", path_of("v1", "webhook_endpoints", ours["id"]),
                {"enabled_events": events, "disabled": "false", "description": WEBHOOK_DESCRIPTION})
@@ -64,19 +70,61 @@ def setup(*, url: str, secret_id: str, stripe: StripeCall, client: Callable[[str
               file=out)
         return EXIT_OK
     strays = [e for e in _all_endpoints(stripe) if e.get("url") == url]
+    created = _create_endpoint(stripe, url, events)
+    _store(client, secret_id, created, stored, keep_old_hours, now())
+    print(f"created webhook endpoint {created['id']} for {url}: {len(events)} events; its signing secret is "
+          f"stored in the webhook secret", file=out)
+    if ours is not None:
+        stripe("DELETE", path_of("v1", "webhook_endpoints", ours["id"]))
+        print(f"retired webhook endpoint {ours['id']} at {ours.get('url')} (its secret is accepted for "
+              f"{keep_old_hours:g} more hours)", file=out)
+    for stray in strays:
+        stripe("DELETE", path_of("v1", "webhook_endpoints", stray["id"]))
+        print(f"removed webhook endpoint {stray['id']} (same URL, signing secret not stored)", file=out)
+    return EXIT_OK
+
+
+def roll(*, secret_id: str, stripe: StripeCall, client: Callable[[str], Any], out: TextIO,
+         keep_old_hours: float = DEFAULT_KEEP_OLD_HOURS, now: Callable[[], float] = time.time) -> int:
+    """Roll the signing secret without losing an event: a new endpoint (same URL, same events) is made and its
+    secret stored first, so both secrets are accepted; only then is the old endpoint deleted. Until that, both
+    deliver every event (the function applies each once, by event id). The old secret stays accepted for
+    `keep_old_hours`, for deliveries already signed with it; the scheduled catch-up covers any event the old
+    endpoint had not delivered yet."""
+    stored = stored_secret(client, secret_id)
+    ours = _endpoint(stripe, stored.get("endpoint_id")) if stored.get("endpoint_id") else None
+    if ours is None or not _secrets(stored):
+        raise AdminError("no webhook endpoint of this deployment to roll", "Run webhooks setup first", EXIT_FAILED)
+    created = _create_endpoint(stripe, ours["url"], sorted(HANDLED_EVENTS))
+    _store(client, secret_id, created, stored, keep_old_hours, now())
+    stripe("DELETE", path_of("v1", "webhook_endpoints", ours["id"]))
+    print(f"rolled the signing secret: endpoint {created['id']} replaces {ours['id']} at {ours['url']}; the old "
+          f"secret is accepted for {keep_old_hours:g} more hours", file=out)
+    return EXIT_OK
+
+
+def _create_endpoint(stripe: StripeCall, url: str, events: list[str]) -> dict:
     created = stripe("POST", "/v1/webhook_endpoints", {"url": url, "enabled_events": events,
                                                        "description": WEBHOOK_DESCRIPTION})
     secret = created.get("secret")
     if not isinstance(secret, str) or not secret.startswith("whsec_"):
         raise AdminError("Stripe did not return the new endpoint's signing secret", "Run webhooks setup again")
+    return created
+
+
+def _secrets(stored: dict) -> list[str]:
+    return [s for s in stored.get("signing_secrets") or [] if isinstance(s, str)]
+
+
+def _store(client: Callable[[str], Any], secret_id: str, created: dict, stored: dict, keep_old_hours: float,
+           now: float) -> None:
+    """The new endpoint's secret first; the ones it replaces accepted until a time, then no more (the function
+    ignores a retired secret past its time; the next setup or roll drops it)."""
+    until = int(now + keep_old_hours * 3600)
+    retired = [r for r in stored.get("retired") or [] if isinstance(r, dict) and r.get("until", 0) > now]
+    retired += [{"secret": old, "until": until} for old in _secrets(stored)]
     client("secretsmanager").put_secret_value(SecretId=secret_id, SecretString=json.dumps(
-        {"endpoint_id": created["id"], "signing_secrets": [secret, *previous_secrets[:1]]}))
-    print(f"created webhook endpoint {created['id']} for {url}: {len(events)} events; its signing secret is "
-          f"stored in the webhook secret", file=out)
-    for stray in strays:
-        stripe("DELETE", path_of("v1", "webhook_endpoints", stray["id"]))
-        print(f"removed webhook endpoint {stray['id']} (same URL, signing secret not stored)", file=out)
-    return EXIT_OK
+        {"endpoint_id": created["id"], "signing_secrets": [created["secret"]], "retired": retired}))
 
 
 def _endpoint(stripe: StripeCall, endpoint_id: str) -> dict | None:
@@ -94,24 +142,15 @@ def _all_endpoints(stripe: StripeCall) -> list[dict]:
 
 def webhook_checks(*, url: str | None, secret_id: str | None, stripe: StripeCall | None,
                    client: Callable[[str], Any], probe: Callable[[str], tuple[int, dict]] | None = None) -> list[Check]:
-    """The billing status's part of `check`: the key may read what the status is made of, and the endpoint is
-    set up, enabled, subscribed to the right events, at the stack's URL, and that URL answers as the function."""
+    """The billing status's part of `check`: the endpoint is set up, enabled, subscribed to the right events, at
+    the stack's URL, and that URL answers as the function."""
     if not url or not secret_id:
         return []
     if stripe is None:
         return [Check("webhook endpoint", False, "cannot be checked without a usable Stripe key",
                       "Check the Stripe key first")]
-    # What the status route, the webhook function and backfill read for every customer.
-    checks = [
-        probe_permission("permission: Subscriptions read",
-                         "Give the restricted key Subscriptions: Read (docs/deploy.md, step 2)",
-                         lambda: stripe("GET", "/v1/subscriptions", {"customer": PROBE_CUSTOMER, "limit": 1})),
-        probe_permission("permission: Entitlements read",
-                         "Give the restricted key Entitlements: Read (without it the status lists no entitlements)",
-                         lambda: stripe("GET", "/v1/entitlements/active_entitlements",
-                                        {"customer": PROBE_CUSTOMER, "limit": 1})),
-    ]
-    return checks + _endpoint_checks(url, secret_id, stripe, client, probe or probe_webhook_url)
+    # (The key's permissions for what the status reads are checked with the key itself: check_stripe_key.)
+    return _endpoint_checks(url, secret_id, stripe, client, probe or probe_webhook_url)
 
 
 def _endpoint_checks(url: str, secret_id: str, stripe: StripeCall, client: Callable[[str], Any],
@@ -151,9 +190,10 @@ def _endpoint_checks(url: str, secret_id: str, stripe: StripeCall, client: Calla
 
 
 def probe_webhook_url(url: str) -> tuple[int, dict]:
-    """POST an unsigned, empty event: a live webhook function refuses it (400) and changes nothing."""
+    """POST an unsigned, empty event, marked as this command's probe: a live webhook function refuses it (400),
+    changes nothing, and counts it as a probe, not as a forged delivery (which would raise its alarm)."""
     request = urllib.request.Request(url, data=b"{}", method="POST", headers={  # noqa: S310 - https or loopback
-        "Content-Type": "application/json", "Stripe-Signature": "t=0,v1=00"})
+        "Content-Type": "application/json", "X-Portal-Gateway-Probe": "check"})
     try:
         with urllib.request.urlopen(request, timeout=10) as response:  # nosec B310 - the stack's own URL
             status, raw = response.status, response.read()

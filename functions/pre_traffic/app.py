@@ -37,7 +37,7 @@ def key_checks() -> list[Check]:
     value = current.get("SecretString") or ""
     return check_stripe_key(value, expected_mode=STRIPE_MODE, api_base=os.environ.get("STRIPE_API_BASE") or None,
                             portal_configuration_id=os.environ.get("PORTAL_CONFIGURATION_ID") or None,
-                            pins=account_pins)
+                            pins=account_pins, checkout=bool(os.environ.get("CHECKOUT_PRICES", "").strip()))
 
 
 @logger.inject_lambda_context(clear_state=True)

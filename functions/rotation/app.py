@@ -15,6 +15,7 @@ copy_config_to_registered_loggers(source_logger=logger, include={"portal_gateway
 STRIPE_MODE = os.environ["STRIPE_MODE"]
 PORTAL_CONFIGURATION_ID = os.environ.get("PORTAL_CONFIGURATION_ID") or None
 STRIPE_API_BASE = os.environ.get("STRIPE_API_BASE") or None
+CHECKOUT = bool(os.environ.get("CHECKOUT_PRICES", "").strip())  # Subscribe is deployed: its permissions too
 secrets = boto3.client("secretsmanager")
 # The Stripe account this deployment's customers live in, pinned in the customers table by the first good key.
 account_pins = AccountPins(os.environ["CUSTOMERS_TABLE"], boto3.client("dynamodb"))
@@ -22,7 +23,7 @@ account_pins = AccountPins(os.environ["CUSTOMERS_TABLE"], boto3.client("dynamodb
 
 def validate(value: str):
     return check_stripe_key(value, expected_mode=STRIPE_MODE, api_base=STRIPE_API_BASE,
-                            portal_configuration_id=PORTAL_CONFIGURATION_ID, pins=account_pins)
+                            portal_configuration_id=PORTAL_CONFIGURATION_ID, pins=account_pins, checkout=CHECKOUT)
 
 
 @logger.inject_lambda_context(clear_state=True)

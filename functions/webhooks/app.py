@@ -21,7 +21,7 @@ from portal_gateway.aws.mapping_store import CustomerMappingStore
 from portal_gateway.aws.projection_store import ProjectionStore
 from portal_gateway.aws.secrets import SecretsManagerReader
 from portal_gateway.aws.user_directory import CognitoUserDirectory
-from portal_gateway.billing.status_projection import BillingRead
+from portal_gateway.billing.status_projection import HANDLED_EVENTS, BillingRead
 from portal_gateway.billing.stripe_client import http_date_ms
 from portal_gateway.billing.stripe_key import StripeKeyProvider
 from portal_gateway.billing.webhook_events import WebhookEvents
@@ -82,14 +82,22 @@ class SigningSecrets:
             return self._secrets
 
 
-def parse_signing_secrets(raw: str) -> tuple[str, ...]:
+def parse_signing_secrets(raw: str, now: float | None = None) -> tuple[str, ...]:
+    """The secrets a delivery may be signed with: {"signing_secrets": [...], "retired": [{"secret", "until"}]}
+    (a retired one is accepted until its time: a roll or a move to a new URL), or a bare whsec_ string."""
     value = raw.strip()
+    now = time.time() if now is None else now
     if value.startswith("{"):
         try:
-            listed = json.loads(value).get("signing_secrets")
+            document = json.loads(value)
+            listed = document.get("signing_secrets")
+            retired = document.get("retired")
         except (ValueError, AttributeError):
-            listed = None
+            listed = retired = None
         candidates = listed if isinstance(listed, list) else []
+        for entry in retired if isinstance(retired, list) else []:
+            if isinstance(entry, dict) and isinstance(entry.get("until"), (int, float)) and entry["until"] > now:
+                candidates.append(entry.get("secret"))
     else:
         candidates = [value]
     found = tuple(s.strip() for s in candidates if isinstance(s, str) and s.strip().startswith("whsec_"))
@@ -156,6 +164,15 @@ class StripeLibraryReader:
     def stamp_owner(self, customer_id: str, metadata: dict) -> None:
         self._with_client(lambda client: client.v1.customers.update(customer_id, {"metadata": metadata}))
 
+    def events_since(self, created_at_or_after: int) -> list[dict]:
+        """The handled events Stripe created at or after this Unix time, every page, oldest first."""
+        def read(client: stripe.StripeClient) -> list[dict]:
+            listed = client.v1.events.list({"created": {"gte": created_at_or_after}, "types": list(HANDLED_EVENTS),
+                                            "limit": 100})
+            return [e.to_dict() for e in listed.auto_paging_iter()][::-1]  # Stripe lists newest first
+
+        return self._with_client(read)
+
     def customer_deleted(self, customer_id: str) -> bool:
         def read(client: stripe.StripeClient):
             try:
@@ -213,10 +230,21 @@ events = WebhookEvents(
     only_user_with_email=directory.only_user_with_verified_email if SETTINGS.match_existing_by_email else None)
 
 
+# `stripe-portal-admin check` asks whether this URL answers as the function does: an unsigned delivery it marks
+# with this header. It is refused like any unsigned one, but not counted as a forged delivery (no alarm).
+PROBE_HEADER = "x-portal-gateway-probe"
+
+
+class ProbeRefused(WebhookSignatureInvalid):
+    """The admin command's probe: refused as every unsigned delivery is."""
+
+
 @app.post("/webhooks/stripe")
 def stripe_webhook():
     payload = _body()
     header = app.current_event.headers.get("stripe-signature")
+    if not header and app.current_event.headers.get(PROBE_HEADER) == "check":
+        raise ProbeRefused(log_detail="stripe-portal-admin check's probe (unsigned, as it should be)")
     try:
         event = verified_event(payload, header, signing_secrets.current())
     except WebhookSignatureInvalid:
@@ -247,7 +275,9 @@ def gateway_error(err: GatewayError):
     status = answers.status_for(err.code)
     (logger.error if status >= 500 else logger.warning)(
         "Webhook delivery refused", extra={"error_code": err.code, "status": status, "detail": err.log_detail})
-    if isinstance(err, WebhookSignatureInvalid):
+    if isinstance(err, ProbeRefused):
+        count("WebhookProbes")
+    elif isinstance(err, WebhookSignatureInvalid):
         count("WebhookSignatureFailures")  # alarmed: a wrong secret after a roll, or someone forging events
     elif status >= 500 or isinstance(err, StripeKeyUnavailable):
         count("WebhookProcessingFailed")  # alarmed: Stripe will retry, but the status is stale meanwhile
@@ -270,3 +300,22 @@ def not_found(_err):
 @metrics.log_metrics
 def lambda_handler(event, context):
     return app.resolve(event, context)
+
+
+# --- the scheduled reconciliation (ReconcileFunction: this code, another handler) ------------------------------------
+# What is left of the invocation's time when the reconciliation stops starting reads (one read takes seconds at most).
+RECONCILE_RESERVE_SECONDS = 15
+
+
+@logger.inject_lambda_context(clear_state=True)
+@metrics.log_metrics
+def reconcile_handler(event, context):
+    """EventBridge's schedule: apply the events no delivery brought, re-read the statuses older than the bound."""
+    from portal_gateway.billing.reconciliation import Pacer, Reconciler
+
+    remaining = getattr(context, "get_remaining_time_in_millis", lambda: 60_000)
+    reconciler = Reconciler(events=events, projections=events.projections, list_events=reader.events_since,
+                            max_age_seconds=SETTINGS.reconcile_max_age_seconds,
+                            pacer=Pacer(SETTINGS.reconcile_rate), count=count)
+    report = reconciler.run(lambda: remaining() / 1000 - RECONCILE_RESERVE_SECONDS)
+    return report.__dict__

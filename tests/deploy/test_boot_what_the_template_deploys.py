@@ -26,7 +26,7 @@ import boto3
 import pytest
 
 from devstack.http_api import build_event, load_handler_module, new_context
-from devstack.stripe_standin import StripeStandin, fake_key
+from devstack.stripe_standin import GUIDE_PERMISSIONS, StripeStandin, fake_key
 from devstack.stripe_webhooks import signature_header
 from tests.deploy.cloudformation import ACCOUNT, Stack
 from tests.deploy.conftest import translate
@@ -189,7 +189,7 @@ def keep_earlier_stack(deployment: Deployment, moto, standin: StripeStandin, poo
     dynamodb.put_item(TableName=table, Item={"pk": {"S": f"{mode}#stripe-account"},
                                              "account_id": {"S": standin.account.id}})
     kept_name = parameters["ExistingStripeSecretArn"].split(":secret:", 1)[1].rsplit("-", 1)[0]
-    key = standin.add_key(fake_key("rk", mode), frozenset({"customers_write", "portal_write"}))
+    key = standin.add_key(fake_key("rk", mode), GUIDE_PERMISSIONS)
     deployment.kept_customer = customer
     return client(moto, "secretsmanager", region).create_secret(
         Name=kept_name, SecretString=json.dumps({"api_key": key}))["ARN"]
@@ -406,8 +406,7 @@ def walk_the_readme(deployment: Deployment, moto, standin: StripeStandin, cold_s
     # Step 4: the key goes in through rotate-key --stack; Secrets Manager drives the rotation function.
     rotation = cold_start("rotation", env["RotationFunction"])
     # The restricted key with the permissions docs/deploy.md lists, the billing status's included.
-    key = standin.add_key(fake_key("rk", mode), frozenset({"customers_write", "portal_write", "subscriptions_read",
-                                                          "entitlements_read", "webhook_endpoints_write"}))
+    key = standin.add_key(fake_key("rk", mode), GUIDE_PERMISSIONS | {"webhook_endpoints_write"})
     code, out = admin(["rotate-key", "--stack", deployment.stack_name, "--wait", "5"], deployment, moto,
                       stdin=key + "\n", rotation=rotation, cold_start=cold_start)
     assert code == 0, out

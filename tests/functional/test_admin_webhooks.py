@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 import threading
+import time
 
 import pytest
 from portal_admin import cli as admin
@@ -45,7 +46,7 @@ def test_setup_creates_the_endpoint_and_stores_its_secret_then_updates_it_in_pla
     (endpoint,) = stripe_standin.account.webhook_endpoints.values()
     assert endpoint["url"] == URL and sorted(endpoint["enabled_events"]) == sorted(HANDLED_EVENTS)
     secret = stored(stack, webhook_secret)
-    assert secret == {"endpoint_id": endpoint["id"], "signing_secrets": endpoint["_signing_secrets"]}
+    assert secret == {"endpoint_id": endpoint["id"], "signing_secrets": endpoint["_signing_secrets"], "retired": []}
     assert "whsec_" not in out + err  # the signing secret is never printed
 
     # Someone narrowed its events and disabled it in the Dashboard: setup puts it right, same endpoint and secret.
@@ -55,6 +56,22 @@ def test_setup_creates_the_endpoint_and_stores_its_secret_then_updates_it_in_pla
     assert list(stripe_standin.account.webhook_endpoints) == [endpoint["id"]]
     assert endpoint["status"] == "enabled" and sorted(endpoint["enabled_events"]) == sorted(HANDLED_EVENTS)
     assert stored(stack, webhook_secret) == secret
+
+
+def test_setup_for_a_new_url_retires_the_old_endpoint_and_keeps_its_secret_for_a_while(stack, stripe_standin,
+                                                                                      webhook_secret):
+    assert run(setup_args(stack, webhook_secret), stack=stack)[0] == 0
+    (old,) = stripe_standin.account.webhook_endpoints.values()
+    old_secret = old["_signing_secrets"][0]
+    code, out, _ = run([*setup_args(stack, webhook_secret, "https://new.example.com/webhooks/stripe"),
+                        "--keep-old-hours", "2"], stack=stack)
+    assert code == 0 and f"retired webhook endpoint {old['id']}" in out
+    (new,) = stripe_standin.account.webhook_endpoints.values()  # the old one no longer delivers (or retries)
+    assert new["url"] == "https://new.example.com/webhooks/stripe"
+    secret = stored(stack, webhook_secret)
+    assert secret["endpoint_id"] == new["id"] and secret["signing_secrets"] == new["_signing_secrets"]
+    (retired,) = secret["retired"]
+    assert retired["secret"] == old_secret and 7000 < retired["until"] - time.time() <= 7200
 
 
 def test_an_endpoint_at_the_url_with_an_unknown_secret_is_replaced_not_doubled(stack, stripe_standin, webhook_secret):

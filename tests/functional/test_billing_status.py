@@ -461,3 +461,86 @@ def test_a_backfill_from_a_machine_whose_clock_is_ten_minutes_fast_freezes_no_st
     stripe_standin.update_subscription(subscription, cancel_at_period_end=True)
     settle(stripe_standin)
     assert billing.status(tokens["IdToken"]).json["subscriptions"][0]["cancel_at_period_end"] is True
+
+
+def test_the_admin_checks_probe_is_refused_but_not_counted_as_a_forged_delivery(billing, capsys):
+    from portal_admin.webhooks import probe_webhook_url
+
+    status, body = probe_webhook_url(billing.url)
+    assert (status, body["error"]) == (400, "webhook_signature_invalid")
+    printed = capsys.readouterr().out
+    assert '"WebhookProbes"' in printed and '"WebhookSignatureFailures"' not in printed
+    # The same unsigned delivery without the probe's mark is counted, and so alarmed.
+    code, answer = deliver(billing.webhooks, "{}", None)
+    assert (code, answer["error"]) == (400, "webhook_signature_invalid")
+    assert '"WebhookSignatureFailures"' in capsys.readouterr().out
+
+
+def test_webhooks_roll_accepts_the_new_secret_before_the_old_stops_and_the_old_one_expires(billing, user, stack,
+                                                                                          stripe_standin):
+    import io
+
+    from portal_admin.webhooks import roll
+    from portal_gateway.billing.stripe_client import StripeHttp
+
+    price = stripe_standin.add_product("Pro", lookup_key="pro", features=("premium",))
+    _, tokens = user()
+    billing.portal.portal(tokens["IdToken"])
+    (customer,) = [c["id"] for c in stripe_standin.customers()]
+    (old_secret,) = stored_secrets(billing, stack)
+    out = io.StringIO()
+    assert roll(secret_id=billing.secret_id, client=stack.moto.client, out=out, keep_old_hours=1,
+                stripe=StripeHttp(api_base=stripe_standin.base_url).with_key(stripe_standin.key)) == 0
+    (endpoint,) = stripe_standin.account.webhook_endpoints.values()  # the new one only: no event twice for ever
+    assert endpoint["id"] != billing.endpoint_id and endpoint["url"] == billing.url
+    assert "whsec_" not in out.getvalue()
+    billing.webhooks.signing_secrets._read_at = float("-inf")  # its cache time is up (SECRET_TTL_SECONDS)
+    stripe_standin.add_subscription(customer, "active", price_id=price)  # delivered by the new endpoint
+    settle(stripe_standin)
+    assert billing.status(tokens["IdToken"]).json["entitlements"] == ["premium"]
+    assert all(d.status == 200 for d in stripe_standin.deliverer.deliveries if d.endpoint_id == endpoint["id"])
+    body = signed_event(stripe_standin, customer)  # a delivery signed before the roll, retried after it
+    assert deliver(billing.webhooks, body, signature_header(body.encode(), [old_secret]))[0] == 200
+    # Past its time the old secret is refused.
+    document = json.loads(stack.moto.client("secretsmanager").get_secret_value(
+        SecretId=billing.secret_id)["SecretString"])
+    document["retired"] = [{"secret": old_secret, "until": int(time.time()) - 1}]
+    stack.moto.client("secretsmanager").put_secret_value(SecretId=billing.secret_id,
+                                                         SecretString=json.dumps(document))
+    billing.webhooks.signing_secrets._read_at = float("-inf")
+    body = signed_event(stripe_standin, customer)
+    assert deliver(billing.webhooks, body, signature_header(body.encode(), [old_secret]))[0] == 400
+
+
+def test_a_lost_event_and_a_silent_change_are_repaired_by_the_schedule_with_no_operator_action(
+        billing, user, stack, stripe_standin):
+    """The endpoint is gone (deleted, as the old secret roll did; or disabled by Stripe): a purchase's events reach
+    nobody. Then a change Stripe sends no event for. The scheduled reconciliation puts both right: the first from
+    Stripe's events API, the second by re-reading statuses older than the bound."""
+    from devstack.http_api import new_context
+
+    price = stripe_standin.add_product("Pro", lookup_key="pro", features=("premium",))
+    _, tokens = user()
+    billing.portal.portal(tokens["IdToken"])
+    (customer,) = [c["id"] for c in stripe_standin.customers()]
+    assert billing.status(tokens["IdToken"]).json["subscriptions"] == []  # stored: nothing
+    stripe_standin.account.webhook_endpoints.clear()
+    subscription = stripe_standin.add_subscription(customer, "active", price_id=price)  # delivered nowhere
+    assert billing.status(tokens["IdToken"]).json["subscriptions"] == []  # wrong, and nothing would fix it
+
+    report = billing.webhooks.reconcile_handler({"source": "aws.scheduler"}, new_context(300))
+    assert report["events_applied"] >= 1 and not report["out_of_time"]
+    answer = billing.status(tokens["IdToken"]).json
+    assert answer["entitlements"] == ["premium"] and answer["subscriptions"][0]["status"] == "active"
+    again = billing.webhooks.reconcile_handler({"source": "aws.scheduler"}, new_context(300))
+    assert again["events_applied"] == 0  # applied once: the next run resumes after it
+
+    # A change no event reports, on a status read more than the bound (24 h by default) ago.
+    stripe_standin._find_subscription(subscription)[2]["cancel_at_period_end"] = True
+    stack.moto.client("dynamodb").update_item(
+        TableName=stack.table_name, Key={"pk": {"S": projection_key("test", customer)}},
+        UpdateExpression="SET synced_at = :old", ExpressionAttributeValues={":old": {"N": str(
+            (int(time.time()) - 25 * 3600) * 1000)}})
+    report = billing.webhooks.reconcile_handler({"source": "aws.scheduler"}, new_context(300))
+    assert report["stale_read"] == 1 and report["stale_repaired"] == 1 and report["pass_completed"]
+    assert billing.status(tokens["IdToken"]).json["subscriptions"][0]["cancel_at_period_end"] is True

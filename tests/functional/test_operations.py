@@ -13,7 +13,7 @@ from portal_admin import cli as admin
 from portal_gateway.checks.rotation import RotationError
 
 from devstack.http_api import load_handler_module, new_context
-from devstack.stripe_standin import fake_key
+from devstack.stripe_standin import GUIDE_PERMISSIONS, fake_key
 
 ROOT = Path(__file__).resolve().parents[2]
 STEPS = ("createSecret", "setSecret", "testSecret", "finishSecret")
@@ -52,8 +52,8 @@ def current_version(stack) -> str:
 
 # --- rotation -------------------------------------------------------------------------------------------------
 def test_valid_staged_key_goes_live(rotation, stack, stripe_standin):
-    # A restricted key with exactly the permissions the README lists: Stripe refuses it GET /v1/account.
-    new_key = stripe_standin.add_key(fake_key("rk", "test"), frozenset({"customers_write", "portal_write"}))
+    # A restricted key with exactly the permissions the deploy guide lists: Stripe refuses it GET /v1/account.
+    new_key = stripe_standin.add_key(fake_key("rk", "test"), GUIDE_PERMISSIONS)
     old_version = current_version(stack)
     token = stage(stack, new_key)
     rotation(token)
@@ -72,6 +72,10 @@ def test_valid_staged_key_goes_live(rotation, stack, stripe_standin):
      "Customer portal write"),
     (lambda s: s.add_key(fake_key("rk", "test"), frozenset({"customers_read", "portal_write"})),
      "Customers write"),
+    (lambda s: s.add_key(fake_key("rk", "test"), GUIDE_PERMISSIONS - {"subscriptions_read"}),
+     "Subscriptions read"),  # the status route would answer 503, the webhook function 502
+    (lambda s: s.add_key(fake_key("rk", "test"), GUIDE_PERMISSIONS - {"entitlements_read"}), "Entitlements read"),
+    (lambda s: s.add_key(fake_key("rk", "test"), GUIDE_PERMISSIONS - {"events_read"}), "Events read"),
     (lambda s: "pk_test_" + "x" * 24, "publishable"),
 ])
 def test_refused_key_never_goes_live(rotation, stack, stripe_standin, make_key, reason, capsys):
@@ -293,7 +297,7 @@ def test_check_fails_when_the_secret_holds_another_accounts_key(stack, stripe_st
 
 
 # --- restricted keys: their account is proven by what only this deployment's account has ---------------------------
-RESTRICTED = frozenset({"customers_write", "portal_write"})  # the README's permissions, and nothing else
+RESTRICTED = GUIDE_PERMISSIONS  # the deploy guide's permissions, and nothing else
 
 
 def map_customers(stack, stripe_standin, count: int = 2, account=None) -> list[str]:

@@ -180,6 +180,8 @@ class WebhookSettings:
     signature_tolerance_seconds: int = 300  # stripe-python's default: older signatures are replays
     stripe_key_ttl_seconds: int = 300
     match_existing_by_email: bool = True  # a purchase naming no user goes to the one user with its email
+    reconcile_max_age_seconds: int = 24 * 3600  # the scheduled reconciliation re-reads statuses older than this
+    reconcile_rate: float = 10.0  # Stripe calls per second the reconciliation may make
 
     @property
     def region(self) -> str:
@@ -204,6 +206,8 @@ class WebhookSettings:
             signature_tolerance_seconds=_number(env, "SIGNATURE_TOLERANCE_SECONDS", 300, int, 30, 600),
             stripe_key_ttl_seconds=_number(env, "STRIPE_KEY_TTL_SECONDS", 300, int, 0, 3600),
             match_existing_by_email=_bool(env, "MATCH_EXISTING_BY_EMAIL", True),
+            reconcile_max_age_seconds=_number(env, "RECONCILE_MAX_AGE_HOURS", 24, int, 1, 24 * 30) * 3600,
+            reconcile_rate=_number(env, "RECONCILE_RATE", 10.0, float, 0.5, 50),
         )
 
 

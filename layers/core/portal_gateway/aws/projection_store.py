@@ -90,6 +90,36 @@ class ProjectionStore:
                                                        "updated_at": {"N": str(now)},
                                                        "expires_at": {"N": str(now + EVENT_TTL_SECONDS)}})
 
+    def stale(self, older_than_ms: int, start_key: dict | None, page_size: int = 100
+              ) -> tuple[list[str], dict | None]:
+        """One scan page's customers whose projection was read before `older_than_ms` (by Stripe's clock; not
+        deleted ones), and where the next page starts (None: the table is done)."""
+        request: dict[str, Any] = {
+            "FilterExpression": "begins_with(pk, :prefix) AND synced_at < :cutoff AND attribute_not_exists(deleted)",
+            "ExpressionAttributeValues": {":prefix": {"S": f"{self.mode}#billing#"},
+                                          ":cutoff": {"N": str(older_than_ms)}},
+            "ProjectionExpression": "pk", "Limit": page_size}
+        if start_key:
+            request["ExclusiveStartKey"] = start_key
+        page = self._call("Scan", "Scan (stale projections)", **request)
+        prefix = f"{self.mode}#billing#"
+        customers = [item["pk"]["S"][len(prefix):] for item in page.get("Items", [])]
+        return customers, page.get("LastEvaluatedKey")
+
+    def marker(self, name: str) -> dict[str, Any]:
+        """A small record of the reconciliation's progress (`<mode>#reconcile#<name>`): {} when there is none."""
+        item = self._call("GetItem", "GetItem (marker)", Key=self._key(f"{self.mode}#reconcile#{name}"),
+                          ConsistentRead=True).get("Item")
+        try:
+            return json.loads(item["value"]["S"]) if item else {}
+        except (KeyError, ValueError):
+            return {}
+
+    def put_marker(self, name: str, value: dict[str, Any]) -> None:
+        self._call("PutItem", "PutItem (marker)", Item={**self._key(f"{self.mode}#reconcile#{name}"),
+                                                        "value": {"S": json.dumps(value, sort_keys=True)},
+                                                        "updated_at": {"N": str(int(time.time()))}})
+
     def _key(self, pk: str) -> dict[str, Any]:
         return {"pk": {"S": pk}}
 

@@ -42,9 +42,11 @@ def masked_account(account_id: str) -> str:
 
 def check_stripe_key(raw_secret_value: str, *, expected_mode: str, api_base: str | None = None,
                      portal_configuration_id: str | None = None, timeout: float = 10.0,
-                     pins: AccountPins | None = None) -> list[Check]:
+                     pins: AccountPins | None = None, checkout: bool = False) -> list[Check]:
     """Run the checks in order; stop at the first one later checks depend on. Never echoes the key. With
-    `pins` (the deployment's customers table), the key is also held to the deployment's Stripe account."""
+    `pins` (the deployment's customers table), the key is also held to the deployment's Stripe account. The key
+    must hold every permission the deployed features use: the portal's, the billing status's (always deployed),
+    and with `checkout` (CheckoutPrices set) Subscribe's and the embedded components'."""
     checks: list[Check] = []
     try:
         key = parse_stripe_key(raw_secret_value)
@@ -85,6 +87,7 @@ def check_stripe_key(raw_secret_value: str, *, expected_mode: str, api_base: str
         "permission: Customer portal write", "Give the restricted key Customer portal: Write",
         lambda: client("POST", "/v1/billing_portal/sessions",
                        {"customer": PROBE_CUSTOMER, "return_url": PROBE_RETURN_URL})))
+    checks += feature_permissions(client, checkout=checkout)
     checks.append(_portal_configuration(client, mode, portal_configuration_id))
     if pins is not None:
         checks.append(_account_pin(checks, pins, mode, client))
@@ -283,6 +286,37 @@ class AccountPins:
 
 def _aws_code(exc: Exception) -> str:
     return getattr(exc, "response", {}).get("Error", {}).get("Code") or type(exc).__name__
+
+
+def feature_permissions(client, *, checkout: bool) -> list[Check]:
+    """The permissions the billing status (the status route, the webhook function, backfill and the scheduled
+    reconciliation read every customer's subscriptions and entitlements; the reconciliation also Stripe's events)
+    and, with `checkout`, Subscribe and the embedded components need. A key without them would go live and answer
+    503 on those routes."""
+    probes = [
+        ("permission: Subscriptions read", "Give the restricted key Subscriptions: Read (docs/deploy.md, step 2)",
+         lambda: client("GET", "/v1/subscriptions", {"customer": PROBE_CUSTOMER, "limit": 1})),
+        ("permission: Entitlements read", "Give the restricted key Entitlements: Read (docs/deploy.md, step 2)",
+         lambda: client("GET", "/v1/entitlements/active_entitlements", {"customer": PROBE_CUSTOMER, "limit": 1})),
+        ("permission: Events read", "Give the restricted key Events: Read (the scheduled catch-up reads missed "
+                                    "events; docs/deploy.md, step 2)",
+         lambda: client("GET", "/v1/events", {"limit": 1})),
+    ]
+    if checkout:
+        probes += [
+            ("permission: Prices read", "Give the restricted key Prices: Read (CheckoutPrices is set)",
+             lambda: client("GET", "/v1/prices", {"lookup_keys": ["portal-gateway-probe"], "limit": 1})),
+            ("permission: Checkout Sessions write", "Give the restricted key Checkout Sessions: Write "
+                                                    "(CheckoutPrices is set)",
+             lambda: client("POST", "/v1/checkout/sessions", {
+                 "mode": "subscription", "customer": PROBE_CUSTOMER, "success_url": PROBE_RETURN_URL,
+                 "line_items": [{"price": "price_portalgatewayprobe0", "quantity": 1}]})),
+            ("permission: Customer Sessions write", "Give the restricted key Customer Sessions: Write "
+                                                    "(CheckoutPrices is set)",
+             lambda: client("POST", "/v1/customer_sessions", {
+                 "customer": PROBE_CUSTOMER, "components": {"pricing_table": {"enabled": True}}})),
+        ]
+    return [probe_permission(name, fix, call) for name, fix, call in probes]
 
 
 def probe_permission(name: str, fix: str, call) -> Check:
