@@ -47,6 +47,8 @@ def run(table) -> int:
     parser.add_argument("--changes", type=int, default=30, help="subscription changes timed to visible status")
     parser.add_argument("--burst", type=int, default=1000, help="events in the burst (at least)")
     parser.add_argument("--duplicate-rate", type=float, default=0.2, help="share of events delivered twice")
+    parser.add_argument("--limit-seconds", type=float, default=10,
+                        help="seconds of clicks and status reads at twice Stripe's test-mode rate limit")
     args = parser.parse_args()
 
     from portal_admin.webhooks import setup
@@ -148,6 +150,8 @@ def run(table) -> int:
     matching = sum(store.get(c).projection == project(*stripe.billing_records(c)) for c in customers)
     unique_ok = len({d.event_id for d in attempts if d.status == 200})
 
+    limit = under_rate_limit(stripe, stack, portal, args.limit_seconds)
+
     def ms(seconds: float) -> str:
         return f"{seconds * 1000:.2f} ms"
 
@@ -168,10 +172,86 @@ def run(table) -> int:
     print(f"| Burst: successful deliveries of an event already applied (duplicates) / drained in | "
           f"{duplicates} / {drained:.1f} s |")
     print(f"| Burst: customers whose projection equals the stand-in's records | {matching} of {len(customers)} |")
+    print(f"| 2x Stripe's rate limit ({limit['rate']}/s for {args.limit_seconds:g} s): clicks / status reads | "
+          f"{limit['clicks']} / {limit['reads']} |")
+    print(f"| 2x rate limit: clicks answered 302 / 502 with Retry-After / other | {limit['click_302']} / "
+          f"{limit['click_502']} / {limit['click_other']} |")
+    print(f"| 2x rate limit: status reads of stored users answered 200 | {limit['reads_200']} of {limit['reads']} |")
+    print(f"| 2x rate limit: Stripe requests / requests made (429s from Stripe) | {limit['stripe_calls']} / "
+          f"{limit['clicks'] + limit['reads']} ({limit['rate_limited']}) |")
+    print(f"| 2x rate limit: slowest answer / the function's budget | {ms(limit['slowest'])} / 14.5 s |")
     stripe.close()
     server.shutdown()
     moto.stop()
-    return 0 if matching == len(customers) else 1
+    held = limit["reads_200"] == limit["reads"] and limit["click_other"] == 0
+    return 0 if matching == len(customers) and held else 1
+
+
+# Stripe's test-mode rate limit: 25 requests a second per account (docs.stripe.com/rate-limits).
+TEST_MODE_RATE_LIMIT = 25
+
+
+def under_rate_limit(stripe, stack, portal, seconds: float) -> dict:
+    """Clicks and status reads at twice Stripe's test-mode rate limit, against a stand-in that enforces it: every
+    request gets a clear answer (a click: the portal, or 502 with Retry-After; a status read of a stored user: 200),
+    the client does not retry a rate-limited call (no storm), nothing waits past the function's budget."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from devstack.http_api import build_event, new_context
+
+    users = []
+    price = stripe.add_product("Burst", lookup_key="burst", features=("burst",))
+    for n in range(12):
+        stack.add_user(f"limit{n}", "Bench-Password-1", email=f"limit{n}@example.com")
+        token = stack.sign_in(f"limit{n}", "Bench-Password-1")["IdToken"]
+        first = portal.lambda_handler(build_event("GET", "/portal", headers={
+            "authorization": f"Bearer {token}", "accept": "application/json"}), new_context())
+        assert first["statusCode"] == 200, first
+        if n % 3:  # two in three pay; the others have nothing live (their status looks in Stripe now and then)
+            stripe.add_subscription(_customer_of(stripe, n), "active", price_id=price)
+        users.append(token)
+    assert stripe.deliverer.idle(60)
+    for token in users:  # every status stored
+        portal.lambda_handler(build_event("GET", "/billing/status", headers={
+            "authorization": f"Bearer {token}", "accept": "application/json"}), new_context())
+    portal.portal_service().resolver._unmatched.clear()
+    stripe.rate_limit = TEST_MODE_RATE_LIMIT
+    rate = 2 * TEST_MODE_RATE_LIMIT
+    total = int(rate * seconds)
+    calls_before, limited_before = len(stripe.requests), stripe.rate_limited
+    started = time.perf_counter()
+
+    def one(index: int) -> tuple[str, int, dict, float]:
+        delay = started + index / rate - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        token = users[index % len(users)]
+        kind = "click" if index % 4 else "read"  # three clicks (one Stripe call each) to one status read
+        path = "/portal" if kind == "click" else "/billing/status"
+        sent = time.perf_counter()
+        answer = portal.lambda_handler(build_event("GET", path, headers={
+            "authorization": f"Bearer {token}", "accept": "text/html" if kind == "click" else "application/json"}),
+            new_context())
+        return kind, answer["statusCode"], answer.get("headers") or {}, time.perf_counter() - sent
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        results = list(pool.map(one, range(total)))
+    stripe.rate_limit = None
+    clicks = [r for r in results if r[0] == "click"]
+    reads = [r for r in results if r[0] == "read"]
+    return {
+        "rate": rate, "clicks": len(clicks), "reads": len(reads),
+        "click_302": sum(1 for r in clicks if r[1] == 302),
+        "click_502": sum(1 for r in clicks if r[1] == 502 and r[2].get("Retry-After")),
+        "click_other": sum(1 for r in clicks if r[1] not in (302, 502)),
+        "reads_200": sum(1 for r in reads if r[1] == 200),
+        "stripe_calls": len(stripe.requests) - calls_before, "rate_limited": stripe.rate_limited - limited_before,
+        "slowest": max(r[3] for r in results),
+    }
+
+
+def _customer_of(stripe, n: int) -> str:
+    return next(c["id"] for c in stripe.customers() if c["email"] == f"limit{n}@example.com")
 
 
 if __name__ == "__main__":

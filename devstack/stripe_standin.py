@@ -48,6 +48,7 @@ EVENT_TYPES = frozenset({
     "customer.subscription.pending_update_expired", "customer.subscription.resumed",
     "customer.subscription.trial_will_end", "customer.subscription.updated",
     "entitlements.active_entitlement_summary.updated", "checkout.session.completed", "invoice.paid",
+    "price.updated", "product.updated",
 })
 # Portal flows (API 2026-10-28) and the configuration feature each one needs enabled.
 FLOW_FEATURES = {"customer_update": "customer_update", "payment_method_update": "payment_method_update",
@@ -140,6 +141,11 @@ class StripeStandin:
         self.lock = threading.RLock()
         self.faults: list[Fault] = []
         self.latency = 0.0
+        # Stripe's rate limit, when set: at most this many API requests in any one second (Stripe allows 25 in test
+        # mode, 100 live); one more is answered 429 rate_limit, as Stripe answers it, and never executed.
+        self.rate_limit: int | None = None
+        self.rate_limited = 0  # requests answered 429 for it
+        self._recent: list[float] = []
         self.requests: list[dict] = []  # method, path, mode, replayed, params, status, body
         self._idempotency: dict[tuple[str, str], dict] = {}
         self._sequence = 0
@@ -368,6 +374,38 @@ class StripeStandin:
                 lines=[{"price": form["price"], "quantity": 1}])
         _redirect(handler, f"/c/pay/{session_id}")
 
+    def update_price(self, price_id: str, **changes) -> None:
+        """Change a price as the Dashboard does (a lookup key moved, a nickname) and send price.updated. Stripe
+        answers every later read of a subscription with the price as it is now: so does the stand-in."""
+        with self.lock:
+            account = self._account_of_price(price_id)
+            price = account.prices[price_id]
+            previous = {name: price[name] for name in changes}
+            price.update(changes)
+            for customer in account.customers.values():
+                for subscription in customer["_subscriptions"]:
+                    for item in subscription["items"]["data"]:
+                        if item["price"]["id"] == price_id:
+                            item["price"] = dict(price)
+            self._emit(account, "price.updated", price, previous)
+
+    def set_product_features(self, price_id: str, features: tuple[str, ...]) -> None:
+        """Attach other features to a price's product (by lookup key) and send product.updated; entitlements
+        follow on the next read, as Stripe's do."""
+        with self.lock:
+            account = self._account_of_price(price_id)
+            product = account.products[account.prices[price_id]["product"]]
+            ids = []
+            for key in features:
+                feature = next((f for f in account.features.values() if f["lookup_key"] == key), None)
+                if feature is None:
+                    feature = {"id": new_id("feat_"), "object": "entitlements.feature", "active": True,
+                               "livemode": False, "lookup_key": key, "metadata": {}, "name": key}
+                    account.features[feature["id"]] = feature
+                ids.append(feature["id"])
+            product["_features"] = ids
+            self._emit(account, "product.updated", product)
+
     def set_price_active(self, price_id: str, active: bool) -> None:
         with self.lock:
             self._account_of_price(price_id).prices[price_id]["active"] = active
@@ -515,6 +553,8 @@ class StripeStandin:
             with self.lock:
                 saved = self._idempotency.get((account.id, idem_key))
         fault = None if saved is not None and saved["done"] else self._take_fault(method, url.path)
+        if fault is None and self._over_rate_limit():
+            fault = Fault(status=429)
         if fault:
             record["fault"] = fault.status
             with self.lock:
@@ -591,6 +631,18 @@ class StripeStandin:
             time.sleep(self.latency)
         status, payload = self._route(account, key, method, url.path, params, mode, permissions)
         return self._send(handler, record, status, payload)
+
+    def _over_rate_limit(self) -> bool:
+        if self.rate_limit is None:
+            return False
+        with self.lock:
+            now = time.monotonic()
+            self._recent = [t for t in self._recent if now - t < 1.0]
+            if len(self._recent) >= self.rate_limit:
+                self.rate_limited += 1
+                return True
+            self._recent.append(now)
+            return False
 
     def _take_fault(self, method: str, path: str) -> Fault | None:
         with self.lock:

@@ -1,5 +1,6 @@
 """`make bench-status` runs: bench/status.py, at a small size, prints its table, every burst customer's projection
-ends equal to the stand-in's records, and a warm status request makes no Stripe call and one DynamoDB read.
+ends equal to the stand-in's records, a warm status request makes no Stripe call and one DynamoDB read, and at
+twice Stripe's rate limit every request gets a clear answer without a retry storm.
 The figures themselves are the script's to print (docs/performance.md), not this test's to judge."""
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ from tests.deploy.readme_script import ROOT
 
 
 def test_the_status_benchmark_runs_and_its_burst_converges():
-    run = subprocess.run([sys.executable, "bench/status.py", "--requests", "50", "--changes", "3", "--burst", "60"],
+    run = subprocess.run([sys.executable, "bench/status.py", "--requests", "50", "--changes", "3", "--burst", "60",
+                          "--limit-seconds", "2"],
                          cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stdout + run.stderr[-3000:]
     rows = {line.split(" | ")[0].lstrip("| "): line.split(" | ")[1].rstrip(" |")
@@ -22,3 +24,12 @@ def test_the_status_benchmark_runs_and_its_burst_converges():
         "Burst: events emitted / delivery attempts / events applied"].split(" / "))
     assert emitted >= 60 and applied == emitted and attempts >= emitted
     assert "ms" in rows["Webhook to visible status, p50 / p95 / max (3 changes)"]
+    # At twice Stripe's rate limit: a clear answer for every request, no retry storm.
+    clicks, reads = (int(n) for n in rows["2x Stripe's rate limit (50/s for 2 s): clicks / status reads"].split(" / "))
+    assert rows["2x rate limit: status reads of stored users answered 200"] == f"{reads} of {reads}"
+    ok, refused, other = (int(n) for n in rows[
+        "2x rate limit: clicks answered 302 / 502 with Retry-After / other"].split(" / "))
+    assert ok + refused == clicks and other == 0 and refused > 0  # the limit was really hit
+    stripe_calls, made = (int(n) for n in rows[
+        "2x rate limit: Stripe requests / requests made (429s from Stripe)"].split(" (")[0].split(" / "))
+    assert stripe_calls <= 1.1 * made

@@ -544,3 +544,27 @@ def test_a_lost_event_and_a_silent_change_are_repaired_by_the_schedule_with_no_o
     report = billing.webhooks.reconcile_handler({"source": "aws.scheduler"}, new_context(300))
     assert report["stale_read"] == 1 and report["stale_repaired"] == 1 and report["pass_completed"]
     assert billing.status(tokens["IdToken"]).json["subscriptions"][0]["cancel_at_period_end"] is True
+
+
+def test_a_renamed_lookup_key_and_new_features_reach_the_statuses_that_show_them(billing, user, stripe_standin):
+    from devstack.http_api import new_context
+
+    price = stripe_standin.add_product("Pro", lookup_key="pro_monthly", features=("premium",))
+    other = stripe_standin.add_product("Team", lookup_key="team_monthly", features=("team",))
+    _, tokens = user()
+    billing.portal.portal(tokens["IdToken"])
+    (customer,) = [c["id"] for c in stripe_standin.customers()]
+    stripe_standin.add_subscription(customer, "active", price_id=price)
+    bystander = stripe_standin.add_customer(email="b@example.com")
+    stripe_standin.add_subscription(bystander, "active", price_id=other)
+    settle(stripe_standin)
+    assert billing.status(tokens["IdToken"]).json["subscriptions"][0]["items"][0]["lookup_key"] == "pro_monthly"
+    stripe_standin.update_price(price, lookup_key="pro_monthly_2027")  # "Transfer lookup key" in the Dashboard
+    stripe_standin.set_product_features(price, ("premium", "api-access"))
+    settle(stripe_standin)  # price.updated and product.updated: noted, answered at once
+    report = billing.webhooks.reconcile_handler({"source": "aws.scheduler"}, new_context(300))
+    assert report["catalog_read"] == 2  # her status, once per change; not the bystander's
+    answer = billing.status(tokens["IdToken"]).json
+    assert answer["subscriptions"][0]["items"][0]["lookup_key"] == "pro_monthly_2027"
+    assert answer["entitlements"] == ["api-access", "premium"]
+    assert billing.webhooks.reconcile_handler({"source": "aws.scheduler"}, new_context(300))["catalog_read"] == 0

@@ -106,6 +106,44 @@ class ProjectionStore:
         customers = [item["pk"]["S"][len(prefix):] for item in page.get("Items", [])]
         return customers, page.get("LastEvaluatedKey")
 
+    def showing(self, catalog_id: str, start_key: dict | None = None) -> tuple[list[str], dict | None]:
+        """One scan page's customers whose stored status names this price or product id, and where the next page
+        starts (None: the table is done)."""
+        request: dict[str, Any] = {
+            "FilterExpression": "begins_with(pk, :prefix) AND contains(#p, :id)",
+            "ExpressionAttributeNames": {"#p": "projection"},
+            "ExpressionAttributeValues": {":prefix": {"S": f"{self.mode}#billing#"},
+                                          ":id": {"S": f'"{catalog_id}"'}},
+            "ProjectionExpression": "pk"}
+        if start_key:
+            request["ExclusiveStartKey"] = start_key
+        page = self._call("Scan", "Scan (statuses of a price or product)", **request)
+        prefix = f"{self.mode}#billing#"
+        return [item["pk"]["S"][len(prefix):] for item in page.get("Items", [])], page.get("LastEvaluatedKey")
+
+    def note_catalog_change(self, catalog_id: str) -> None:
+        """A price or product changed: the statuses showing it are read again by the next scheduled run. One item
+        per id, so changes noted at once never overwrite one another."""
+        self._call("PutItem", "PutItem (catalog change)", Item={
+            **self._key(f"{self.mode}#catalog-change#{catalog_id}"), "catalog_id": {"S": catalog_id},
+            "updated_at": {"N": str(int(time.time()))}})
+
+    def catalog_changes(self) -> list[str]:
+        """The price and product ids noted as changed and not yet applied (every scan page)."""
+        found: list[str] = []
+        request: dict[str, Any] = {"FilterExpression": "begins_with(pk, :prefix)", "ProjectionExpression": "catalog_id",
+                                   "ExpressionAttributeValues": {":prefix": {"S": f"{self.mode}#catalog-change#"}}}
+        while True:
+            page = self._call("Scan", "Scan (catalog changes)", **request)
+            found += [item["catalog_id"]["S"] for item in page.get("Items", []) if "catalog_id" in item]
+            if "LastEvaluatedKey" not in page:
+                return sorted(found)
+            request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def catalog_change_applied(self, catalog_id: str) -> None:
+        self._call("DeleteItem", "DeleteItem (catalog change)",
+                   Key=self._key(f"{self.mode}#catalog-change#{catalog_id}"))
+
     def marker(self, name: str) -> dict[str, Any]:
         """A small record of the reconciliation's progress (`<mode>#reconcile#<name>`): {} when there is none."""
         item = self._call("GetItem", "GetItem (marker)", Key=self._key(f"{self.mode}#reconcile#{name}"),

@@ -1,10 +1,12 @@
 """Self-repair of the billing status: what no webhook delivery told us, read from Stripe on a schedule.
 
-Two passes, each within the invocation's time budget and paced under Stripe's rate limit, each resuming where the
+Three passes, each within the invocation's time budget and paced under Stripe's rate limit, each resuming where the
 previous run stopped (a marker in the customers table):
   catch-up  Stripe's events API from the last event applied on (30 days are kept there): every handled event
             that did not arrive (a deleted or disabled endpoint, a setup run late, a roll) is applied by the same
             core as a delivery (webhook_events.py), once (event ids are remembered).
+  catalog   every status showing a price or product that changed (noted by the webhook function on price.updated
+            or product.updated: a moved lookup key, other features) is read again.
   stale     every projection read longer ago than the operator's bound is read again (a lost event of a type
             that is not listed again, a change Stripe sent no event for).
 """
@@ -37,6 +39,7 @@ class ReconciliationReport:
     events_applied: int = 0
     stale_read: int = 0
     stale_repaired: int = 0  # read again and found different: a change that had not reached the table
+    catalog_read: int = 0  # statuses read again because a price or product they show changed
     pass_completed: bool = False  # the stale pass reached the end of the table
     out_of_time: bool = False
 
@@ -76,10 +79,13 @@ class Reconciler:
         report = ReconciliationReport()
         self.catch_up(report, seconds_left)
         if not report.out_of_time:
+            self.apply_catalog_changes(report, seconds_left)
+        if not report.out_of_time:
             self.refresh_stale(report, seconds_left)
         for name, value in (("ReconcileEventsApplied", report.events_applied),
                             ("ReconcileProjectionsRead", report.stale_read),
-                            ("ReconcileProjectionsRepaired", report.stale_repaired)):
+                            ("ReconcileProjectionsRepaired", report.stale_repaired),
+                            ("ReconcileCatalogReads", report.catalog_read)):
             for _ in range(value):
                 self._count(name)
         if report.pass_completed:
@@ -105,6 +111,23 @@ class Reconciler:
                     logger.info("Applied an event no delivery brought", extra={"event_type": event.get("type")})
             applied_through = max(applied_through, int(event.get("created") or 0))
         self.projections.put_marker("events", {"applied_through": applied_through})
+
+    def apply_catalog_changes(self, report: ReconciliationReport, seconds_left: Callable[[], float]) -> None:
+        """Read again every status that shows a changed price or product (a moved lookup key, other features)."""
+        for catalog_id in self.projections.catalog_changes():
+            start_key = None
+            while True:
+                customers, start_key = self.projections.showing(catalog_id, start_key)
+                for customer_id in customers:
+                    if seconds_left() <= 0:
+                        report.out_of_time = True  # the change stays noted: the next run starts it again
+                        return
+                    self.pacer.wait(CALLS_PER_READ)
+                    self.events.refresh(customer_id)
+                    report.catalog_read += 1
+                if start_key is None:
+                    break
+            self.projections.catalog_change_applied(catalog_id)
 
     def refresh_stale(self, report: ReconciliationReport, seconds_left: Callable[[], float]) -> None:
         marker = self.projections.marker("stale")

@@ -17,8 +17,8 @@ from typing import Any, NamedTuple
 from portal_gateway.aws.projection_store import ProjectionStore, StoredProjection, now_ms
 
 # The events the webhook function handles, and so exactly the ones `stripe-portal-admin webhooks setup`
-# subscribes the endpoint to: any change to a customer's subscriptions or entitlements, customer deletion, and a
-# completed checkout (which binds the purchase to the user it names).
+# subscribes the endpoint to: any change to a customer's subscriptions or entitlements, customer deletion, a
+# completed checkout (which binds the purchase to the user it names), and catalog changes a status shows.
 HANDLED_EVENTS = (
     "checkout.session.completed",
     "customer.deleted",
@@ -31,7 +31,12 @@ HANDLED_EVENTS = (
     "customer.subscription.trial_will_end",
     "customer.subscription.updated",
     "entitlements.active_entitlement_summary.updated",
+    "price.updated",
+    "product.updated",
 )
+# Catalog events: they name no customer, but change what the statuses of every customer on that price or product
+# say (a lookup key moved, features attached to a product).
+CATALOG_EVENTS = frozenset({"price.updated", "product.updated"})
 # Ended subscriptions are history, not something a page shows or gates on.
 ENDED_STATUSES = frozenset({"canceled", "incomplete_expired"})
 STATUS_VERSION = 1  # bumped if the answer's shape ever changes, so pages and stored projections can tell

@@ -17,12 +17,13 @@ from portal_gateway.aws.mapping_store import CustomerMappingStore, mapping_key
 from portal_gateway.aws.projection_store import ProjectionStore, now_ms
 from portal_gateway.billing.customers import OWNER_POOL, OWNER_SUB
 from portal_gateway.billing.purchase_reference import user_of
-from portal_gateway.billing.status_projection import HANDLED_EVENTS, BillingRead, refresh
+from portal_gateway.billing.status_projection import CATALOG_EVENTS, HANDLED_EVENTS, BillingRead, refresh
 from portal_gateway.errors import WebhookPayloadInvalid
 
 logger = logging.getLogger(__name__)
 _EVENT_ID = re.compile(r"^evt_[0-9A-Za-z]{1,255}$")
 _CUSTOMER_ID = re.compile(r"^cus_[0-9A-Za-z]{1,255}$")
+_CATALOG_ID = re.compile(r"^(?:price|prod)_[0-9A-Za-z]{1,255}$")
 
 
 class BillingReader(Protocol):
@@ -65,6 +66,16 @@ class WebhookEvents:
         obj = (event.get("data") or {}).get("object") if isinstance(event.get("data"), dict) else None
         if not isinstance(obj, dict):
             raise WebhookPayloadInvalid(log_detail=f"{event_type} without data.object")
+        if event_type in CATALOG_EVENTS:
+            catalog_id = obj.get("id")
+            if not isinstance(catalog_id, str) or not _CATALOG_ID.match(catalog_id):
+                raise WebhookPayloadInvalid(log_detail=f"{event_type} names no price or product")
+            # No customer named: the statuses showing it are read again by the scheduled run, paced (a price may
+            # be on thousands of subscriptions; a delivery must answer within seconds).
+            self.projections.note_catalog_change(catalog_id)
+            self.projections.record_event(event["id"], event_type)
+            logger.info("Catalog change noted", extra={"event_type": event_type, "catalog_id": catalog_id})
+            return "processed"
         customer_id = obj.get("id") if event_type == "customer.deleted" else obj.get("customer")
         if isinstance(customer_id, dict):
             customer_id = customer_id.get("id")  # expanded
