@@ -13,7 +13,7 @@ from tests.deploy.readme_script import ROOT
 
 def test_the_status_benchmark_runs_and_its_burst_converges():
     run = subprocess.run([sys.executable, "bench/status.py", "--requests", "50", "--changes", "3", "--burst", "60",
-                          "--limit-seconds", "2"],
+                          "--limit-seconds", "2", "--reconcile-customers", "20"],
                          cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stdout + run.stderr[-3000:]
     rows = {line.split(" | ")[0].lstrip("| "): line.split(" | ")[1].rstrip(" |")
@@ -33,3 +33,7 @@ def test_the_status_benchmark_runs_and_its_burst_converges():
     stripe_calls, made = (int(n) for n in rows[
         "2x rate limit: Stripe requests / requests made (429s from Stripe)"].split(" (")[0].split(" / "))
     assert stripe_calls <= 1.1 * made
+    # The scheduled reconciliation reads each stale status once (two Stripe calls), under the rate limit.
+    assert rows["Reconciliation: stale statuses read again / runs / seconds (at 20 Stripe calls/s)"].startswith(
+        "20 of 20 / 1 /")
+    assert rows["Reconciliation: Stripe calls per customer / 429s from Stripe (limit 25/s)"] == "2.00 / 0"
