@@ -68,14 +68,14 @@ class Settings:
 
     @property
     def region(self) -> str:
-        return _POOL_ID.match(self.user_pool_id).group("region")  # validated in from_env
+        return _POOL_ID.fullmatch(self.user_pool_id).group("region")  # validated in from_env
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if environ is None else environ
         mode = _choice(env, "STRIPE_MODE", STRIPE_MODES)
         pool_id = _required(env, "COGNITO_USER_POOL_ID")
-        match = _POOL_ID.match(pool_id)
+        match = _POOL_ID.fullmatch(pool_id)
         if not match:
             raise ConfigError("COGNITO_USER_POOL_ID must look like '<region>_<id>', e.g. 'eu-west-1_AbCdEf123'")
         _check_endpoints(env, match.group("region"))
@@ -84,7 +84,7 @@ class Settings:
         if not client_ids:
             raise ConfigError("COGNITO_CLIENT_IDS is required: the app client id(s) allowed to call the portal")
         for client_id in client_ids:
-            if not _CLIENT_ID.match(client_id):
+            if not _CLIENT_ID.fullmatch(client_id):
                 raise ConfigError(f"COGNITO_CLIENT_IDS has an invalid app client id: {client_id[:40]!r}")
         default_jwks_url = f"{issuer}/.well-known/jwks.json"
         jwks_url = env.get("COGNITO_JWKS_URL", "").strip() or default_jwks_url
@@ -103,7 +103,7 @@ class Settings:
         if api_base:
             _check_url("STRIPE_API_BASE", api_base, prefix_ok=False)
         config_id = env.get("PORTAL_CONFIGURATION_ID", "").strip() or None
-        if config_id and not re.match(r"^bpc_[0-9A-Za-z]+$", config_id):
+        if config_id and not re.fullmatch(r"bpc_[0-9A-Za-z]+", config_id):
             raise ConfigError("PORTAL_CONFIGURATION_ID must be a Stripe portal configuration id (bpc_...)")
         origins = _csv(env, "ALLOWED_ORIGINS")
         for origin in origins:
@@ -185,7 +185,7 @@ class WebhookSettings:
 
     @property
     def region(self) -> str:
-        return _POOL_ID.match(self.user_pool_id).group("region")  # validated in from_env
+        return _POOL_ID.fullmatch(self.user_pool_id).group("region")  # validated in from_env
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> WebhookSettings:
@@ -194,7 +194,7 @@ class WebhookSettings:
         if api_base:
             _check_url("STRIPE_API_BASE", api_base, prefix_ok=False)
         pool_id = _required(env, "COGNITO_USER_POOL_ID")
-        if not _POOL_ID.match(pool_id):
+        if not _POOL_ID.fullmatch(pool_id):
             raise ConfigError("COGNITO_USER_POOL_ID must look like '<region>_<id>', e.g. 'eu-west-1_AbCdEf123'")
         return cls(
             webhook_secret_id=_required(env, "WEBHOOK_SECRET_ID"),

@@ -398,3 +398,24 @@ def test_a_non_ascii_nonce_is_a_wrong_nonce_not_a_crash(verifier, key, claimed):
 
 def test_a_signed_sub_with_a_lone_surrogate_is_malformed(verifier, key):
     assert reason(verifier, key.sign(claims("id", sub="abc\udc80"))) == "malformed"
+
+
+@pytest.mark.parametrize("suffix", ["\n", "\r\n", " ", "\t"])
+def test_a_valid_token_with_anything_after_it_is_malformed(clock, suffix):
+    """Each part is matched whole. With a 3072-bit key the signature is 512 base64url characters, a multiple of 4:
+    a "$"-anchored pattern let "signature\n" through and base64 decoding dropped the newline, so it verified."""
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from tests.support.tokens import SigningKey
+
+    big = SigningKey(private=rsa.generate_private_key(public_exponent=65537, key_size=3072))
+    server = JsonServer({"keys": [big.jwk()]})
+    try:
+        verifier = CognitoJwtVerifier(issuer=ISSUER, user_pool_id=POOL_ID, client_ids=(CLIENT_ID,),
+                                      jwks=JwksCache(server.url, timeout=2, clock=clock), leeway_seconds=30)
+        token = big.sign(claims("id"))
+        assert len(token.rsplit(".", 1)[1]) % 4 == 0
+        assert verifier.verify(token).sub  # the token itself is good
+        assert reason(verifier, token + suffix) == "malformed"
+    finally:
+        server.close()

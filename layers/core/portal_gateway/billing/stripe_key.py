@@ -49,7 +49,7 @@ def parse_stripe_key(raw: object) -> str:
         raise StripeKeyUnavailable(
             log_detail="the Stripe secret still holds the placeholder the stack created; put the key in it"
         )
-    if not KEY_PATTERN.match(value):
+    if not KEY_PATTERN.fullmatch(value):
         raise StripeKeyUnavailable(log_detail=f"the Stripe secret holds {describe_key_problem(value)}")
     return value
 
@@ -74,7 +74,7 @@ def describe_key_problem(value: str) -> str:
 
 
 def key_mode(key: str) -> str:
-    return KEY_PATTERN.match(key).group("mode")
+    return KEY_PATTERN.fullmatch(key).group("mode")
 
 
 class StripeKeyProvider:

@@ -52,7 +52,7 @@ class WebhookEvents:
     def handle(self, event: Any) -> str:
         """Apply one verified event; the outcome ("processed", "duplicate", "ignored"). Raises on failure, so
         the delivery is answered with an error and Stripe delivers it again."""
-        if not isinstance(event, dict) or not isinstance(event.get("type"), str) or not _EVENT_ID.match(
+        if not isinstance(event, dict) or not isinstance(event.get("type"), str) or not _EVENT_ID.fullmatch(
                 str(event.get("id"))):
             raise WebhookPayloadInvalid(log_detail="not a Stripe event (no evt_ id or type)")
         event_type = event["type"]
@@ -68,7 +68,7 @@ class WebhookEvents:
             raise WebhookPayloadInvalid(log_detail=f"{event_type} without data.object")
         if event_type in CATALOG_EVENTS:
             catalog_id = obj.get("id")
-            if not isinstance(catalog_id, str) or not _CATALOG_ID.match(catalog_id):
+            if not isinstance(catalog_id, str) or not _CATALOG_ID.fullmatch(catalog_id):
                 raise WebhookPayloadInvalid(log_detail=f"{event_type} names no price or product")
             # No customer named: the statuses showing it are read again by the scheduled run, paced (a price may
             # be on thousands of subscriptions; a delivery must answer within seconds).
@@ -81,7 +81,7 @@ class WebhookEvents:
             customer_id = customer_id.get("id")  # expanded
         if event_type == "checkout.session.completed" and customer_id is None:
             return "ignored"  # a one-off payment by a guest: no customer, nothing to show anyone
-        if not isinstance(customer_id, str) or not _CUSTOMER_ID.match(customer_id):
+        if not isinstance(customer_id, str) or not _CUSTOMER_ID.fullmatch(customer_id):
             raise WebhookPayloadInvalid(log_detail=f"{event_type} names no customer")
         if event_type == "customer.deleted" and self.stripe.customer_deleted(customer_id):
             self._deleted(customer_id, obj.get("metadata"))

@@ -34,8 +34,8 @@ MIN_RSA_BITS = 2048  # Cognito's keys are 2048-bit; anything weaker is refused a
 # DER prefix of a PKCS#1 v1.5 DigestInfo for SHA-256 (RFC 8017, section 9.2, note 1).
 _SHA256_DIGEST_INFO = bytes.fromhex("3031300d060960864801650304020105000420")
 MAX_JWKS_BYTES = 64 * 1024
-_B64URL = re.compile(r"^[A-Za-z0-9_-]+$")
-_B64URL_OR_EMPTY = re.compile(r"^[A-Za-z0-9_-]*$")
+_B64URL = re.compile(r"[A-Za-z0-9_-]+")  # used with fullmatch
+_B64URL_OR_EMPTY = re.compile(r"[A-Za-z0-9_-]*")
 TOKEN_USES = ("id", "access")
 
 
@@ -193,7 +193,7 @@ def verify_rs256(key: RsaPublicKey, signing_input: bytes, signature: bytes) -> b
 
 
 def _b64url_decode(value: str) -> bytes:
-    if not isinstance(value, str) or not _B64URL_OR_EMPTY.match(value):
+    if not isinstance(value, str) or not _B64URL_OR_EMPTY.fullmatch(value):
         raise ValueError("not base64url")
     return base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
 
@@ -301,7 +301,9 @@ def _decode_header(token: object) -> dict:
         raise InvalidToken("malformed")
     parts = token.split(".")
     # An empty signature is let through here so that `alg: none` is refused by name, just below.
-    if len(parts) != 3 or not all(_B64URL.match(part) for part in parts[:2]) or not _B64URL_OR_EMPTY.match(parts[2]):
+    # Each part matched whole ("$" would let a trailing newline through, and base64 decoding drops it).
+    if (len(parts) != 3 or not all(_B64URL.fullmatch(part) for part in parts[:2])
+            or not _B64URL_OR_EMPTY.fullmatch(parts[2])):
         raise InvalidToken("malformed")
     try:
         header = json.loads(_b64url_decode(parts[0]))

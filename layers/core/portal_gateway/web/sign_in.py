@@ -155,7 +155,7 @@ class HostedUiLogin:
         receive a code)."""
         if self.callback_url:
             return self.callback_url
-        if not api_domain or not _DOMAIN.match(api_domain):
+        if not api_domain or not _DOMAIN.fullmatch(api_domain):
             raise LoginFailed(log_detail="no CALLBACK_URL and no API domain in the request to derive it from")
         return f"https://{api_domain.lower()}/portal/callback"
 
@@ -196,14 +196,14 @@ class HostedUiLogin:
         sealer, client_secret = self._secrets()
         login = sealer.open(cookie_value, now=self._clock())
         state = query.get("state") or ""
-        if not _STATE.match(state) or not hmac.compare_digest(state, login.state):
+        if not _STATE.fullmatch(state) or not hmac.compare_digest(state, login.state):
             raise LoginSessionInvalid(log_detail="state does not match the login cookie")
         if query.get("error"):
             # access_denied: the user cancelled (or was refused) at the Hosted UI; OAuth 2.0, section 4.1.2.1
             failure = LoginCancelled if query["error"] == "access_denied" else LoginFailed
             raise failure(log_detail=f"the Hosted UI answered error={query['error'][:40]!r}")
         code = query.get("code") or ""
-        if not _CODE.match(code):
+        if not _CODE.fullmatch(code):
             raise LoginFailed(log_detail="callback without a valid code")
         # The callback request came to the redirect_uri the sign-in started with: the same address, derived alike.
         return self._exchange(code, login.verifier, client_secret, self.redirect_uri(api_domain)), login
