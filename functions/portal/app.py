@@ -305,6 +305,7 @@ def _bearer_token(header: str | None) -> str:
 
 def _form() -> dict[str, list[str]]:
     event = app.current_event
+    portal_service().form_origins.check(event.headers.get("origin"), event.headers.get("sec-fetch-site"))
     content_type = (event.headers.get("content-type") or "").split(";")[0].strip().lower()
     if content_type != "application/x-www-form-urlencoded":
         raise UnsupportedMediaType()

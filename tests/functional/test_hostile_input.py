@@ -97,3 +97,29 @@ def test_oversized_headers_and_query_do_not_break_anything(gateway, user, stripe
 def test_callback_with_hostile_query_when_login_disabled_is_404(gateway):
     reply = gateway().call("GET", "/portal/callback", query={"code": "<script>", "state": "\x00" * 10})
     assert reply.status == 404 and "<script>" not in reply.body
+
+
+@pytest.mark.parametrize("path", ["/portal", "/billing/checkout"])
+@pytest.mark.parametrize(("headers", "allowed"), [
+    ({"origin": "https://shop.example.com"}, True),  # the site's own page (RETURN_URL's origin)
+    ({"origin": "https://docs.example.com"}, True),  # an origin of ALLOWED_RETURN_URLS
+    ({}, True),  # no browser's mark at all: a server, an old browser
+    ({"sec-fetch-site": "same-site"}, True),
+    ({"origin": "https://evil.example.net"}, False),  # login CSRF: the attacker's token, posted by their page
+    ({"origin": "null"}, False),  # a sandboxed frame hides its origin
+    ({"origin": "https://shop.example.com.evil.example.net"}, False),
+    ({"sec-fetch-site": "cross-site"}, False),
+])
+def test_a_form_posted_by_another_site_signs_no_browser_in(gateway, user, stripe_standin, path, headers, allowed):
+    from urllib.parse import urlencode
+
+    stripe_standin.add_product("Pro", lookup_key="pro_monthly")
+    _, tokens = user()
+    gw = gateway(CHECKOUT_PRICES="pro_monthly")
+    reply = gw.call("POST", path, body=urlencode({"id_token": tokens["IdToken"]}), headers={
+        "content-type": "application/x-www-form-urlencoded", "accept": "text/html", **headers})
+    if allowed:
+        assert reply.status == 303, reply.body
+    else:
+        assert reply.status == 403 and "cross_site_form" in reply.body
+        assert stripe_standin.calls("POST") == []  # nothing made, nobody signed in

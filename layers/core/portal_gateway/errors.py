@@ -61,6 +61,15 @@ class PriceUnavailable(GatewayError):
     needs_operator = True
 
 
+class CrossSiteForm(GatewayError):
+    """A form post sent by a page of another site (login CSRF: it would sign the browser in as the sender's user,
+    whose portal or checkout the victim might then put their card into)."""
+
+    code = "cross_site_form"
+    message = "This form was sent from another site. Please use the billing link on the site itself."
+    title = "This form came from another site"
+
+
 class PayloadTooLarge(GatewayError):
     code = "payload_too_large"
     message = "The request body is too large."

@@ -36,7 +36,14 @@ from portal_gateway.errors import (
 from portal_gateway.http_pool import POOL
 from portal_gateway.identity.tokens import CognitoJwtVerifier, Identity, JwksCache
 from portal_gateway.identity.user_status import UserLookups
-from portal_gateway.web.request_policy import SUBSCRIPTION_FLOWS, ReturnUrlPolicy, choose_flow, choose_locale, flow_data
+from portal_gateway.web.request_policy import (
+    SUBSCRIPTION_FLOWS,
+    FormOriginPolicy,
+    ReturnUrlPolicy,
+    choose_flow,
+    choose_locale,
+    flow_data,
+)
 
 if TYPE_CHECKING:
     from portal_gateway.web.sign_in import HostedUiLogin
@@ -78,6 +85,8 @@ class PortalService:
         self.users = users
         self.projections = projections
         self.return_policy = ReturnUrlPolicy(settings.return_url, settings.allowed_return_urls)
+        self.form_origins = FormOriginPolicy((settings.return_url, *settings.allowed_return_urls,
+                                              *settings.allowed_origins))
         self._count = count
         self._on_identity = on_identity
 

@@ -25,6 +25,7 @@ STATUS_BY_CODE: dict[str, int] = {
     "authentication_required": 401,
     "invalid_token": 401,
     "no_billing_account": 403,
+    "cross_site_form": 403,
     "not_found": 404,
     "payload_too_large": 413,
     "unsupported_media_type": 415,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from urllib.parse import urlsplit
 
-from portal_gateway.errors import BadRequest, ReturnUrlNotAllowed
+from portal_gateway.errors import BadRequest, CrossSiteForm, ReturnUrlNotAllowed
 from portal_gateway.text import has_lone_surrogate
 
 MAX_RETURN_URL_LENGTH = 2048
@@ -157,3 +157,23 @@ def flow_data(flow: str | None, *, return_url: str, subscription_id: str | None)
     if flow in SUBSCRIPTION_FLOWS:
         data[flow] = {"subscription": subscription_id}
     return data
+
+
+class FormOriginPolicy:
+    """Who may post a form with a token to this API: pages of the site's own origins (those of RETURN_URL,
+    ALLOWED_RETURN_URLS and ALLOWED_ORIGINS). A browser names the sending page's origin (`Origin`, or
+    `Sec-Fetch-Site: cross-site`); "null" (a sandboxed frame, a privacy redirect) is not the site. A request that
+    names neither (a server, an old browser) is not a cross-site form and is let through."""
+
+    def __init__(self, site_urls: tuple[str, ...]):
+        self._origins = {_origin(urlsplit(url)) for url in site_urls if urlsplit(url).hostname}
+
+    def check(self, origin: str | None, sec_fetch_site: str | None) -> None:
+        if origin is not None and origin.strip():
+            parts = _parse(origin.strip().rstrip("/")) if origin.strip() != "null" else None
+            if parts is None or parts.path not in ("", "/") or _origin(parts) not in self._origins:
+                raise CrossSiteForm(log_detail="form post from an Origin that is not the site's")
+            return
+        if (sec_fetch_site or "").strip().lower() == "cross-site":
+            raise CrossSiteForm(log_detail="form post with Sec-Fetch-Site: cross-site and no Origin")
+
