@@ -3,20 +3,30 @@ oldest Python it claims, and answers there."""
 
 from __future__ import annotations
 
+import glob
+import os
 import shutil
 import subprocess
 import tomllib
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def oldest_python() -> str:
+    """The CLI's oldest supported Python: PYTHON311, else python3.11 on the PATH (the workflow's setup-python puts
+    it there), else a pyenv 3.11 of this user's. Skipped, saying why, on a machine that has none."""
     claimed = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["requires-python"]
     assert claimed == ">=3.11"
-    found = shutil.which("python3.11") or "/root/.pyenv/versions/3.11.7/bin/python3.11"
-    assert Path(found).exists(), "Python 3.11 is needed to check the CLI's oldest supported version"
-    return found
+    candidates = [os.environ.get("PYTHON311"), shutil.which("python3.11"),
+                  *sorted(glob.glob(str(Path.home() / ".pyenv" / "versions" / "3.11*" / "bin" / "python3.11")))]
+    for found in candidates:
+        if found and Path(found).is_file():
+            return found
+    pytest.skip("no Python 3.11 here (PYTHON311, python3.11 on the PATH, or pyenv): the CLI's oldest supported "
+                "Python is checked where one is (the GitHub workflow installs it)")
 
 
 def project_copy(directory: Path) -> Path:
