@@ -9,7 +9,14 @@ SCAN_VENV := .venv-scan
 export SAM_CLI_TELEMETRY := 0
 # The build Makefiles under layers/ and functions/ (run by sam build, in a scratch copy) use it too: pass the
 # interpreter itself, not a pyenv shim that needs this folder's .python-version.
+PYTHON313_GIVEN := $(PYTHON313)
 export PYTHON313 := $(shell $(PYTHON313) -c 'import sys; print(sys.executable)' 2>/dev/null)
+PYTHON313_VERSION := $(shell $(PYTHON313) -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)
+# One line naming the cause, before any virtualenv is made with the wrong Python (and remade on every run).
+define check_python313
+	@test -n "$(PYTHON313)" || { echo "Python 3.13 not found$(if $(PYTHON313_GIVEN),: PYTHON313=$(PYTHON313_GIVEN) does not run,) (set PYTHON313=/path/to/python3.13)"; exit 1; }
+	@test "$(PYTHON313_VERSION)" = "3.13" || { echo "PYTHON313=$(PYTHON313_GIVEN) $(if $(PYTHON313_VERSION),is Python $(PYTHON313_VERSION) and not 3.13,does not run) (set PYTHON313=/path/to/python3.13)"; exit 1; }
+endef
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -28,7 +35,7 @@ $(foreach venv,$(VENV) $(SAM_VENV) $(SCAN_VENV),$(eval $(call rebuild_if_not_313
 .PHONY: run test lint unit functional e2e template lint-template build scan bench bench-status bench-purchases chromium clean
 
 $(VENV)/.installed: requirements-dev.txt layers/core/requirements.txt pyproject.toml
-	@test -n "$(PYTHON313)" || { echo "Python 3.13 not found (set PYTHON313=/path/to/python3.13)"; exit 1; }
+	$(check_python313)
 	test -x $(VENV)/bin/python || $(PYTHON313) -m venv $(VENV)
 	$(VENV)/bin/pip install -q -r requirements-dev.txt
 	$(VENV)/bin/pip install -q --no-deps -e .   # the stripe-portal-admin command
@@ -36,13 +43,13 @@ $(VENV)/.installed: requirements-dev.txt layers/core/requirements.txt pyproject.
 	touch $@
 
 $(SAM_VENV)/.installed: requirements-sam.txt
-	@test -n "$(PYTHON313)" || { echo "Python 3.13 not found (set PYTHON313=/path/to/python3.13)"; exit 1; }
+	$(check_python313)
 	test -x $(SAM_VENV)/bin/python || $(PYTHON313) -m venv $(SAM_VENV)
 	$(SAM_VENV)/bin/pip install -q -r requirements-sam.txt
 	touch $@
 
 $(SCAN_VENV)/.installed: requirements-scan.txt
-	@test -n "$(PYTHON313)" || { echo "Python 3.13 not found (set PYTHON313=/path/to/python3.13)"; exit 1; }
+	$(check_python313)
 	test -x $(SCAN_VENV)/bin/python || $(PYTHON313) -m venv $(SCAN_VENV)
 	$(SCAN_VENV)/bin/pip install -q -r requirements-scan.txt
 	touch $@

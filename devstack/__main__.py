@@ -74,9 +74,18 @@ def preflight(host: str) -> None:
         ports.pop("STRIPE")
     if given:
         ports.pop("HOSTED_UI")
+    chosen: dict[int, str] = {}
     for name in ports:
         port = _port(name)
+        if port in chosen:
+            raise StackError(f"DEVSTACK_{chosen[port]}_PORT and DEVSTACK_{name}_PORT are both {port}: give each "
+                             "its own port")
+        chosen[port] = name
+    for port, name in chosen.items():
         with socket.socket() as probe:
+            # As the servers will bind: with SO_REUSEADDR, so the connections a stopped `make run` left in
+            # TIME_WAIT (a minute on Linux) do not count; a server still listening does.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 probe.bind((host, port))
             except OSError:

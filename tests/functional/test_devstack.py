@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import urllib.parse
 import urllib.request
 
@@ -72,6 +73,44 @@ def test_a_busy_port_is_named_with_its_variable():
         for name in ("API", "MOTO"):
             line = one_line_failure(start_stack(**{f"DEVSTACK_{name}_PORT": str(port)}))
             assert f"port {port} is in use (DEVSTACK_{name}_PORT)" in line
+
+
+def test_two_variables_with_one_port_fail_in_one_line_and_write_nothing(tmp_path):
+    admin_env = tmp_path / "admin.env"
+    line = one_line_failure(start_stack(DEVSTACK_SITE_PORT="18781", DEVSTACK_STRIPE_PORT="18781",
+                                        DEVSTACK_ADMIN_ENV=str(admin_env)))
+    assert "DEVSTACK_SITE_PORT and DEVSTACK_STRIPE_PORT are both 18781" in line
+    assert not admin_env.exists()  # the admin command keeps pointing at a stack still running
+
+
+def test_connections_a_stopped_stack_left_in_time_wait_do_not_make_its_port_busy():
+    import socket
+    import threading
+
+    from devstack.__main__ import preflight
+
+    server = socket.socket()
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    port = server.getsockname()[1]
+    accepted = []
+    threading.Thread(target=lambda: accepted.append(server.accept()[0]), daemon=True).start()
+    client = socket.create_connection(("127.0.0.1", port))
+    while not accepted:
+        pass
+    accepted[0].close()  # the server side closes first: its end of the connection waits in TIME_WAIT
+    client.close()
+    server.close()
+    saved = {k: os.environ.get(k) for k in ("DEVSTACK_API_PORT",)}
+    os.environ["DEVSTACK_API_PORT"] = str(port)
+    try:
+        preflight("127.0.0.1")  # the port is free to bind again as the servers bind (SO_REUSEADDR)
+    except Exception as exc:  # noqa: BLE001 - another default port may be taken on this machine
+        assert f"port {port}" not in str(exc)
+    finally:
+        for key, value in saved.items():
+            os.environ.pop(key, None) if value is None else os.environ.__setitem__(key, value)
 
 
 def test_bad_port_value_incomplete_cognito_and_bad_stripe_keys_fail_in_one_line():

@@ -503,3 +503,23 @@ def test_make_rebuilds_a_virtualenv_made_with_another_python_and_runs_from_anywh
     kept = subprocess.run(["make", "-C", str(tmp_path), "-n", ".venv/.installed", f"PYTHON313={sys.executable}"],
                           capture_output=True, text=True, cwd="/")
     assert "rebuilding" not in kept.stdout and (tmp_path / ".venv/bin/python").exists()
+
+
+def test_make_names_a_wrong_python313_in_one_line_before_making_anything(tmp_path):
+    import shutil
+    import subprocess
+
+    for name in ("Makefile", "requirements-dev.txt", "requirements-sam.txt", "requirements-scan.txt",
+                 "pyproject.toml"):
+        shutil.copy(ROOT / name, tmp_path / name)
+    (tmp_path / "layers/core").mkdir(parents=True)
+    shutil.copy(ROOT / "layers/core/requirements.txt", tmp_path / "layers/core/requirements.txt")
+    other = shutil.which("python3.11") or shutil.which("python3.12")
+    cases = [("/nonexistent/python3.13", "PYTHON313=/nonexistent/python3.13 does not run")]
+    if other:
+        cases.append((other, f"PYTHON313={other} is Python 3.1"))
+    for given, said in cases:
+        run = subprocess.run(["make", "-C", str(tmp_path), ".venv/.installed", f"PYTHON313={given}"],
+                             capture_output=True, text=True, cwd="/", timeout=60)
+        assert run.returncode != 0 and said in run.stdout, run.stdout + run.stderr
+        assert not (tmp_path / ".venv").exists()  # nothing made with it
