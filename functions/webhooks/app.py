@@ -249,6 +249,9 @@ def stripe_webhook():
         event = verified_event(payload, header, signing_secrets.current())
     except WebhookSignatureInvalid:
         event = verified_event(payload, header, signing_secrets.current(reread=True))
+    if isinstance(event, dict) and isinstance(event.get("id"), str):
+        # Every line of this delivery names the event (Stripe's Dashboard and `stripe events resend` find it by id).
+        logger.append_keys(stripe_event_id=event["id"][:64], stripe_event_type=str(event.get("type"))[:80])
     outcome = events.handle(event)
     count(f"WebhookEvents{outcome.title()}")
     return Response(status_code=200, content_type="application/json", headers=dict(answers.BASE_HEADERS),

@@ -568,3 +568,25 @@ def test_a_renamed_lookup_key_and_new_features_reach_the_statuses_that_show_them
     assert answer["subscriptions"][0]["items"][0]["lookup_key"] == "pro_monthly_2027"
     assert answer["entitlements"] == ["api-access", "premium"]
     assert billing.webhooks.reconcile_handler({"source": "aws.scheduler"}, new_context(300))["catalog_read"] == 0
+
+
+def test_every_log_line_of_a_delivery_names_its_stripe_event(caplog, billing, stripe_standin):
+    import logging
+
+    customer = stripe_standin.add_customer(email="log@example.com")
+    body = signed_event(stripe_standin, customer)
+    (secret,) = json.loads(stripe_standin_secret(billing))
+    caplog.set_level(logging.INFO, logger="portal_gateway")
+    code, _ = deliver(billing.webhooks, body, signature_header(body.encode(), [secret]))
+    assert code == 200
+    # As the webhook function writes them: its Powertools formatter, with the keys the handler appended.
+    formatter = billing.webhooks.logger.registered_formatter
+    applied = [json.loads(formatter.format(record)) for record in caplog.records
+               if record.getMessage() == "Stripe event applied"]
+    event_id = json.loads(body)["id"]
+    assert applied and all(line.get("stripe_event_id") == event_id for line in applied)
+    assert applied[0]["stripe_event_type"] == "customer.subscription.created"
+
+
+def stripe_standin_secret(billing) -> str:
+    return json.dumps(billing.webhooks.signing_secrets.current())
