@@ -523,3 +523,15 @@ def test_make_names_a_wrong_python313_in_one_line_before_making_anything(tmp_pat
                              capture_output=True, text=True, cwd="/", timeout=60)
         assert run.returncode != 0 and said in run.stdout, run.stdout + run.stderr
         assert not (tmp_path / ".venv").exists()  # nothing made with it
+
+
+def test_the_update_bot_watches_every_pinned_requirements_file_and_the_workflows_actions():
+    import yaml
+
+    config = yaml.safe_load((ROOT / ".github/dependabot.yml").read_text())
+    watched = {(u["package-ecosystem"], u["directory"].strip("/")) for u in config["updates"]}
+    pinned = {str(p.parent.relative_to(ROOT)).replace(".", "") for p in ROOT.glob("**/requirements*.txt")
+              if "==" in p.read_text() and not any(part.startswith(".") for part in p.relative_to(ROOT).parts)
+              and "bench" not in p.parts}
+    assert {("pip", directory) for directory in pinned} <= watched, pinned
+    assert ("github-actions", "") in watched
