@@ -194,3 +194,53 @@ def test_a_request_and_its_body_go_out_in_one_write(monkeypatch):
         assert len(writes) == 3
     finally:
         server.close()
+
+
+class ConnectRecorder:
+    """An HTTP proxy that records each CONNECT request (its target and headers) and refuses it."""
+
+    def __init__(self):
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://user:p%40ss@127.0.0.1:{self.listener.getsockname()[1]}"
+        self.requests: list[bytes] = []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            data = b""
+            while b"\r\n\r\n" not in data:
+                chunk = conn.recv(4096)
+                if not chunk:
+                    break
+                data += chunk
+            self.requests.append(data)
+            conn.sendall(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")
+            conn.close()
+
+
+def test_https_requests_go_through_the_standard_proxy_variables_unless_no_proxy_names_the_host(monkeypatch):
+    """A function in a VPC that leaves through a proxy: HTTPS_PROXY (with its credentials) as stripe-python and
+    botocore honour it, and NO_PROXY's hosts and domain suffixes go direct."""
+    proxy = ConnectRecorder()
+    monkeypatch.setenv("HTTPS_PROXY", proxy.url)
+    monkeypatch.setenv("NO_PROXY", "localhost,.amazonaws.com,cognito.example:443")
+    pool = ConnectionPool()
+    with pytest.raises(HttpFailure):  # the recorder refuses the tunnel
+        get(pool, "https://api.stripe.com/v1/customers")
+    (request,) = proxy.requests
+    assert request.startswith(b"CONNECT api.stripe.com:443 HTTP/1.1\r\n")
+    assert b"Proxy-Authorization: Basic dXNlcjpwQHNz\r\n" in request  # user:p@ss, unquoted
+    for direct in ("https://dynamodb.eu-west-1.amazonaws.com/", "https://cognito.example/x"):
+        with pytest.raises(HttpFailure):  # straight there: no network here, and not through the proxy
+            get(pool, direct, connect_timeout=0.5)
+    assert len(proxy.requests) == 1
+    monkeypatch.delenv("HTTPS_PROXY")
+    monkeypatch.setenv("https_proxy", proxy.url.replace("user:p%40ss@", ""))
+    monkeypatch.setenv("NO_PROXY", "*")
+    with pytest.raises(HttpFailure):
+        get(pool, "https://api.stripe.com/v1/customers", connect_timeout=0.5)
+    assert len(proxy.requests) == 1  # "*": nothing through the proxy

@@ -17,9 +17,11 @@ NewConnectionError, ConnectTimeoutError, ReadTimeoutError, ProtocolError; and Re
 
 from __future__ import annotations
 
+import base64
 import functools
 import http.client
 import io
+import os
 import select
 import socket
 import ssl
@@ -28,7 +30,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 MAX_ANSWER_BYTES = 1024 * 1024  # far above any answer these clients read (a page of 20 customers: ~60 kB)
 _budget = threading.local()  # per thread: the local HTTP adapter serves requests in parallel threads
@@ -187,11 +189,18 @@ class ConnectionPool:
 
     def _connect(self, key, timeout: float) -> http.client.HTTPConnection:
         scheme, host, port = key
+        proxy = https_proxy_for(host, port) if scheme == "https" else None
         if scheme == "https":
             if self._tls is None:
                 self._tls = tls_context()
-            connection: http.client.HTTPConnection = _OneWriteHTTPSConnection(host, port, timeout=timeout,
-                                                                              context=self._tls)
+            if proxy is not None:
+                # Through the proxy, as stripe-python and botocore go: a CONNECT tunnel, then TLS with the host itself.
+                proxy_host, proxy_port, proxy_headers = proxy
+                connection: http.client.HTTPConnection = _OneWriteHTTPSConnection(
+                    proxy_host, proxy_port, timeout=timeout, context=self._tls)
+                connection.set_tunnel(host, port, headers=proxy_headers)
+            else:
+                connection = _OneWriteHTTPSConnection(host, port, timeout=timeout, context=self._tls)
         else:
             connection = _OneWriteHTTPConnection(host, port, timeout=timeout)
         try:
@@ -253,6 +262,40 @@ class _OneWriteHTTPConnection(_OneWrite, http.client.HTTPConnection):
 
 class _OneWriteHTTPSConnection(_OneWrite, http.client.HTTPSConnection):
     pass
+
+
+def https_proxy_for(host: str, port: int) -> tuple[str, int, dict[str, str]] | None:
+    """The proxy an https request to `host` goes through, from the standard variables (HTTPS_PROXY, https_proxy;
+    NO_PROXY, no_proxy), as stripe-python (requests) and botocore read them: (proxy host, port, CONNECT headers), or
+    None to go direct. Read at each new connection: a few environment lookups, no import."""
+    raw = os.environ.get("HTTPS_PROXY") or os.environ.get("https_proxy") or ""
+    if not raw.strip() or _bypassed(host, port, os.environ.get("NO_PROXY") or os.environ.get("no_proxy") or ""):
+        return None
+    parts = urlsplit(raw.strip() if "://" in raw else f"http://{raw.strip()}")
+    if not parts.hostname:
+        return None
+    headers = {}
+    if parts.username is not None:
+        credentials = f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()
+        headers["Proxy-Authorization"] = "Basic " + base64.b64encode(credentials).decode()
+    return parts.hostname, parts.port or (443 if parts.scheme == "https" else 80), headers
+
+
+def _bypassed(host: str, port: int, no_proxy: str) -> bool:
+    """NO_PROXY as requests and curl read it: "*", host names, ".domain" or "domain" suffixes, host:port."""
+    host = host.lower().rstrip(".")
+    for entry in (e.strip().lower() for e in no_proxy.split(",")):
+        if not entry:
+            continue
+        if entry == "*":
+            return True
+        name, _, entry_port = entry.rpartition(":") if entry.count(":") == 1 else (entry, "", "")
+        if entry_port and entry_port != str(port):
+            continue
+        name = name.lstrip(".").rstrip(".")
+        if host == name or host.endswith("." + name):
+            return True
+    return False
 
 
 def _host_key(parts) -> tuple[str, str, int] | None:
