@@ -101,8 +101,7 @@ def parser() -> argparse.ArgumentParser:
             sub.add_argument("--portal-configuration-id", help="bpc_... if the deployment sets one")
         if name == "rotate-key":
             sub.add_argument("--rotation-function-arn", help="rotation function (stack output RotationFunctionArn)")
-            sub.add_argument("--stage-only", action="store_true", help="validate and stage, do not start rotation")
-            sub.add_argument("--wait", type=float, default=120, help="seconds to wait for the rotation (default 120)")
+            sub.add_argument("--stage-only", action="store_true", help="validate and stage, do not promote")
         if name in ("check", "webhooks"):
             sub.add_argument("--webhook-url", help="the stack output WebhookUrl (without --stack)")
             sub.add_argument("--webhook-secret-id", help="the stack output WebhookSecretArn (without --stack)")
@@ -212,7 +211,7 @@ def _run(args: argparse.Namespace, stdin: TextIO, out: TextIO, client: Callable[
         new_key = read_new_key(stdin).strip()
         if not new_key:
             raise AdminError("no key given", "Pipe it on stdin or type it at the prompt", EXIT_USAGE)
-        return run_rotate(target, new_key, stage_only=args.stage_only, wait_seconds=args.wait, out=out,
+        return run_rotate(target, new_key, stage_only=args.stage_only, out=out,
                           client=client)
     if args.command == "webhooks":
         from portal_admin.webhooks import roll, setup

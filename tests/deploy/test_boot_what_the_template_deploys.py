@@ -267,21 +267,23 @@ class ColdStart:
         return module
 
 
-class SecretsManagerRotation:
-    """Secrets Manager's side of a rotation: it invokes the rotation function with each step, as AWS does."""
+class RotationFunctionInvoke:
+    """Lambda's Invoke of the rotation function (moto runs no function code without a container runtime): its
+    module, booted with the environment CloudFormation gives it, answers as Lambda would, an error included.
+    Secrets Manager itself is moto's, every call of it real: the staging, the reads by version, the stage moves."""
 
-    def __init__(self, real, rotation_module, cold_start):
-        self._real, self._rotation, self._cold_start = real, rotation_module, cold_start
+    def __init__(self, rotation_module, cold_start):
+        self._rotation, self._cold_start = rotation_module, cold_start
 
-    def rotate_secret(self, *, SecretId, ClientRequestToken, RotateImmediately=True, RotationLambdaARN=None):  # noqa: N803
+    def invoke(self, *, FunctionName, Payload, **_):  # noqa: N803
+        event = json.loads(Payload)
         with self._cold_start.running(self._rotation.rehearsal_env):
-            for step in ("createSecret", "setSecret", "testSecret", "finishSecret"):
-                self._rotation.lambda_handler({"Step": step, "SecretId": SecretId,
-                                               "ClientRequestToken": ClientRequestToken}, new_context(60))
-        return {"ARN": SecretId, "VersionId": ClientRequestToken}
-
-    def __getattr__(self, name):
-        return getattr(self._real, name)
+            try:
+                self._rotation.lambda_handler(event, new_context(60))
+            except Exception as exc:  # noqa: BLE001 - Lambda reports a function's exception as a FunctionError
+                error = json.dumps({"errorMessage": str(exc), "errorType": type(exc).__name__}).encode()
+                return {"StatusCode": 200, "FunctionError": "Unhandled", "Payload": io.BytesIO(error)}
+        return {"StatusCode": 200, "Payload": io.BytesIO(b"null")}
 
 
 class LambdaInvoke:
@@ -333,8 +335,8 @@ def admin(argv: list[str], deployment: Deployment, moto, *, stdin: str = "", rot
 
     def factory(service: str):
         real = client(moto, service, deployment.region)
-        if service == "secretsmanager" and rotation:
-            return SecretsManagerRotation(real, rotation, cold_start)
+        if service == "lambda" and rotation:
+            return RotationFunctionInvoke(rotation, cold_start)
         return real
 
     out = io.StringIO()
@@ -407,7 +409,7 @@ def walk_the_readme(deployment: Deployment, moto, standin: StripeStandin, cold_s
     rotation = cold_start("rotation", env["RotationFunction"])
     # The restricted key with the permissions docs/deploy.md lists, the billing status's included.
     key = standin.add_key(fake_key("rk", mode), GUIDE_PERMISSIONS | {"webhook_endpoints_write"})
-    code, out = admin(["rotate-key", "--stack", deployment.stack_name, "--wait", "5"], deployment, moto,
+    code, out = admin(["rotate-key", "--stack", deployment.stack_name], deployment, moto,
                       stdin=key + "\n", rotation=rotation, cold_start=cold_start)
     assert code == 0, out
     assert key not in out
@@ -493,7 +495,7 @@ def walk_the_readme(deployment: Deployment, moto, standin: StripeStandin, cold_s
     other = standin.add_account()
     standin.create_default_portal_configuration(mode, account=other)
     foreign = standin.add_key(fake_key("rk", mode), frozenset({"customers_write", "portal_write"}), account=other)
-    code, out = admin(["rotate-key", "--stack", deployment.stack_name, "--wait", "5"], deployment, moto,
+    code, out = admin(["rotate-key", "--stack", deployment.stack_name], deployment, moto,
                       stdin=foreign + "\n", rotation=rotation, cold_start=cold_start)
     assert code == 1 and "same Stripe account as before" in out
     put_current(client(moto, "secretsmanager", deployment.region), deployment.stack.output("StripeSecretArn"),

@@ -208,8 +208,17 @@ def test_rotate_key_validates_and_stages_from_stdin(stack, stripe_standin, admin
     assert new_key not in out
     [token] = [v for v, s in stages(stack).items() if "AWSPENDING" in s]
     assert current_version(stack) == before  # staged, not live
-    rotation(token)  # what Secrets Manager then runs
+    rotation(token)  # what rotate-key then has the rotation function run
     assert current_version(stack) == token
+    # AWSPENDING goes with it (moto's real stage moves): left on a version, it would make Secrets Manager refuse
+    # the next rotation, and make the next rotate-key's staging ambiguous.
+    assert [v for v, s in stages(stack).items() if "AWSPENDING" in s] == []
+    again = stripe_standin.add_key(fake_key("sk", "test"))
+    assert run_admin(stack, ["rotate-key", "--secret-id", stack.secret_id, "--mode", "test", "--stage-only"],
+                     stdin_text=again + "\n")[0] == 0
+    [second] = [v for v, s in stages(stack).items() if "AWSPENDING" in s]
+    rotation(second)
+    assert current_version(stack) == second
 
 
 def test_rotate_key_refuses_a_bad_key_and_changes_nothing(stack, stripe_standin, admin_env):
@@ -228,7 +237,7 @@ def test_rotate_key_reports_a_rotation_that_cannot_start(stack, stripe_standin, 
                                   "--rotation-function-arn",
                                   "arn:aws:lambda:us-east-1:123456789012:function:missing"], stdin_text=new_key)
     assert code == 1
-    assert "PASS  staged as AWSPENDING" in out and "FAIL  starting rotation" in out
+    assert "PASS  staged as AWSPENDING" in out and "FAIL  createSecret" in out
     assert "live key is unchanged" in out
 
 

@@ -1,5 +1,7 @@
 """Secrets Manager rotation for the Stripe key, with validation. Stripe keys cannot be minted by API, so an
-admin stages the new key (AWSPENDING) and starts rotation; this function only checks and promotes it.
+admin stages the new key (AWSPENDING) and `stripe-portal-admin rotate-key` runs these steps by invoking the
+rotation function (Secrets Manager's RotateSecret makes a version of its own and cannot take a value staged
+beforehand); this function only checks and promotes the staged key.
 
   createSecret  keep the staged value (fail clearly when nothing is staged)
   setSecret     nothing to do: Stripe already knows the key
@@ -83,4 +85,6 @@ def _finish(client: Any, secret_id: str, token: str, versions: dict[str, list[st
     current = next((version for version, stages in versions.items() if "AWSCURRENT" in stages), None)
     client.update_secret_version_stage(SecretId=secret_id, VersionStage="AWSCURRENT", MoveToVersionId=token,
                                        **({"RemoveFromVersionId": current} if current else {}))
+    # Done with it: AWSPENDING left on a version is what makes Secrets Manager refuse the next rotation.
+    client.update_secret_version_stage(SecretId=secret_id, VersionStage="AWSPENDING", RemoveFromVersionId=token)
     logger.info("finishSecret: the new key is AWSCURRENT; running functions pick it up within their cache TTL")
