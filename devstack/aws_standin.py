@@ -99,7 +99,17 @@ class Environment:
         return sub
 
     def put_stripe_key(self, value: str) -> None:
-        self.moto.client("secretsmanager").put_secret_value(SecretId=self.secret_id, SecretString=value)
+        """A new AWSCURRENT value, as PutSecretValue makes one in AWS. moto, after a stage move, leaves AWSCURRENT
+        on the old version too; the label is moved here explicitly, as AWS moves it."""
+        secrets = self.moto.client("secretsmanager")
+        before = [v for v, stages in secrets.describe_secret(SecretId=self.secret_id).get(
+            "VersionIdsToStages", {}).items() if "AWSCURRENT" in stages]
+        new = secrets.put_secret_value(SecretId=self.secret_id, SecretString=value)["VersionId"]
+        stages = secrets.describe_secret(SecretId=self.secret_id).get("VersionIdsToStages", {})
+        for old in before:
+            if old != new and "AWSCURRENT" in stages.get(old, []):
+                secrets.update_secret_version_stage(SecretId=self.secret_id, VersionStage="AWSCURRENT",
+                                                    MoveToVersionId=new, RemoveFromVersionId=old)
 
 
 def table_definition() -> dict:

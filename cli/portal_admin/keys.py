@@ -68,7 +68,7 @@ def run_check(target: Target, client: Callable[[str], Any] = default_aws_client)
             pins = AccountPins(target.table, client("dynamodb")) if target.table else None
             checks += check_stripe_key(value or "", expected_mode=target.mode, api_base=target.stripe_api_base,
                                        portal_configuration_id=target.portal_configuration_id, pins=pins,
-                                       checkout=bool(target.checkout_prices))
+                                       checkout=bool(target.checkout_prices), write_pin=False)  # a preflight
         except (ClientError, BotoCoreError) as exc:
             checks.append(Check("secret readable", False, aws_error(exc),
                                 "Check the secret id and that your credentials may read it"))

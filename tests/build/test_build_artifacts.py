@@ -115,3 +115,10 @@ def test_pipx_style_install_gives_a_working_admin_command(tmp_path):
                               capture_output=True, text=True)
     assert imported.returncode == 0, imported.stderr
     assert sys.version_info[:2] == (3, 13)
+
+
+def test_the_reconciliation_ships_the_webhook_functions_artifact():
+    """The scheduled ReconcileFunction runs app.reconcile_handler of the webhook function's very artifact."""
+    reconcile, webhook = BUILD / "ReconcileFunction", BUILD / "WebhookFunction"
+    assert (reconcile / "app.py").read_bytes() == (webhook / "app.py").read_bytes()
+    assert (reconcile / "stripe" / "__init__.py").is_file() and not (reconcile / "portal_gateway").exists()

@@ -282,10 +282,17 @@ def test_first_good_key_pins_its_account_and_another_accounts_key_never_goes_liv
     assert pinned(stack) == stripe_standin.account.id
 
 
-def test_rotate_key_refuses_another_accounts_key_before_staging(stack, stripe_standin, admin_env):
-    code, out = run_admin(stack, ["check", *explicit(stack)])  # pins the account of the key in use
+def test_check_is_a_preflight_and_writes_nothing(stack, admin_env):
+    code, out = run_admin(stack, ["check", *explicit(stack)])
     assert code == 0, out
-    assert "PASS  same Stripe account as before" in out and "first key of this deployment" in out
+    assert "PASS  same Stripe account as before" in out and "not pinned yet" in out
+    assert pinned(stack) is None and stack.moto.client("dynamodb").get_item(
+        TableName=stack.table_name, Key={"pk": {"S": "test#stripe-account"}}).get("Item") is None
+
+
+def test_rotate_key_refuses_another_accounts_key_before_staging(stack, stripe_standin, admin_env, rotation):
+    rotation(stage(stack, stripe_standin.add_key(fake_key("sk", "test"))))  # the first key put in pins the account
+    assert pinned(stack) == stripe_standin.account.id
     foreign, foreign_id = other_account_key(stripe_standin)
     before = stages(stack)
     code, out = run_admin(stack, ["rotate-key", "--secret-id", stack.secret_id, "--mode", "test",
@@ -296,12 +303,13 @@ def test_rotate_key_refuses_another_accounts_key_before_staging(stack, stripe_st
     assert "nothing was changed" in out and stages(stack) == before
 
 
-def test_check_fails_when_the_secret_holds_another_accounts_key(stack, stripe_standin, admin_env):
+def test_check_fails_when_the_secret_holds_another_accounts_key(stack, stripe_standin, admin_env, rotation):
+    rotation(stage(stack, stripe_standin.add_key(fake_key("sk", "test"))))  # pins the account
     assert run_admin(stack, ["check", *explicit(stack)])[0] == 0
     foreign, _ = other_account_key(stripe_standin)
     stack.put_stripe_key(foreign)
     code, out = run_admin(stack, ["check", *explicit(stack)])
-    assert code == 1 and "FAIL  same Stripe account as before" in out
+    assert code == 1 and "FAIL  same Stripe account as before" in out, out
     assert "fix: Use a key of the account ending" in out
 
 
@@ -358,6 +366,30 @@ def test_a_restricted_first_key_pins_the_configuration_that_later_keys_must_see(
     # A secret key of the right account later fills in the account id the restricted key could not read.
     rotation(stage(stack, stripe_standin.add_key(fake_key("sk", "test"))))
     assert pinned(stack) == stripe_standin.account.id
+
+
+def test_a_restricted_key_cannot_pass_against_an_account_only_pin_with_nothing_to_compare(rotation, stack,
+                                                                                          stripe_standin):
+    """A pin of release 1.1.0 holds the account id only, and no customer is mapped yet: a restricted key (which
+    cannot say its account) of another account used to pass, go live and write its own configuration into the
+    pin, after which the right account's keys were refused."""
+    stack.moto.client("dynamodb").put_item(TableName=stack.table_name, Item={
+        "pk": {"S": "test#stripe-account"}, "account_id": {"S": stripe_standin.account.id}})
+    other = stripe_standin.add_account()
+    stripe_standin.create_default_portal_configuration("test", account=other)
+    foreign = stripe_standin.add_key(fake_key("rk", "test"), RESTRICTED, account=other)
+    before = current_version(stack)
+    with pytest.raises(RotationError, match="a restricted key cannot show its account"):
+        rotation(stage(stack, foreign))
+    assert current_version(stack) == before
+    item = stack.moto.client("dynamodb").get_item(TableName=stack.table_name,
+                                                   Key={"pk": {"S": "test#stripe-account"}})["Item"]
+    assert "configuration_id" not in item  # nothing written by a key that proved nothing
+    # A secret key of the pinned account records the configuration; then the restricted keys of that account pass.
+    rotation(stage(stack, stripe_standin.add_key(fake_key("sk", "test"))))
+    rotation(stage(stack, stripe_standin.add_key(fake_key("rk", "test"), RESTRICTED)))
+    with pytest.raises(RotationError, match="the portal configuration bpc_"):
+        rotation(stage(stack, foreign))
 
 
 def test_check_passes_with_a_restricted_key_in_the_secret(stack, stripe_standin, admin_env):

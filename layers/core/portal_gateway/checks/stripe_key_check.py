@@ -42,7 +42,8 @@ def masked_account(account_id: str) -> str:
 
 def check_stripe_key(raw_secret_value: str, *, expected_mode: str, api_base: str | None = None,
                      portal_configuration_id: str | None = None, timeout: float = 10.0,
-                     pins: AccountPins | None = None, checkout: bool = False) -> list[Check]:
+                     pins: AccountPins | None = None, checkout: bool = False,
+                     write_pin: bool = True) -> list[Check]:
     """Run the checks in order; stop at the first one later checks depend on. Never echoes the key. With
     `pins` (the deployment's customers table), the key is also held to the deployment's Stripe account. The key
     must hold every permission the deployed features use: the portal's, the billing status's (always deployed),
@@ -90,7 +91,7 @@ def check_stripe_key(raw_secret_value: str, *, expected_mode: str, api_base: str
     checks += feature_permissions(client, checkout=checkout)
     checks.append(_portal_configuration(client, mode, portal_configuration_id))
     if pins is not None:
-        checks.append(_account_pin(checks, pins, mode, client))
+        checks.append(_account_pin(checks, pins, mode, client, write=write_pin))
     return checks
 
 
@@ -119,7 +120,7 @@ PIN_CHECK = "same Stripe account as before"
 SAMPLE_CUSTOMERS = 3  # mapped customers a new key must see: one would do; three survive a deleted one
 
 
-def _account_pin(checks: list[Check], pins: AccountPins, mode: str, client) -> Check:
+def _account_pin(checks: list[Check], pins: AccountPins, mode: str, client, *, write: bool = True) -> Check:
     """Hold the key to the Stripe account this deployment's customers live in. The first key that passes every
     other check pins the account (its id when a secret key tells it, and the portal configuration); after that
     a key is refused if its account id differs, or if it cannot see the deployment's mapped customers or the
@@ -153,6 +154,18 @@ def _account_pin(checks: list[Check], pins: AccountPins, mode: str, client) -> C
                      "another Stripe account",
                      "Use a key of the Stripe account this deployment's customers are in; moving to another "
                      "account needs its own deployment (docs/runbook.md)")
+    if pinned_account and not account_id and not customers and not pinned_configuration:
+        # A restricted key cannot say its account, and this deployment has nothing yet it could be held to (a pin
+        # of release 1.1.0 holds the account id only): it proves nothing, so it neither passes nor writes.
+        return Check(PIN_CHECK, False,
+                     f"this deployment is pinned to {masked_account(pinned_account)}, and a restricted key cannot "
+                     "show its account while there is nothing of this deployment yet to compare it with",
+                     f"Put a secret key of the account ending {pinned_account[-4:]} in once (it records the "
+                     "portal configuration restricted keys are then held to), then the restricted key")
+    if not write:
+        if pin is None:
+            return Check(PIN_CHECK, True, "not pinned yet (the first key that rotate-key puts in pins it)")
+        return Check(PIN_CHECK, True, _evidence(account_id, customers, pin))
     try:
         if pin is None:
             if not passed(checks):
@@ -162,17 +175,24 @@ def _account_pin(checks: list[Check], pins: AccountPins, mode: str, client) -> C
             if pin.account_id == account_id and pin.configuration_id == configuration_id:
                 return Check(PIN_CHECK, True, f"pinned to {_describe_pin(pin)} (first key of this deployment)")
             return _account_pin(checks, pins, mode, client)  # another check pinned first: hold this key to it
-        if (pin.account_id is None and account_id) or (pin.configuration_id is None and configuration_id):
-            pins.complete(mode, account_id, configuration_id)  # what an older pin, or a restricted key, lacked
+        # What an older pin, or one a restricted key wrote, lacks: added only by a key that proved the account
+        # (a secret key whose id matched, or a key that saw this deployment's customers or configuration).
+        proven = bool(account_id) or bool(customers) or bool(pin.configuration_id)
+        if proven and ((pin.account_id is None and account_id) or (pin.configuration_id is None and configuration_id)):
+            pins.complete(mode, account_id, configuration_id)
     except PinStoreError as exc:
         return Check(PIN_CHECK, False, f"could not write the account pin: {exc}",
                      "Check that your credentials may write the customers table")
+    return Check(PIN_CHECK, True, _evidence(account_id, customers, pin))
+
+
+def _evidence(account_id: str | None, customers: list[str], pin: Pin | None) -> str:
     evidence = [f"{len(customers)} mapped customer(s)"] if customers else []
-    if pin.configuration_id:
+    if pin is not None and pin.configuration_id:
         evidence.append("the pinned portal configuration")
     if account_id:
         evidence.insert(0, masked_account(account_id))
-    return Check(PIN_CHECK, True, ", ".join(evidence) or "nothing to compare yet")
+    return ", ".join(evidence) or "nothing to compare yet"
 
 
 def _unseen(client, customers: list[str], configuration_id: str | None) -> list[str] | Check:
