@@ -58,3 +58,14 @@ def test_a_stack_created_again_under_the_same_name_gets_a_new_secret_name(templa
         names.add(stack.resolve(template["Resources"]["StripeApiKeySecret"]["Properties"]["Name"]))
     assert len(names) == 2
     assert all(name.startswith("stripe-portal-gateway-dev/stripe-api-key-") for name in names)
+
+
+def test_a_long_stack_name_still_gives_the_pre_traffic_hook_a_name_lambda_takes(template):
+    """CloudFormation allows 128-character stack names, Lambda 64-character function names: the hook is named
+    after the stack's id, so no stack name fails the create halfway."""
+    long_name = "stripe-portal-gateway-" + "x" * 100
+    stack = Stack(template, BASE, stack_name=long_name, region="eu-west-1")
+    stack.pseudo["AWS::StackId"] = ("arn:aws:cloudformation:eu-west-1:123456789012:stack/"
+                                    f"{long_name}/1a2b3c4d-5e6f-4a1b-9c2d-3e4f5a6b7c8d")
+    name = stack.resolve(template["Resources"]["PreTrafficHookFunction"]["Properties"]["FunctionName"])
+    assert name == "CodeDeployHook_1a2b3c4d-5e6f-4a1b-9c2d-3e4f5a6b7c8d" and len(name) <= 64
