@@ -17,7 +17,8 @@ import json
 import re
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TextIO
 
@@ -194,7 +195,8 @@ def _scan(ctx: Context, condition: str, values: dict) -> list[dict]:
 
 
 class Audit:
-    """One change: an append-only record of its own in the table, written once the change is done, and printed."""
+    """One change: an append-only record of its own in the table, written (and printed) before the change is made,
+    so no change is ever left unaudited; a change that then fails appends a second record saying so."""
 
     def __init__(self, ctx: Context, who: str, command: str, reason: str, *, subject: str, before: str | None,
                  after: str | None, **ids: str):
@@ -206,14 +208,45 @@ class Audit:
         self.attributes = {"changed_by": {"S": who}, "change_reason": {"S": reason[:MAX_REASON]},
                            "changed_at": {"S": at}}
 
-    def done(self) -> None:
-        item = {"pk": {"S": self.ctx.audit_key(self.subject, self.record["at"])},
-                **{name: {"S": str(value)} for name, value in self.record.items() if value is not None}}
+    @contextmanager
+    def recorded(self) -> Iterator[None]:
+        """Write the record, then make the change inside the block. A change that fails halfway is recorded too
+        (`outcome: failed`) and reported in one line, never as a traceback."""
+        self._write(self.record)
+        try:
+            yield
+        except Exception as exc:  # noqa: BLE001 - AWS, Stripe or a lost race: said, recorded, never a traceback
+            cause = _cause(exc)
+            try:
+                self._write({**self.record, "outcome": "failed", "error": cause})
+            except Exception:  # noqa: BLE001 - the first record stands; the failure is still reported below
+                print("note: the failure could not be recorded in the table", file=self.ctx.out)
+            if isinstance(exc, SupportError):
+                raise
+            raise SupportError(f"the change failed ({cause}) after its audit record was written",
+                               "See the user's state (stripe-portal-admin whois) and run the command again", 3) \
+                from None
+
+    def _write(self, record: dict) -> None:
+        item = {"pk": {"S": self.ctx.audit_key(self.subject, record["at"])},
+                **{name: {"S": str(value)} for name, value in record.items() if value is not None}}
         if self.ctx.audit_retention_days:
             item["expires_at"] = {"N": str(int(time.time()) + self.ctx.audit_retention_days * 86400)}
         self.ctx.client("dynamodb").put_item(TableName=self.ctx.table, Item=item,
                                              ConditionExpression="attribute_not_exists(pk)")  # append-only
-        print("AUDIT " + json.dumps(self.record, sort_keys=True), file=self.ctx.out)
+        print("AUDIT " + json.dumps(record, sort_keys=True), file=self.ctx.out)
+
+
+def _cause(exc: Exception) -> str:
+    """What failed, as a code: never a message (Stripe's may echo input)."""
+    if isinstance(exc, StripeApiError):
+        return f"Stripe {exc.kind}"
+    code = getattr(exc, "response", {}).get("Error", {}).get("Code") if hasattr(exc, "response") else None
+    if code:
+        return f"AWS {code}"
+    if isinstance(exc, SupportError):
+        return "refused"
+    return type(exc).__name__
 
 
 def history(ctx: Context, subject: str) -> list[dict]:
@@ -247,6 +280,13 @@ def link(ctx: Context, sub: str, customer_id: str, *, reason: str, who: str) -> 
     audit = Audit(ctx, who, "link", reason, subject=sub, sub=sub, customer=customer_id,
                   before=before["customer_id"]["S"] if before else None, after=customer_id)
     change = audit.attributes
+    with audit.recorded():
+        _link(ctx, dynamodb, sub, customer_id, owner, change)
+    print(f"linked {sub} -> {customer_id}; running functions follow within 5 minutes", file=ctx.out)
+    return 0
+
+
+def _link(ctx: Context, dynamodb, sub: str, customer_id: str, owner: str, change: dict) -> None:
     try:
         dynamodb.put_item(TableName=ctx.table, Item={"pk": {"S": ctx.claim_key(customer_id)}, "owner": {"S": owner},
                                                      "updated_at": {"N": str(int(time.time()))}, **change},
@@ -269,10 +309,6 @@ def link(ctx: Context, sub: str, customer_id: str, *, reason: str, who: str) -> 
         _release_claim(ctx, seen["customer_id"]["S"], owner)
     ctx.stripe("POST", path_of("v1", "customers", customer_id),
                {"metadata": {OWNER_SUB: sub, OWNER_POOL: ctx.user_pool_id}})
-    audit.done()
-    previous = f" (was {seen['customer_id']['S']})" if seen else ""
-    print(f"linked {sub} -> {customer_id}{previous}; running functions follow within 5 minutes", file=ctx.out)
-    return 0
 
 
 def _release_claim(ctx: Context, customer_id: str, owner: str) -> None:
@@ -285,12 +321,15 @@ def _release_claim(ctx: Context, customer_id: str, owner: str) -> None:
         pass  # not this user's claim (or none): leave it
 
 
-def _remove_mapping(ctx: Context, sub: str) -> str:
+def _mapped_customer(ctx: Context, sub: str) -> str:
     item = ctx.get(ctx.mapping_key(sub))
     if item is None:
         raise SupportError("this user has no mapping", "Check the sub (stripe-portal-admin whois)", 4)
+    return item["customer_id"]["S"]
+
+
+def _remove_mapping(ctx: Context, sub: str, customer_id: str) -> None:
     dynamodb = ctx.client("dynamodb")
-    customer_id = item["customer_id"]["S"]
     try:
         dynamodb.delete_item(TableName=ctx.table, Key={"pk": {"S": ctx.mapping_key(sub)}},
                              ConditionExpression="customer_id = :seen",
@@ -301,14 +340,14 @@ def _remove_mapping(ctx: Context, sub: str) -> str:
     # The creation ticket goes too: the next visit's idempotency key is a new one, never one whose saved answer
     # is the customer just unlinked (which may be linked to someone else next).
     dynamodb.delete_item(TableName=ctx.table, Key={"pk": {"S": ticket_key(ctx.mapping_key(sub))}})
-    return customer_id
 
 
 def unlink(ctx: Context, sub: str, *, reason: str, who: str) -> int:
     sub, reason = checked_sub(sub), checked_reason(reason)
-    customer_id = _remove_mapping(ctx, sub)
-    Audit(ctx, who, "unlink", reason, subject=sub, sub=sub, customer=customer_id, before=customer_id,
-          after=None).done()
+    customer_id = _mapped_customer(ctx, sub)
+    with Audit(ctx, who, "unlink", reason, subject=sub, sub=sub, customer=customer_id, before=customer_id,
+               after=None).recorded():
+        _remove_mapping(ctx, sub, customer_id)
     if ctx.stripe is not None:
         try:
             customer = ctx.stripe("GET", path_of("v1", "customers", customer_id), None)
@@ -324,9 +363,10 @@ def unlink(ctx: Context, sub: str, *, reason: str, who: str) -> int:
 
 def forget(ctx: Context, sub: str, *, reason: str, who: str) -> int:
     sub, reason = checked_sub(sub), checked_reason(reason)
-    customer_id = _remove_mapping(ctx, sub)
-    Audit(ctx, who, "forget", reason, subject=sub, sub=sub, customer=customer_id, before=customer_id,
-          after=None).done()
+    customer_id = _mapped_customer(ctx, sub)
+    with Audit(ctx, who, "forget", reason, subject=sub, sub=sub, customer=customer_id, before=customer_id,
+               after=None).recorded():
+        _remove_mapping(ctx, sub, customer_id)
     print(f"forgot {sub}: mapping and claim removed. Stripe still holds customer {customer_id} (its email, name, "
           f"payment history and the metadata {OWNER_SUB}); delete it in the Stripe Dashboard or with "
           f"DELETE /v1/customers/{customer_id} if it must go too (docs/operations.md)", file=ctx.out)

@@ -376,10 +376,30 @@ def test_an_audit_record_is_appended_never_written_over(stack, admin_env):
                           client=stack.moto.client, stripe=None, out=io.StringIO())
     record = support.Audit(ctx, "arn:aws:iam::123456789012:user/ops", "unlink", "ticket 1", subject="s",
                            before="cus_a", after=None)
-    record.done()
-    record.done()  # the same change recorded twice in the same second: two records, none replaced
+    for _ in range(2):  # the same change recorded twice in the same second: two records, none replaced
+        with record.recorded():
+            pass
     items = stack.moto.client("dynamodb").scan(TableName=stack.table_name)["Items"]
     assert len(items) == 2 and len({i["pk"]["S"] for i in items}) == 2
+
+
+def test_the_audit_record_comes_before_the_change_and_a_failed_change_is_recorded_without_a_traceback(
+        stack, admin_env, mapped, stripe_standin):
+    """Stripe fails while the customer is being stamped (the last step of `link`): the change was audited before
+    it began, its failure is recorded too, and the operator reads one line, not a traceback."""
+    from devstack.stripe_standin import Fault
+
+    sub, _, _ = mapped
+    right = stripe_standin.add_customer(email="ada@example.com")
+    stripe_standin.inject(Fault(status=500, times=5, method="POST", path_prefix=f"/v1/customers/{right}"))
+    code, out, err = run(["link", *ids(stack), sub, right, "--reason", "ticket 43"], stack=stack)
+    assert code == 3 and "Traceback" not in out + err
+    assert "the change failed (Stripe APIError) after its audit record was written" in err
+    records = [i for i in stack.moto.client("dynamodb").scan(TableName=stack.table_name)["Items"]
+               if "#audit#" in i["pk"]["S"]]
+    outcomes = sorted(r.get("outcome", {}).get("S", "recorded before the change") for r in records)
+    assert outcomes == ["failed", "recorded before the change"]
+    assert all(r["customer"]["S"] == right and r["command"]["S"] == "link" for r in records)
 
 
 # --- the CLI keeps its word: exit codes and streams as README's table says -------------------------------------
