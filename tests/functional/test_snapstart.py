@@ -73,3 +73,19 @@ def test_before_snapshot_waits_for_a_background_key_read(gateway, user, secrets_
     gw.module.before_snapshot()
     assert not any(t.name == "stripe-key-prefetch" and t.is_alive() for t in threading.enumerate())
     assert service.billing._keys._key is None
+
+
+def test_the_snapshot_holds_no_aws_credentials_resolved_during_init(gateway, monkeypatch):
+    """Under SnapStart, Lambda gives the function its credentials through the container endpoint, which botocore's
+    chain reads (not the environment): the chain init resolved (the rehearsal signs its requests) is dropped
+    before the snapshot, and resolved afresh after a restore."""
+    from portal_gateway.aws import client as aws_client
+
+    monkeypatch.setenv("AWS_LAMBDA_INITIALIZATION_TYPE", "snap-start")
+    gw = gateway()
+    monkeypatch.setattr(aws_client, "_botocore_chain", object())  # what init resolved
+    gw.module.before_snapshot()
+    assert aws_client._botocore_chain is None
+    monkeypatch.setattr(aws_client, "_botocore_chain", object())
+    gw.module.after_restore()
+    assert aws_client._botocore_chain is None

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from portal_gateway.aws.client import forget_credentials
 from portal_gateway.aws.mapping_store import CustomerMappingStore
 from portal_gateway.aws.projection_store import ProjectionStore, StoredProjection
 from portal_gateway.aws.secrets import SecretsManagerReader
@@ -91,9 +92,9 @@ class PortalService:
         self._on_identity = on_identity
 
     def forget_state(self) -> None:
-        """Forget everything learned since start-up: the Stripe key and the OAuth secret (never in a snapshot),
-        the customer and user caches, the open connections. The JWKS (public keys) is kept. Used by the SnapStart
-        hooks, before the snapshot and after each restore."""
+        """Forget everything learned since start-up: the Stripe key, the OAuth secret, the purchase reference key
+        and AWS credentials (never in a snapshot), the customer, user and price caches, the open connections. The
+        JWKS (public keys) is kept. Used by the SnapStart hooks, before the snapshot and after each restore."""
         self.billing.forget_key()
         if self.login is not None:
             self.login.forget_secrets()
@@ -101,6 +102,7 @@ class PortalService:
         self.users.clear()
         self.references.clear()  # a signing key: never in a snapshot
         self.catalog.clear()
+        forget_credentials()  # AWS credentials resolved at init (the rehearsal signs its requests)
         POOL.clear()
 
     def warm_up(self, *, with_secrets: bool) -> dict[str, bool]:

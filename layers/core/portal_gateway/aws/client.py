@@ -101,6 +101,14 @@ def default_credentials() -> Credentials:
     return Credentials(frozen.access_key, frozen.secret_key, frozen.token)
 
 
+def forget_credentials() -> None:
+    """Drop the credentials resolved through botocore's chain (SnapStart: Lambda hands a SnapStart function its
+    credentials through the container endpoint, which that chain reads; what init resolved, the rehearsal's signed
+    requests included, must not be in the snapshot, nor be used after a restore)."""
+    global _botocore_chain
+    _botocore_chain = None
+
+
 def _hmac(key: bytes, message: str) -> bytes:
     return hmac.new(key, message.encode("utf-8"), hashlib.sha256).digest()
 
