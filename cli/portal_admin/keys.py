@@ -277,5 +277,6 @@ def _audit_rotation(target: Target, client: Callable[[str], Any], out: TextIO, *
                           client=client, stripe=None, out=out, stack=target.stack,
                           audit_retention_days=target.audit_retention_days)
     who = client("sts").get_caller_identity()["Arn"]
-    support.Audit(ctx, who, "rotate-key", "Stripe key rotated with stripe-portal-admin rotate-key",
-                  subject="stripe-key", before=previous, after=current).done()
+    with support.Audit(ctx, who, "rotate-key", "Stripe key rotated with stripe-portal-admin rotate-key",
+                       subject="stripe-key", before=previous, after=current).recorded():
+        pass  # the rotation itself is the rotation function's, done and checked above

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import logging
 import os
 import threading
@@ -346,7 +347,8 @@ def _log_refusal(err: GatewayError) -> None:
 @app.exception_handler(Exception)
 def unexpected_error(err: Exception):
     logger.exception("Unexpected error")
-    count("UnexpectedErrors")
+    # Also by version: the release's alarm watches the new version alone (a canary's few requests are enough).
+    count("UnexpectedErrors", version=os.environ.get("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST"))
     return _error_response(GatewayError.code, GatewayError.message)
 
 
@@ -383,9 +385,25 @@ def outbound_budget(context) -> float | None:
     return max(0.0, remaining() / 1000 - ANSWER_RESERVE_SECONDS)
 
 
+# The pre-traffic check's signed-in request (checks/release_check.py). It comes only as a direct invocation of
+# a version (lambda:InvokeFunction, which only the hook's role may make): API Gateway's events always carry a
+# requestContext. The user-facing requests are then rehearsed whole, in memory (priming.py), through the new
+# version's own code: a release whose signed-in path fails never gets traffic.
+PRE_TRAFFIC_REHEARSAL = "stripe-portal-gateway/pre-traffic-rehearsal"
+
+
+def lambda_handler(event, context):
+    if isinstance(event, dict) and event.get("rehearsal") == PRE_TRAFFIC_REHEARSAL and "requestContext" not in event:
+        unexpected = _rehearse_first_request()
+        body = json.dumps({"rehearsed": [f"GET {path}" for path, _, _ in REHEARSED_REQUESTS],
+                           "unexpected": unexpected})
+        return {"statusCode": 500 if unexpected else 200, "headers": {}, "body": body}
+    return _api_handler(event, context)
+
+
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP, clear_state=True)
 @metrics.log_metrics
-def lambda_handler(event, context):
+def _api_handler(event, context):
     logger.thread_safe_clear_keys()  # no cognito_sub left over from the previous request
     with request_budget(outbound_budget(context)):
         result = app.resolve(event, context)
@@ -489,7 +507,8 @@ class _RehearsalContext:
         return int((INIT_BUDGET_SECONDS + ANSWER_RESERVE_SECONDS) * 1000)
 
 
-def _rehearse_first_request() -> None:
+def _rehearse_first_request() -> dict | None:
+    """The user-facing requests, whole, in memory; None when each ended as it should, else what did not."""
     global _service
     import io
     from contextlib import redirect_stdout
@@ -509,7 +528,7 @@ def _rehearse_first_request() -> None:
             _service.billing.warm_key()  # in this thread: no background read of the key
             for path, accept, expected in REHEARSED_REQUESTS:
                 _service.resolver.clear()  # each as a first request: the mapping is read
-                answer = lambda_handler(_init_event("GET", path, {
+                answer = _api_handler(_init_event("GET", path, {
                     "accept": accept, "authorization": f"Bearer {priming.PRIMING_TOKEN}"}), _RehearsalContext())
                 if answer["statusCode"] != expected or (
                         expected == 302 and answer["headers"].get("Location") != priming.PRIMING_PORTAL_URL):
@@ -522,8 +541,9 @@ def _rehearse_first_request() -> None:
         logger.thread_safe_clear_keys()
         metrics.clear_metrics()
     if unexpected is not None:
-        logger.warning("Rehearsal of a first request at init did not end as it should",
+        logger.warning("Rehearsal of a first request did not end as it should",
                        extra={**unexpected, "asked": world.requests[-8:]})
+    return unexpected
 
 
 _initialize()

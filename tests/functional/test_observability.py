@@ -100,3 +100,24 @@ def test_init_rehearses_the_routes_without_a_caller_and_without_a_trace(gateway,
     assert gw.portal(tokens["IdToken"]).status == 302
     _, logs = emitted(capsys)
     assert [r["level"] for r in logs if r["message"] == "Portal session created"] == ["INFO"]  # level restored
+
+
+def test_a_bug_after_sign_in_is_counted_for_the_version_that_has_it(gateway, user, capsys, monkeypatch):
+    """The release's alarm watches UnexpectedErrorsByVersion of the new version: Lambda's own Errors stays 0 when
+    the resolver turns a bug into a 500."""
+    from portal_gateway.billing.customers import CustomerResolver
+
+    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_VERSION", "7")
+    gw = gateway()
+    _, tokens = user()
+
+    def broken(self, *args, **kwargs):
+        raise KeyError("a bug after sign-in")
+
+    monkeypatch.setattr(CustomerResolver, "resolve", broken)
+    capsys.readouterr()
+    reply = gw.portal(tokens["IdToken"], accept="application/json")
+    assert reply.status == 500 and reply.json["error"] == "internal_error" and "KeyError" not in reply.body
+    metrics, _ = emitted(capsys)
+    assert counted(metrics, "UnexpectedErrors") == 1
+    assert counted(metrics, "UnexpectedErrorsByVersion", version="7") == 1

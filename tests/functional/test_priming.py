@@ -115,7 +115,7 @@ def test_a_failing_rehearsal_leaves_a_warning_and_a_working_function(gateway, us
     monkeypatch.setattr(priming.PrimingWorld, "answer", refusing)
     gw = gateway()
     metrics, logs = emitted(capsys)
-    warned = [r for r in logs if r["message"] == "Rehearsal of a first request at init did not end as it should"]
+    warned = [r for r in logs if r["message"] == "Rehearsal of a first request did not end as it should"]
     assert len(warned) == 1 and (warned[0]["route"], warned[0]["status"]) == ("GET /portal", 502)
     assert metrics == []  # the rehearsal's refusal was not counted as a user's
     _, tokens = user()

@@ -77,10 +77,26 @@ def test_a_healthy_release_passes_and_creates_nothing(release, stripe_standin):
     assert verdict == "Succeeded", failed(checks)
     names = {c.name for c in checks}
     assert {"new version starts", "/health", "unauthenticated /portal (fetch)", "Stripe account",
-            "same Stripe account as before", "logs hold no secrets"} <= names
+            "same Stripe account as before", "logs hold no secrets",
+            "signed-in requests (rehearsed in memory)"} <= names
     assert stripe_standin.customers() == []
     assert not [c for c in stripe_standin.calls("POST", "/v1/customers") if c["path"] == "/v1/customers"]
     assert not stripe_standin.calls("POST", "/v1/billing_portal/sessions")[1:]  # only the permission probe
+
+
+def test_a_version_whose_signed_in_path_fails_blocks_the_release(release, monkeypatch, stripe_standin):
+    """Every unauthenticated answer is as documented, but the first thing after the sign-in fails (a bug in
+    resolving the customer): the rehearsed signed-in requests catch it before any user is shifted."""
+    from portal_gateway.billing.customers import CustomerResolver
+
+    def broken(self, *args, **kwargs):
+        raise KeyError("a bug after sign-in")
+
+    monkeypatch.setattr(CustomerResolver, "resolve", broken)
+    checks, verdict = release()
+    assert verdict == "Failed"
+    assert failed(checks) == {"signed-in requests (rehearsed in memory)": "status 500: GET /portal answered 500"}
+    assert stripe_standin.customers() == []
 
 
 def test_a_version_that_cannot_start_blocks_the_release(release):
@@ -154,6 +170,7 @@ def test_hook_reports_the_verdict_to_codedeploy(stack, stripe_standin, monkeypat
             lambdas.add_response("invoke", answer(401, {"error": "authentication_required"}))
             lambdas.add_response("invoke", answer(401, {"error": "authentication_required"}))  # /billing/status
             lambdas.add_response("invoke", answer(401, {"error": "authentication_required"}))  # customer session
+            lambdas.add_response("invoke", answer(200, {"rehearsed": ["GET /portal"], "unexpected": None}))
             deploys.add_response("put_lifecycle_event_hook_execution_status", {"lifecycleEventHookExecutionId": "h"},
                                  {"deploymentId": "d-1", "lifecycleEventHookExecutionId": "h", "status": expected})
             monkeypatch.setattr(hook, "lambda_client", lam)

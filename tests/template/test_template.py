@@ -262,7 +262,11 @@ def test_metric_names_in_alarms_are_the_ones_the_code_emits(template):
         "layers/core/portal_gateway/service.py", "functions/portal/app.py", "functions/webhooks/app.py"))
     for alarm in resources_of(template, "AWS::CloudWatch::Alarm").values():
         if alarm["Properties"].get("Namespace") == "StripePortalGateway":
-            assert f'"{alarm["Properties"]["MetricName"]}"' in code
+            name = alarm["Properties"]["MetricName"]
+            # A metric per dimension value is named after the count and its dimensions (portal_gateway.metrics):
+            # "UnexpectedErrorsByVersion" is count("UnexpectedErrors", version=...).
+            counted, _, by = name.partition("By")
+            assert f'"{name}"' in code or (by and f'"{counted}"' in code and f"{by.lower()}=" in code), name
 
 
 @pytest.mark.parametrize("document", ["docs/reference.md", "docs/runbook.md"])
@@ -337,7 +341,11 @@ def test_releases_go_through_an_alias_with_a_pre_traffic_check_and_alarm_rollbac
     assert fn["AutoPublishAlias"] == "live"
     preference = fn["DeploymentPreference"]
     assert preference["Type"] == {"Ref": "DeploymentStrategy"}
-    assert {a["Ref"] for a in preference["Alarms"]} == {"Api5xxRateAlarm", "PortalFunctionErrorsAlarm"}
+    assert {a["Ref"] for a in preference["Alarms"]} == {"Api5xxRateAlarm", "PortalFunctionErrorsAlarm",
+                                                          "NewVersionUnexpectedErrorsAlarm"}
+    # A bug after sign-in answers 500 through the resolver (Lambda's Errors stays 0): watched on the new version.
+    alarm = template["Resources"]["NewVersionUnexpectedErrorsAlarm"]["Properties"]
+    assert alarm["MetricName"] == "UnexpectedErrorsByVersion" and alarm["Threshold"] == 1 and alarm["Period"] == 60
     assert preference["Hooks"] == {"PreTraffic": {"Ref": "PreTrafficHookFunction"}}
     strategy = template["Parameters"]["DeploymentStrategy"]
     assert strategy["Default"] == "AllAtOnce" and "Canary10Percent5Minutes" in strategy["AllowedValues"]

@@ -61,8 +61,9 @@ def check_release(*, invoke: Callable[[dict], Invocation], key_checks: Callable[
     link = invoke(api_event("GET", "/portal", {"accept": "text/html"}))
     status = invoke(api_event("GET", "/billing/status", {"accept": "application/json"}))
     session = invoke(api_event("POST", "/billing/customer-session", {"accept": "application/json"}))
+    signed_in = invoke({"rehearsal": PRE_TRAFFIC_REHEARSAL})
     checks = [_started(health), *documented_answers(health, api, link, hosted_ui=hosted_ui, status=status,
-                                                    customer_session=session)]
+                                                    customer_session=session), _signed_in(signed_in)]
     try:
         checks += key_checks()
     except Exception as exc:  # noqa: BLE001 - reported as a failed check, never as a crash of the hook
@@ -70,6 +71,27 @@ def check_release(*, invoke: Callable[[dict], Invocation], key_checks: Callable[
                             "See the hook's log; run `stripe-portal-admin check`"))
     checks.append(_clean_logs([health, api, link, status, session]))
     return checks
+
+
+# What the portal function answers as its signed-in rehearsal (functions/portal/app.py says the same).
+PRE_TRAFFIC_REHEARSAL = "stripe-portal-gateway/pre-traffic-rehearsal"
+SIGNED_IN_CHECK = "signed-in requests (rehearsed in memory)"
+
+
+def _signed_in(answer: Invocation) -> Check:
+    """The new version takes a signed-in portal request and a status request whole, in memory (its init
+    rehearsal's world: a token only its throwaway verifier trusts, Stripe and AWS answered in the process): what
+    every user's click goes through after the sign-in."""
+    if answer.function_error or answer.status != 200:
+        try:
+            unexpected = json.loads(answer.body or "{}").get("unexpected")
+        except ValueError:
+            unexpected = None
+        detail = f"{_answered(answer)}" + (f": {unexpected['route']} answered {unexpected['status']}"
+                                          if isinstance(unexpected, dict) else "")
+        return Check(SIGNED_IN_CHECK, False, detail,
+                     "The new version fails after sign-in: read its log (\"Rehearsal of a first request\")")
+    return Check(SIGNED_IN_CHECK, True)
 
 
 def _started(health: Invocation) -> Check:
