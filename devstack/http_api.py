@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import importlib.util
 import sys
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -93,6 +94,13 @@ def load_handler_module(path: Path = ROOT / "functions" / "portal" / "app.py", n
     return module
 
 
+# One invocation at a time in this process, as Lambda runs one request at a time per execution environment.
+# Powertools' resolvers keep the current event on a class (BaseRouter.current_event), shared by every resolver
+# of the process: two requests at once, or the portal and the webhook function served side by side here, would
+# read each other's headers.
+_ONE_AT_A_TIME = threading.Lock()
+
+
 def serve(handler, host: str = "127.0.0.1", port: int = 0, *, max_body: int = 1024 * 1024,
           routes: dict[str, object] | None = None) -> ThreadingHTTPServer:
     """A loopback HTTP server that feeds every request to `handler(event, context)`, or to the handler of the
@@ -112,7 +120,8 @@ def serve(handler, host: str = "127.0.0.1", port: int = 0, *, max_body: int = 10
             event = build_event(self.command, url.path, query=url.query, headers=dict(self.headers.items()),
                                 body=body)
             chosen = next((h for prefix, h in (routes or {}).items() if url.path.startswith(prefix)), handler)
-            result = chosen(event, new_context())
+            with _ONE_AT_A_TIME:
+                result = chosen(event, new_context())
             payload = result.get("body") or ""
             data = base64.b64decode(payload) if result.get("isBase64Encoded") else payload.encode()
             self.send_response(result.get("statusCode", 200))

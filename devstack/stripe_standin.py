@@ -715,7 +715,7 @@ class StripeStandin:
             ("POST", "checkout"): "checkout_sessions_write",
             ("POST", "customer_sessions"): "customer_sessions_write",
         }.get((method, parts[1] if len(parts) > 1 else ""))
-        expands_subscriptions = "data.subscriptions" in (params.get("expand") or [])
+        expands_subscriptions = bool({"data.subscriptions", "customer.subscriptions"} & set(params.get("expand") or []))
         if expands_subscriptions and not self._granted("subscriptions_read", permissions):
             return 403, _error("invalid_request_error", "The provided key does not have the required permissions "
                                                         "to expand subscriptions.")
@@ -1059,7 +1059,11 @@ class StripeStandin:
             metadata=dict(params.get("metadata") or {}),
             subscription_metadata=dict((params.get("subscription_data") or {}).get("metadata") or {}))
         session = account.checkout_sessions[session_id]
-        return 200, _public(session, expand=False)
+        answer = _public(session, expand=False)
+        expand = params.get("expand") or []
+        if customer is not None and ("customer" in expand or "customer.subscriptions" in expand):
+            answer["customer"] = _public(customer, expand="customer.subscriptions" in expand)
+        return 200, answer
 
     def _open_checkout_session(self, account: Account, *, customer_id: str | None, reference: str | None,
                                success_url: str | None, lines: list[dict], cancel_url: str | None = None,
@@ -1369,9 +1373,12 @@ def _redirect(handler, location: str) -> None:
 def _public(customer: dict, expand: bool) -> dict:
     public = {k: v for k, v in customer.items() if not k.startswith("_")}
     if expand:
-        subs = [{k: v for k, v in s.items() if not k.startswith("_")} for s in customer["_subscriptions"]
-                if s["status"] != "canceled"]
-        public["subscriptions"] = _list(subs, f"/v1/customers/{customer['id']}/subscriptions")
+        # As Stripe embeds a list: its first 10 items (newest first), and whether there are more.
+        subs = [{k: v for k, v in s.items() if not k.startswith("_")}
+                for s in sorted(customer["_subscriptions"], key=lambda s: (s["created"], s.get("_sequence", 0)),
+                                reverse=True) if s["status"] != "canceled"]
+        public["subscriptions"] = {**_list(subs[:10], f"/v1/customers/{customer['id']}/subscriptions"),
+                                   "has_more": len(subs) > 10}
     return public
 
 

@@ -24,4 +24,4 @@ def test_the_purchases_benchmark_runs_and_its_matrix_holds():
     assert rows["Purchases lost to their buyer"] == "0"
     assert rows["Subscriptions beyond one per double click (1 double clicks)"] == "0"
     assert rows["Most customers holding one user's purchases"] == "1"
-    assert rows["Stripe calls / AWS calls per warm checkout request"].endswith(" / 0")
+    assert rows["Stripe calls / AWS calls per warm checkout request"] == "1 / 0"  # what a warm portal click costs

@@ -143,3 +143,42 @@ def test_the_banner_says_how_to_point_the_admin_cli_at_the_local_stack(local_sta
                           env={"PATH": os.environ["PATH"], "HOME": str(tmp_path)})
     assert done.returncode == 0, done.stdout + done.stderr
     assert "All checks passed." in done.stdout
+
+
+def test_the_local_api_runs_one_invocation_at_a_time_as_lambda_does():
+    """Powertools keeps the current event on a class: two requests at once in one process would read each other's
+    headers (the portal's and the webhook function's, served side by side by `make run`)."""
+    import threading
+    import time
+    import urllib.request
+
+    from devstack.http_api import serve
+
+    running, most = [0], [0]
+    lock = threading.Lock()
+
+    def handler(event, context):
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        time.sleep(0.1)
+        with lock:
+            running[0] -= 1
+        return {"statusCode": 200, "body": event["headers"].get("x-who", "")}
+
+    server = serve(handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/"
+    answers: dict[str, str] = {}
+
+    def ask(who: str) -> None:
+        request = urllib.request.Request(url, headers={"X-Who": who})
+        answers[who] = urllib.request.urlopen(request, timeout=10).read().decode()
+
+    clients = [threading.Thread(target=ask, args=(f"user{n}",)) for n in range(4)]
+    for client in clients:
+        client.start()
+    for client in clients:
+        client.join()
+    server.shutdown()
+    assert most[0] == 1 and answers == {f"user{n}": f"user{n}" for n in range(4)}

@@ -314,3 +314,23 @@ def test_a_cross_origin_fetch_of_a_customer_session_gets_cors_only_for_listed_or
             "origin": origin, "access-control-request-method": "POST",
             "access-control-request-headers": "authorization"})
         assert (preflight.headers.get("Access-Control-Allow-Origin") == origin) is allowed
+
+
+def test_subscribe_asks_stripe_once_and_still_finds_a_subscription_behind_many_ended_ones(billing, user,
+                                                                                          stripe_standin, pro):
+    """Warm, Subscribe makes one Stripe call (the session, with the customer's subscriptions expanded in its
+    answer). A subscriber whose live subscription is behind more than the 10 the answer embeds is still found
+    (every page asked) and sent to the portal."""
+    _, tokens = user()
+    assert subscribe(billing, tokens["IdToken"], return_to="https://shop.example.com/a").status == 303  # warms up
+    service = billing.portal.module.portal_service()
+    before = service.billing.calls
+    assert subscribe(billing, tokens["IdToken"], return_to="https://shop.example.com/b").status == 303
+    assert service.billing.calls - before == 1
+    (customer,) = [c["id"] for c in stripe_standin.customers()]
+    stripe_standin.add_subscription(customer, "active", price_id=pro)
+    for _ in range(12):
+        stripe_standin.add_subscription(customer, "incomplete_expired", price_id=pro)
+    settle(stripe_standin)  # the two functions share this process (and Powertools' current event) here, not on AWS
+    reply = subscribe(billing, tokens["IdToken"], accept="application/json", return_to="https://shop.example.com/c")
+    assert reply.status == 200 and reply.json["kind"] == "portal", (reply.status, reply.body[:300])

@@ -253,22 +253,16 @@ class PortalService:
 
     def _checkout_for(self, identity: Identity, customer_id: str, lookup_key: str, success_url: str,
                       cancel_url: str, locale: str) -> tuple[str, str]:
-        if not self.settings.allow_multiple_subscriptions:
-            live = self.billing.active_subscriptions(customer_id)
-            if live:
-                # Already subscribed: a second subscription would charge twice. The portal's plan change instead.
-                one = live[0] if len(live) == 1 else None
-                flow = "subscription_update" if one else None
-                return self.billing.create_portal_session(
-                    customer_id=customer_id, return_url=success_url, locale=locale,
-                    configuration=self.settings.portal_configuration_id,
-                    flow_data=flow_data(flow, return_url=success_url, subscription_id=one)), "portal"
+        one_only = not self.settings.allow_multiple_subscriptions
         metadata = {"cognito_sub": identity.sub, "cognito_user_pool": identity.user_pool_id}
         try:
             price_id = self.catalog.price_id(lookup_key)
-            url = self.billing.create_checkout_session(
+            # One Stripe call: the session, and (expanded in its answer) the customer's subscriptions, so a
+            # subscriber is told apart without asking Stripe first.
+            created = self.billing.create_checkout_session(
                 customer_id=customer_id, price_id=price_id, success_url=success_url, cancel_url=cancel_url,
                 client_reference_id=self.purchase_reference(identity), metadata=metadata,
+                with_live_subscriptions=one_only,
                 idempotency_key=checkout_idempotency_key(
                     mode=self.settings.stripe_mode, user_pool_id=identity.user_pool_id, sub=identity.sub,
                     customer_id=customer_id, price_id=price_id, success_url=success_url, cancel_url=cancel_url,
@@ -277,7 +271,20 @@ class PortalService:
             self.catalog.forget()  # archived since it was looked up: look again next time
             self._count("PriceUnavailable")
             raise
-        return url, "checkout"
+        if one_only:
+            live = created.live_subscriptions
+            if live is None:  # more than a page of subscriptions: every page, asked
+                live = self.billing.active_subscriptions(customer_id)
+            if live:
+                # Already subscribed: a second subscription would charge twice. The portal's plan change instead
+                # (the session just made is never shown, and expires unused).
+                one = live[0] if len(live) == 1 else None
+                flow = "subscription_update" if one else None
+                return self.billing.create_portal_session(
+                    customer_id=customer_id, return_url=success_url, locale=locale,
+                    configuration=self.settings.portal_configuration_id,
+                    flow_data=flow_data(flow, return_url=success_url, subscription_id=one)), "portal"
+        return created.url, "checkout"
 
     def customer_session(self, token: str) -> dict[str, Any]:
         """A Stripe Customer Session for the caller's own customer (the one /portal opens, created when allowed),

@@ -71,6 +71,12 @@ def fit_customer_email(email: str | None) -> str | None:
 
 
 @dataclass(frozen=True)
+class CheckoutSessionCreated:
+    url: str
+    live_subscriptions: list[str] | None  # the customer's, from the same answer; None: not known from it
+
+
+@dataclass(frozen=True)
 class CustomerRecord:
     id: str
     created: int
@@ -193,14 +199,30 @@ class StripeBilling:
         return {p["lookup_key"]: p for p in page.get("data") or [] if isinstance(p, dict) and p.get("lookup_key")}
 
     def create_checkout_session(self, *, customer_id: str, price_id: str, success_url: str, cancel_url: str,
-                                client_reference_id: str, metadata: dict[str, str], idempotency_key: str) -> str:
-        """A Checkout Session in subscription mode for this customer and one price: its URL."""
+                                client_reference_id: str, metadata: dict[str, str], idempotency_key: str,
+                                with_live_subscriptions: bool = False) -> CheckoutSessionCreated:
+        """A Checkout Session in subscription mode for this customer and one price. With `with_live_subscriptions`
+        the answer also says, in the same request (the customer and its subscriptions expanded), which live
+        subscriptions the customer has (None when Stripe's first page does not hold them all, or the answer is a
+        replay of an earlier one)."""
         params: dict[str, Any] = {
             "mode": "subscription", "customer": customer_id, "client_reference_id": client_reference_id,
             "line_items": [{"price": price_id, "quantity": 1}], "success_url": success_url,
             "cancel_url": cancel_url, "metadata": metadata, "subscription_data": {"metadata": metadata},
         }
-        return self._call("POST", "/v1/checkout/sessions", params, idempotency_key=idempotency_key)["url"]
+        if with_live_subscriptions:
+            params["expand"] = ["customer.subscriptions"]
+        result = self._exchange("POST", "/v1/checkout/sessions", params, idempotency_key=idempotency_key)
+        session = result.data
+        live: list[str] | None = None
+        customer = session.get("customer")
+        # A replayed answer (a second click within the key's window) shows the subscriptions of then: not known.
+        if with_live_subscriptions and isinstance(customer, dict) and not result.replayed:
+            listed = customer.get("subscriptions") if isinstance(customer.get("subscriptions"), dict) else {}
+            if not listed.get("has_more"):
+                live = [s["id"] for s in listed.get("data") or []
+                        if isinstance(s, dict) and s.get("status") in ACTIVE_SUBSCRIPTION_STATUSES]
+        return CheckoutSessionCreated(session["url"], live)
 
     def create_customer_session(self, customer_id: str) -> dict[str, Any]:
         """A Customer Session for the pricing table and buy button: its client secret and when it expires."""
