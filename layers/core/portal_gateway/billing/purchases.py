@@ -99,14 +99,15 @@ class PurchaseReferences:
         return reference_for(key, self._mode, user_pool_id, sub)
 
     def warm(self) -> bool:
-        """Read the key now (at init), failing soft and writing nothing; True if it is in memory."""
+        """Read the key now (at init), failing soft and writing nothing; True unless the read failed (a table
+        with no key yet is not a failure: the first request that needs one makes it)."""
         try:
             with self._lock:
                 if self._key is None:
                     self._key = self._read_key(create=False)
         except GatewayError:
             return False
-        return self._key is not None
+        return True
 
     def clear(self) -> None:
         with self._lock:
