@@ -590,3 +590,25 @@ def test_every_log_line_of_a_delivery_names_its_stripe_event(caplog, billing, st
 
 def stripe_standin_secret(billing) -> str:
     return json.dumps(billing.webhooks.signing_secrets.current())
+
+
+def test_an_event_the_catch_up_cannot_apply_is_passed_over_not_stuck_on(billing, user, stripe_standin):
+    """An event in Stripe's list that names no customer would fail every run, and hold back every event after it."""
+    from devstack.http_api import new_context
+    from devstack.stripe_standin import new_id
+
+    price = stripe_standin.add_product("Pro", lookup_key="pro", features=("premium",))
+    _, tokens = user()
+    billing.portal.portal(tokens["IdToken"])
+    (customer,) = [c["id"] for c in stripe_standin.customers()]
+    billing.status(tokens["IdToken"])
+    stripe_standin.account.webhook_endpoints.clear()  # nothing is delivered: the catch-up must find both
+    stripe_standin.account.events.append({
+        "id": new_id("evt_"), "object": "event", "api_version": "2026-10-28.endive", "created": int(time.time()),
+        "data": {"object": {"id": "sub_orphan", "object": "subscription"}}, "livemode": False,
+        "pending_webhooks": 0, "request": {"id": None, "idempotency_key": None},
+        "type": "customer.subscription.updated"})
+    stripe_standin.add_subscription(customer, "active", price_id=price)
+    report = billing.webhooks.reconcile_handler({"source": "aws.scheduler"}, new_context(300))
+    assert report["events_applied"] >= 1
+    assert billing.status(tokens["IdToken"]).json["entitlements"] == ["premium"]

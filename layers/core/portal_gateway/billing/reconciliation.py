@@ -21,6 +21,7 @@ from typing import Any
 
 from portal_gateway.aws.projection_store import ProjectionStore
 from portal_gateway.billing.webhook_events import WebhookEvents
+from portal_gateway.errors import WebhookPayloadInvalid
 
 logger = logging.getLogger(__name__)
 
@@ -106,7 +107,16 @@ class Reconciler:
                 break
             if not self.projections.event_seen(str(event.get("id"))):
                 self.pacer.wait(CALLS_PER_READ)
-                if self.events.handle(event) == "processed":
+                try:
+                    outcome = self.events.handle(event)
+                except WebhookPayloadInvalid as exc:
+                    # Not one this service can apply (it names no customer): passed over, or it would hold every
+                    # later event back for good. Stripe's or the network's failures still stop the run (retried).
+                    logger.warning("An event from Stripe's list could not be applied; passed over",
+                                   extra={"event_type": event.get("type"), "detail": exc.log_detail})
+                    self._count("ReconcileEventsSkipped")
+                    outcome = "skipped"
+                if outcome == "processed":
                     report.events_applied += 1
                     logger.info("Applied an event no delivery brought", extra={"event_type": event.get("type")})
             applied_through = max(applied_through, int(event.get("created") or 0))
