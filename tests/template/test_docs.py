@@ -62,3 +62,14 @@ def test_every_route_the_docs_name_is_a_route_of_the_template():
     for doc in DOCS:
         for path in re.findall(r"`(?:GET |POST |OPTIONS )?(/(?:portal|health)[a-z/]*)`", doc.read_text()):
             assert path in paths, f"{doc.name}: {path}"
+
+
+def test_the_cost_table_in_the_deploy_guide_is_what_the_script_prints_now():
+    """Every figure in the docs comes from a run anyone can repeat: a new alarm, function or metric changes the
+    estimate, and the guide must show the new one (`.venv/bin/python scripts/cost.py`)."""
+    import subprocess
+    import sys
+
+    printed = subprocess.run([sys.executable, "scripts/cost.py"], cwd=ROOT, capture_output=True, text=True,
+                             timeout=60, check=True).stdout.strip()
+    assert printed in (ROOT / "docs/deploy.md").read_text(), "run scripts/cost.py and paste its output"
