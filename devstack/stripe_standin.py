@@ -306,14 +306,7 @@ class StripeStandin:
         account = account or self.account
         with self.lock:
             product = {"id": new_id("prod_"), "object": "product", "active": True, "name": name,
-                       "livemode": False, "_features": []}
-            for key in features:
-                feature = next((f for f in account.features.values() if f["lookup_key"] == key), None)
-                if feature is None:
-                    feature = {"id": new_id("feat_"), "object": "entitlements.feature", "active": True,
-                               "livemode": False, "lookup_key": key, "metadata": {}, "name": key}
-                    account.features[feature["id"]] = feature
-                product["_features"].append(feature["id"])
+                       "livemode": False, "_features": self._feature_ids(account, features)}
             account.products[product["id"]] = product
             price = {"id": new_id("price_"), "object": "price", "active": True, "currency": "usd",
                      "livemode": False, "lookup_key": lookup_key, "product": product["id"], "type": "recurring",
@@ -395,16 +388,21 @@ class StripeStandin:
         with self.lock:
             account = self._account_of_price(price_id)
             product = account.products[account.prices[price_id]["product"]]
-            ids = []
-            for key in features:
-                feature = next((f for f in account.features.values() if f["lookup_key"] == key), None)
-                if feature is None:
-                    feature = {"id": new_id("feat_"), "object": "entitlements.feature", "active": True,
-                               "livemode": False, "lookup_key": key, "metadata": {}, "name": key}
-                    account.features[feature["id"]] = feature
-                ids.append(feature["id"])
-            product["_features"] = ids
+            product["_features"] = self._feature_ids(account, features)
             self._emit(account, "product.updated", product)
+
+    @staticmethod
+    def _feature_ids(account: Account, lookup_keys: tuple[str, ...]) -> list[str]:
+        """The ids of the account's features with these lookup keys, each made on first mention."""
+        ids = []
+        for key in lookup_keys:
+            feature = next((f for f in account.features.values() if f["lookup_key"] == key), None)
+            if feature is None:
+                feature = {"id": new_id("feat_"), "object": "entitlements.feature", "active": True,
+                           "livemode": False, "lookup_key": key, "metadata": {}, "name": key}
+                account.features[feature["id"]] = feature
+            ids.append(feature["id"])
+        return ids
 
     def set_price_active(self, price_id: str, active: bool) -> None:
         with self.lock:

@@ -485,20 +485,27 @@ def test_memory_size_is_the_one_the_benchmark_chose(template):
     assert template["Globals"]["Function"]["MemorySize"] == default
 
 
+def makefile_copy(directory: Path) -> None:
+    """What `make` reads to make the virtualenvs, copied: nothing is installed from it here."""
+    import shutil
+
+    for name in ("Makefile", "requirements-dev.txt", "requirements-sam.txt", "requirements-scan.txt",
+                 "pyproject.toml"):
+        shutil.copy(ROOT / name, directory / name)
+    (directory / "layers/core").mkdir(parents=True)
+    shutil.copy(ROOT / "layers/core/requirements.txt", directory / "layers/core/requirements.txt")
+
+
 def test_make_rebuilds_a_virtualenv_made_with_another_python_and_runs_from_anywhere(tmp_path):
     import shutil
     import subprocess
     import sys
     import venv
 
-    for name in ("Makefile", "requirements-dev.txt", "requirements-sam.txt", "requirements-scan.txt",
-                 "pyproject.toml"):
-        shutil.copy(ROOT / name, tmp_path / name)
-    (tmp_path / "layers/core").mkdir(parents=True)
-    shutil.copy(ROOT / "layers/core/requirements.txt", tmp_path / "layers/core/requirements.txt")
-    other = shutil.which("python3.11") or "/root/.pyenv/versions/3.11.7/bin/python3.11"
-    if not shutil.which(other) and not (ROOT / other).exists():
-        pytest.skip("no second Python to make a wrong virtualenv with")
+    makefile_copy(tmp_path)
+    other = shutil.which("python3.11") or shutil.which("python3.12")  # no path of one machine's here
+    if not other:
+        pytest.skip("no second Python (python3.11 or python3.12 on the PATH) to make a wrong virtualenv with")
     subprocess.run([other, "-m", "venv", str(tmp_path / ".venv")], check=True)
     (tmp_path / ".venv/.installed").touch()
     shown = subprocess.run(["make", "-C", str(tmp_path), "-n", ".venv/.installed", f"PYTHON313={sys.executable}"],
@@ -517,11 +524,7 @@ def test_make_names_a_wrong_python313_in_one_line_before_making_anything(tmp_pat
     import shutil
     import subprocess
 
-    for name in ("Makefile", "requirements-dev.txt", "requirements-sam.txt", "requirements-scan.txt",
-                 "pyproject.toml"):
-        shutil.copy(ROOT / name, tmp_path / name)
-    (tmp_path / "layers/core").mkdir(parents=True)
-    shutil.copy(ROOT / "layers/core/requirements.txt", tmp_path / "layers/core/requirements.txt")
+    makefile_copy(tmp_path)
     other = shutil.which("python3.11") or shutil.which("python3.12")
     cases = [("/nonexistent/python3.13", "PYTHON313=/nonexistent/python3.13 does not run")]
     if other:
