@@ -6,14 +6,14 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from portal_gateway.aws.client import forget_credentials
 from portal_gateway.aws.mapping_store import CustomerMappingStore
 from portal_gateway.aws.projection_store import ProjectionStore, StoredProjection
 from portal_gateway.aws.secrets import SecretsManagerReader
 from portal_gateway.aws.user_directory import CognitoUserDirectory, Profile, profile_from_identity
-from portal_gateway.billing.customers import CustomerResolver
+from portal_gateway.billing.customers import CustomerResolver, Resolution
 from portal_gateway.billing.purchases import (
     CheckoutOptions,
     PriceCatalog,
@@ -50,6 +50,7 @@ if TYPE_CHECKING:
     from portal_gateway.web.sign_in import HostedUiLogin
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -197,16 +198,8 @@ class PortalService:
         flow = choose_flow(options.flow)
         load_profile = self._profile_loader(identity)
 
-        resolution = self.resolver.resolve(identity, load_profile)
-        try:
-            url = self._session(resolution.customer_id, return_url, locale, flow)
-        except CustomerMissing:
-            self._confirm_deleted(resolution.customer_id)
-            resolution = self.resolver.resolve(identity, load_profile, stale_customer_id=resolution.customer_id)
-            try:
-                url = self._session(resolution.customer_id, return_url, locale, flow)
-            except CustomerMissing:
-                raise StripeUnavailable(log_detail="customer missing again right after re-resolving") from None
+        url, resolution = self._with_own_customer(
+            identity, load_profile, lambda customer_id: self._session(customer_id, return_url, locale, flow))
         logger.info("Portal session created", extra={"customer_source": resolution.source,
                                                       "customer_id": resolution.customer_id})
         self._count("PortalSessionCreated")
@@ -231,21 +224,10 @@ class PortalService:
         success_url = self.return_policy.choose(options.return_to)
         cancel_url = self.return_policy.choose(options.cancel_to or options.return_to)
         locale = choose_locale(options.locale, options.accept_language)
-        load_profile = self._profile_loader(identity)
-        resolution = self.resolver.resolve(identity, load_profile)
-
-        def attempt(customer_id: str) -> tuple[str, str]:
-            return self._checkout_for(identity, customer_id, lookup_key, success_url, cancel_url, locale)
-
-        try:
-            url, kind = attempt(resolution.customer_id)
-        except CustomerMissing:
-            self._confirm_deleted(resolution.customer_id)
-            resolution = self.resolver.resolve(identity, load_profile, stale_customer_id=resolution.customer_id)
-            try:
-                url, kind = attempt(resolution.customer_id)
-            except CustomerMissing:
-                raise StripeUnavailable(log_detail="customer missing again right after re-resolving") from None
+        (url, kind), resolution = self._with_own_customer(
+            identity, self._profile_loader(identity),
+            lambda customer_id: self._checkout_for(identity, customer_id, lookup_key, success_url, cancel_url,
+                                                   locale))
         logger.info("Checkout answered", extra={"answer": kind, "customer_id": resolution.customer_id,
                                                 "customer_source": resolution.source, "price": lookup_key})
         self._count("CheckoutSessionCreated" if kind == "checkout" else "CheckoutSentToPortal")
@@ -291,19 +273,26 @@ class PortalService:
         so a page's <stripe-pricing-table> or <stripe-buy-button> buys for them; with their purchase reference."""
         self.billing.prefetch_key()
         identity = self._caller(token)
-        load_profile = self._profile_loader(identity)
-        resolution = self.resolver.resolve(identity, load_profile)
-        try:
-            created = self.billing.create_customer_session(resolution.customer_id)
-        except CustomerMissing:
-            self._confirm_deleted(resolution.customer_id)
-            resolution = self.resolver.resolve(identity, load_profile, stale_customer_id=resolution.customer_id)
-            try:
-                created = self.billing.create_customer_session(resolution.customer_id)
-            except CustomerMissing:
-                raise StripeUnavailable(log_detail="customer missing again right after re-resolving") from None
+        created, _ = self._with_own_customer(identity, self._profile_loader(identity),
+                                             self.billing.create_customer_session)
         self._count("CustomerSessionCreated")
         return {**created, "client_reference_id": self.purchase_reference(identity)}
+
+    def _with_own_customer(self, identity: Identity, load_profile: Callable[[], Profile],
+                           act: Callable[[str], T]) -> tuple[T, Resolution]:
+        """`act` on the caller's own customer (resolved as every route resolves it). A customer Stripe reports
+        deleted is replaced once and `act` tried again on the new one; any other missing customer is refused
+        (`_confirm_deleted`)."""
+        resolution = self.resolver.resolve(identity, load_profile)
+        try:
+            return act(resolution.customer_id), resolution
+        except CustomerMissing:
+            self._confirm_deleted(resolution.customer_id)
+        resolution = self.resolver.resolve(identity, load_profile, stale_customer_id=resolution.customer_id)
+        try:
+            return act(resolution.customer_id), resolution
+        except CustomerMissing:
+            raise StripeUnavailable(log_detail="customer missing again right after re-resolving") from None
 
     def _confirm_deleted(self, customer_id: str) -> None:
         """Stripe refused the mapped customer. Only a customer Stripe reports *deleted* is replaced. One that
