@@ -277,3 +277,19 @@ def test_the_stand_in_holds_webhook_endpoints_to_stripes_rules(stripe_standin):
         test("POST", "/v1/webhook_endpoints", {"url": "https://example.com/17", "enabled_events": ["*"]})
     assert full.value.http_status == 400
     assert len(live("GET", "/v1/webhook_endpoints")["data"]) == 0  # per mode
+
+
+def test_webhooks_roll_from_the_command_line_replaces_the_endpoint_and_keeps_the_old_secret_for_a_while(
+        stack, stripe_standin, webhook_secret):
+    assert run(setup_args(stack, webhook_secret), stack=stack)[0] == 0
+    (old,) = stripe_standin.account.webhook_endpoints.values()
+    old_secret = old["_signing_secrets"][0]
+    code, out, err = run(["webhooks", "roll", *ids(stack), "--webhook-url", URL, "--webhook-secret-id",
+                          webhook_secret, "--keep-old-hours", "1"], stack=stack)
+    assert code == 0, err
+    assert f"replaces {old['id']}" in out and "whsec_" not in out + err
+    (new,) = stripe_standin.account.webhook_endpoints.values()
+    assert new["id"] != old["id"] and new["url"] == URL
+    secret = stored(stack, webhook_secret)
+    assert secret["signing_secrets"] == new["_signing_secrets"]
+    assert [r["secret"] for r in secret["retired"]] == [old_secret]
