@@ -214,8 +214,8 @@ class StripeLibraryReader:
                                                f"http_status={exc.http_status} code={exc.code}") from None
 
 
-def count(name: str, **dimensions: str) -> None:
-    count_event(metrics, "StripePortalGateway", SERVICE, name, **dimensions)
+def count(name: str, times: int = 1, **dimensions: str) -> None:
+    count_event(metrics, "StripePortalGateway", SERVICE, name, times, **dimensions)
 
 
 _keys = StripeKeyProvider(SETTINGS.stripe_secret_id, expected_mode=SETTINGS.stripe_mode,

@@ -6,13 +6,14 @@ from aws_lambda_powertools import Metrics
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
 
 
-def count_event(metrics: Metrics, namespace: str, service: str, name: str, **dimensions: str) -> None:
-    """Count one event. With dimensions, the event is counted twice: in total (what alarms watch) and per
-    dimension value (what a dashboard breaks down), e.g. StripeErrors and StripeErrorsByType."""
-    metrics.add_metric(name=name, unit=MetricUnit.Count, value=1)
+def count_event(metrics: Metrics, namespace: str, service: str, name: str, times: int = 1,
+                **dimensions: str) -> None:
+    """Count an event (`times` of it at once). With dimensions, the events are counted twice: in total (what alarms
+    watch) and per dimension value (what a dashboard breaks down), e.g. StripeErrors and StripeErrorsByType."""
+    metrics.add_metric(name=name, unit=MetricUnit.Count, value=times)
     if dimensions:
         with single_metric(name=f"{name}By{''.join(key.title() for key in dimensions)}",
-                           unit=MetricUnit.Count, value=1, namespace=namespace,
+                           unit=MetricUnit.Count, value=times, namespace=namespace,
                            default_dimensions={"service": service}) as metric:
             for key, value in dimensions.items():
                 metric.add_dimension(name=key, value=value)

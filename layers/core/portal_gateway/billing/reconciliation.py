@@ -87,8 +87,8 @@ class Reconciler:
                             ("ReconcileProjectionsRead", report.stale_read),
                             ("ReconcileProjectionsRepaired", report.stale_repaired),
                             ("ReconcileCatalogReads", report.catalog_read)):
-            for _ in range(value):
-                self._count(name)
+            if value:
+                self._count(name, value)  # one data point of the run's total, not one per read
         if report.pass_completed:
             self._count("ReconcilePassCompleted")
         logger.info("Reconciliation run", extra={"report": report.__dict__})
