@@ -32,7 +32,7 @@ endif
 endef
 $(foreach venv,$(VENV) $(SAM_VENV) $(SCAN_VENV),$(eval $(call rebuild_if_not_313,$(venv))))
 
-.PHONY: run test lint unit functional e2e template lint-template build scan bench bench-status bench-purchases chromium clean
+.PHONY: run test lint types unit functional e2e template lint-template build scan bench bench-status bench-purchases chromium clean
 
 $(VENV)/.installed: requirements-dev.txt layers/core/requirements.txt pyproject.toml
 	$(check_python313)
@@ -59,6 +59,7 @@ run: $(VENV)/.installed
 
 test: $(VENV)/.installed $(SAM_VENV)/.installed $(SCAN_VENV)/.installed chromium
 	$(VENV)/bin/ruff check .
+	$(MAKE) types
 	$(VENV)/bin/python -m pytest
 	$(MAKE) lint-template build scan
 
@@ -76,6 +77,13 @@ bench-purchases: $(VENV)/.installed
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
+
+# The type checker: the layer and the operator's command in one run, then each function on its own (each is a
+# module named `app`). Third-party packages are read from the project's virtualenv.
+FUNCTION_DIRS := $(sort $(dir $(wildcard functions/*/app.py)))
+types: $(VENV)/.installed
+	$(VENV)/bin/mypy --python-executable $(VENV)/bin/python layers/core/portal_gateway cli/portal_admin
+	@set -e; for d in $(FUNCTION_DIRS); do $(VENV)/bin/mypy --python-executable $(VENV)/bin/python $$d/app.py; done
 
 scan: $(SCAN_VENV)/.installed
 	SCAN_VENV=$(SCAN_VENV) scripts/security-scan.sh

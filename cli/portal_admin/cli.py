@@ -216,7 +216,8 @@ def _run(args: argparse.Namespace, stdin: TextIO, out: TextIO, client: Callable[
     if args.command == "webhooks":
         from portal_admin.webhooks import roll, setup
 
-        if not target.webhook_url or not target.webhook_secret_id:
+        webhook_url, webhook_secret_id = target.webhook_url, target.webhook_secret_id
+        if not webhook_url or not webhook_secret_id:
             raise AdminError("no webhook URL or secret", "Pass --stack NAME, or --webhook-url and "
                              "--webhook-secret-id", EXIT_USAGE)
         stripe = _stripe_caller(target, client, key=stdin.readline().strip() if args.key_stdin else None)
@@ -224,23 +225,20 @@ def _run(args: argparse.Namespace, stdin: TextIO, out: TextIO, client: Callable[
             raise AdminError("no usable Stripe key", "Put the key in first (rotate-key), or pipe one with "
                              "--key-stdin", EXIT_FAILED)
         if args.action == "roll":
-            return _stripe_refusals(lambda: roll(secret_id=target.webhook_secret_id, stripe=stripe, client=client,
+            return _stripe_refusals(lambda: roll(secret_id=webhook_secret_id, stripe=stripe, client=client,
                                                  out=out, keep_old_hours=args.keep_old_hours))
-        return _stripe_refusals(lambda: setup(url=target.webhook_url, secret_id=target.webhook_secret_id,
+        return _stripe_refusals(lambda: setup(url=webhook_url, secret_id=webhook_secret_id,
                                               stripe=stripe, client=client, out=out,
                                               keep_old_hours=args.keep_old_hours))
     if args.command == "backfill":
         from portal_admin.webhooks import backfill
 
-        missing = [flag for flag, value in (("--table", target.table), ("--mode", target.mode),
-                                            ("--user-pool-id", target.user_pool_id)) if not value]
-        if missing:
-            raise AdminError(f"missing {', '.join(missing)}", "Pass --stack NAME, or the ids", EXIT_USAGE)
+        table, mode, user_pool_id = _table_ids(target)
         stripe = _stripe_caller(target, client)
         if stripe is None:
             raise AdminError("no usable Stripe key", "Put the key in first (rotate-key)", EXIT_FAILED)
-        return _stripe_refusals(lambda: backfill(table=target.table, mode=target.mode,
-                                                 user_pool_id=target.user_pool_id, stripe=stripe, client=client,
+        return _stripe_refusals(lambda: backfill(table=table, mode=mode,
+                                                 user_pool_id=user_pool_id, stripe=stripe, client=client,
                                                  out=out, progress=err, rate=args.rate))
     if args.command == "smoke":
         from portal_admin.smoke import checked_portal_url, run_smoke
@@ -248,9 +246,9 @@ def _run(args: argparse.Namespace, stdin: TextIO, out: TextIO, client: Callable[
         url = args.url or target.portal_url
         if not url:
             raise AdminError("no portal URL", "Pass --stack NAME or --url", EXIT_USAGE)
-        problem = checked_portal_url(url)
-        if problem:
-            raise AdminError(problem, "Pass the stack output PortalUrl: https://<api>/portal", EXIT_USAGE)
+        url_problem = checked_portal_url(url)
+        if url_problem:
+            raise AdminError(url_problem, "Pass the stack output PortalUrl: https://<api>/portal", EXIT_USAGE)
         token = stdin.readline().strip() if args.token_stdin else None
         if args.token_stdin and not token:
             raise AdminError("--token-stdin given but stdin is empty", "Pipe the token in", EXIT_USAGE)
@@ -266,11 +264,8 @@ def _run(args: argparse.Namespace, stdin: TextIO, out: TextIO, client: Callable[
 def _support(args: argparse.Namespace, target: Target, out: TextIO, client: Callable[[str], Any]) -> int:
     from portal_admin import support
 
-    missing = [flag for flag, value in (("--table", target.table), ("--mode", target.mode),
-                                        ("--user-pool-id", target.user_pool_id)) if not value]
-    if missing:
-        raise AdminError(f"missing {', '.join(missing)}", "Pass --stack NAME, or the ids", EXIT_USAGE)
-    ctx = support.Context(table=target.table, mode=target.mode, user_pool_id=target.user_pool_id, client=client,
+    table, mode, user_pool_id = _table_ids(target)
+    ctx = support.Context(table=table, mode=mode, user_pool_id=user_pool_id, client=client,
                           stripe=_stripe_caller(target, client), out=out, stack=args.stack,
                           audit_retention_days=target.audit_retention_days)
     if args.command == "whois":
@@ -281,6 +276,16 @@ def _support(args: argparse.Namespace, target: Target, out: TextIO, client: Call
     if args.command == "unlink":
         return support.unlink(ctx, args.sub, reason=args.reason, who=who)
     return support.forget(ctx, args.sub, reason=args.reason, who=who)
+
+
+def _table_ids(target: Target) -> tuple[str, str, str]:
+    """The table, the Stripe mode and the user pool, which the table's commands all need."""
+    table, mode, user_pool_id = target.table, target.mode, target.user_pool_id
+    if not table or not mode or not user_pool_id:
+        missing = [flag for flag, value in (("--table", table), ("--mode", mode), ("--user-pool-id", user_pool_id))
+                   if not value]
+        raise AdminError(f"missing {', '.join(missing)}", "Pass --stack NAME, or the ids", EXIT_USAGE)
+    return table, mode, user_pool_id
 
 
 def _stripe_refusals(run: Callable[[], int]) -> int:
@@ -303,10 +308,12 @@ def _stripe_caller(target: Target, client: Callable[[str], Any], *, key: str | N
     from portal_gateway.billing.stripe_key import parse_stripe_key
     from portal_gateway.errors import StripeKeyUnavailable
 
-    if not target.secret_id and not key:
-        return None
+    if not key:
+        if not target.secret_id:
+            return None
+        key = current_secret(client, target.secret_id)
     try:
-        key = parse_stripe_key(key or current_secret(client, target.secret_id))
+        key = parse_stripe_key(key)
     except StripeKeyUnavailable:
         return None
     return StripeHttp(api_base=target.stripe_api_base, timeout_seconds=10).with_key(key)

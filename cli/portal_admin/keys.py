@@ -262,18 +262,18 @@ def run_rotate(target: Target, new_key: str, *, stage_only: bool, out: TextIO,
         return EXIT_FAILED
     print("PASS  checked again by the rotation function and made AWSCURRENT; functions pick it up within their "
           "cache TTL", file=out)
-    _audit_rotation(target, client, out, previous=previous, current=token)
+    _audit_rotation(target, client, out, mode=target.mode, previous=previous, current=token)
     return EXIT_OK
 
 
-def _audit_rotation(target: Target, client: Callable[[str], Any], out: TextIO, *, previous: str | None,
+def _audit_rotation(target: Target, client: Callable[[str], Any], out: TextIO, *, mode: str, previous: str | None,
                     current: str) -> None:
     """Key rotations are recorded like support changes (secret version ids only, never a key)."""
     if not target.table:
         return
     from portal_admin import support
 
-    ctx = support.Context(table=target.table, mode=target.mode, user_pool_id=target.user_pool_id or "",
+    ctx = support.Context(table=target.table, mode=mode, user_pool_id=target.user_pool_id or "",
                           client=client, stripe=None, out=out, stack=target.stack,
                           audit_retention_days=target.audit_retention_days)
     who = client("sts").get_caller_identity()["Arn"]

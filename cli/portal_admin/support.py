@@ -36,13 +36,17 @@ class SupportError(Exception):
         self.what, self.fix, self.code = what, fix, code
 
 
+# (method, path, params) -> Stripe's answer, with the deployment's key.
+StripeCaller = Callable[[str, str, dict | None], dict]
+
+
 @dataclass
 class Context:
     table: str
     mode: str
     user_pool_id: str
     client: Callable[[str], Any]  # boto3 client factory
-    stripe: Callable[[str, str, dict | None], dict] | None  # (method, path, params) with the deployment's key
+    stripe: StripeCaller | None  # (method, path, params) with the deployment's key
     out: TextIO
     stack: str | None = None
     audit_retention_days: int = 400  # 0 keeps audit records for ever
@@ -164,21 +168,21 @@ def whois(ctx: Context, *, sub: str | None = None, username: str | None = None, 
                   f"mode {item['stripe_mode']['S']}{_since(item)})", file=ctx.out)
         return 0
     sub = resolve_sub(ctx, sub=sub, username=username)
-    item = ctx.get(ctx.mapping_key(sub))
+    mapping = ctx.get(ctx.mapping_key(sub))
     print(f"sub             {sub}", file=ctx.out)
     print(f"user pool       {ctx.user_pool_id}", file=ctx.out)
     print(f"Stripe mode     {ctx.mode}", file=ctx.out)
     records = history(ctx, sub)
-    if item is None:
+    if mapping is None:
         print("customer        none mapped (the next visit finds or creates one)", file=ctx.out)
     else:
-        customer_id = item["customer_id"]["S"]
-        print(f"customer        {customer_id}{_since(item)}", file=ctx.out)
+        customer_id = mapping["customer_id"]["S"]
+        print(f"customer        {customer_id}{_since(mapping)}", file=ctx.out)
         print(f"in Stripe       {stripe_state(ctx, customer_id, sub)}", file=ctx.out)
     for record in records:
         print(f"history         {record['at']} {record['command']} {record.get('before', 'none')} -> "
               f"{record.get('after', 'none')} by {record['who']}: {record['reason']}", file=ctx.out)
-    return 0 if item is not None else 4
+    return 0 if mapping is not None else 4
 
 
 def _since(item: dict) -> str:
@@ -258,11 +262,12 @@ def history(ctx: Context, subject: str) -> list[dict]:
 def link(ctx: Context, sub: str, customer_id: str, *, reason: str, who: str) -> int:
     sub, customer_id, reason = checked_sub(sub), checked_customer_id(customer_id), checked_reason(reason)
     existing_user(ctx, sub)
-    if ctx.stripe is None:
+    stripe = ctx.stripe
+    if stripe is None:
         raise SupportError("the Stripe key could not be read, so the customer cannot be checked",
                            "Check the secret (stripe-portal-admin check)", 3)
     try:
-        customer = ctx.stripe("GET", path_of("v1", "customers", customer_id), None)
+        customer = stripe("GET", path_of("v1", "customers", customer_id), None)
     except StripeApiError as exc:
         if exc.code == "resource_missing":
             raise SupportError("no such customer for this deployment's Stripe key",
@@ -281,12 +286,12 @@ def link(ctx: Context, sub: str, customer_id: str, *, reason: str, who: str) -> 
                   before=before["customer_id"]["S"] if before else None, after=customer_id)
     change = audit.attributes
     with audit.recorded():
-        _link(ctx, dynamodb, sub, customer_id, owner, change)
+        _link(ctx, dynamodb, stripe, sub, customer_id, owner, change)
     print(f"linked {sub} -> {customer_id}; running functions follow within 5 minutes", file=ctx.out)
     return 0
 
 
-def _link(ctx: Context, dynamodb, sub: str, customer_id: str, owner: str, change: dict) -> None:
+def _link(ctx: Context, dynamodb, stripe: StripeCaller, sub: str, customer_id: str, owner: str, change: dict) -> None:
     try:
         dynamodb.put_item(TableName=ctx.table, Item={"pk": {"S": ctx.claim_key(customer_id)}, "owner": {"S": owner},
                                                      "updated_at": {"N": str(int(time.time()))}, **change},
@@ -307,8 +312,8 @@ def _link(ctx: Context, dynamodb, sub: str, customer_id: str, owner: str, change
         raise SupportError("the user's mapping changed while linking", "Run the command again", 1) from None
     if seen and seen["customer_id"]["S"] != customer_id:
         _release_claim(ctx, seen["customer_id"]["S"], owner)
-    ctx.stripe("POST", path_of("v1", "customers", customer_id),
-               {"metadata": {OWNER_SUB: sub, OWNER_POOL: ctx.user_pool_id}})
+    stripe("POST", path_of("v1", "customers", customer_id),
+           {"metadata": {OWNER_SUB: sub, OWNER_POOL: ctx.user_pool_id}})
 
 
 def _release_claim(ctx: Context, customer_id: str, owner: str) -> None:

@@ -62,7 +62,8 @@ def setup(*, url: str, secret_id: str, stripe: StripeCall, client: Callable[[str
     did not record (its secret unknown) is removed once the new one's secret is stored."""
     stored = stored_secret(client, secret_id)
     events = sorted(HANDLED_EVENTS)
-    ours = _endpoint(stripe, stored.get("endpoint_id")) if stored.get("endpoint_id") and _secrets(stored) else None
+    endpoint_id = stored.get("endpoint_id")
+    ours = _endpoint(stripe, endpoint_id) if endpoint_id and _secrets(stored) else None
     if ours is not None and ours.get("url") == url:
         stripe("POST", path_of("v1", "webhook_endpoints", ours["id"]),
                {"enabled_events": events, "disabled": "false", "description": WEBHOOK_DESCRIPTION})
@@ -92,7 +93,8 @@ def roll(*, secret_id: str, stripe: StripeCall, client: Callable[[str], Any], ou
     `keep_old_hours`, for deliveries already signed with it; the scheduled catch-up covers any event the old
     endpoint had not delivered yet."""
     stored = stored_secret(client, secret_id)
-    ours = _endpoint(stripe, stored.get("endpoint_id")) if stored.get("endpoint_id") else None
+    endpoint_id = stored.get("endpoint_id")
+    ours = _endpoint(stripe, endpoint_id) if endpoint_id else None
     if ours is None or not _secrets(stored):
         raise AdminError("no webhook endpoint of this deployment to roll", "Run webhooks setup first", EXIT_FAILED)
     created = _create_endpoint(stripe, ours["url"], sorted(HANDLED_EVENTS))
@@ -215,15 +217,16 @@ class BotoJson:
     def __init__(self, dynamodb):
         self._dynamodb = dynamodb
 
-    def call(self, action: str, params: dict) -> dict:
-        method = getattr(self._dynamodb, "".join("_" + c.lower() if c.isupper() else c for c in action).lstrip("_"))
+    def call(self, operation: str, params: dict) -> dict:
+        method = getattr(self._dynamodb, "".join("_" + c.lower() if c.isupper() else c for c in operation).lstrip("_"))
         try:
             return method(**params)
         except Exception as exc:  # noqa: BLE001 - a ClientError: its code, as the layer's client reports it
-            error = getattr(exc, "response", {}).get("Error", {})
+            response = getattr(exc, "response", {})
+            error = response.get("Error", {})
             if not error:
                 raise
-            raise AwsError(error.get("Code", "Unknown"), exc.response.get("ResponseMetadata", {}).get(
+            raise AwsError(error.get("Code", "Unknown"), response.get("ResponseMetadata", {}).get(
                 "HTTPStatusCode", 0)) from None
 
 

@@ -13,6 +13,8 @@ import os
 import threading
 import time
 import warnings
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, cast
 from urllib.parse import parse_qs
 
 from aws_lambda_powertools import Logger, Metrics
@@ -34,6 +36,9 @@ from portal_gateway.errors import (
 from portal_gateway.http_pool import request_budget
 from portal_gateway.metrics import count_event
 from portal_gateway.web import answers as responses
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.typing import LambdaContext
 
 # /health and refused requests publish no metric; that is expected, not worth a warning per request.
 warnings.filterwarnings("ignore", message="No application metrics to publish")
@@ -238,7 +243,7 @@ def customer_session():
     return responses.customer_session_json(session)
 
 
-def _checkout_options(params: dict[str, str | None]):
+def _checkout_options(params: Mapping[str, str | None]):
     from portal_gateway.billing.purchases import CheckoutOptions
 
     return CheckoutOptions(price=params.get("price"), return_to=params.get("return_to"),
@@ -271,7 +276,7 @@ def portal_from_form():
     return _open_portal(token, {**query, **options}, redirect_status=303)
 
 
-def _options(params: dict[str, str | None]):
+def _options(params: Mapping[str, str | None]):
     from portal_gateway.service import PortalOptions
 
     return PortalOptions(
@@ -359,7 +364,7 @@ def not_found(_err):
 
 def count(name: str, **dimensions: str) -> None:
     """Count one event, in total and, with dimensions, per dimension value (portal_gateway.metrics)."""
-    count_event(metrics, METRICS_NAMESPACE, SERVICE, name, **dimensions)
+    count_event(metrics, METRICS_NAMESPACE, SERVICE, name, 1, **dimensions)
 
 
 def _error_response(code: str, message: str, title: str = GatewayError.title):
@@ -480,7 +485,8 @@ def _rehearse_routes() -> None:
     logger.setLevel("WARNING")  # the rehearsals' refusals are not requests anyone made
     try:
         for method, path, headers in REHEARSED_ROUTES:
-            answer = app.resolve(_init_event(method, path, headers), None)
+            # No invocation yet, so no Lambda context: the resolver only keeps it for the routes, which use none.
+            answer = app.resolve(_init_event(method, path, headers), cast("LambdaContext", None))
             if answer["statusCode"] != 401:  # a rehearsal must never reach a caller's work
                 logger.warning("Route rehearsal at init answered unexpectedly",
                                extra={"route": f"{method} {path}", "status": answer["statusCode"]})

@@ -23,6 +23,13 @@ from portal_gateway.aws.endpoints import (
 
 STRIPE_MODES = ("test", "live")
 _POOL_ID = re.compile(r"^(?P<region>[a-z]{2,4}(?:-[a-z]+)+-\d+)_[0-9A-Za-z]+$")
+
+
+def _pool_region(user_pool_id: str) -> str:
+    match = _POOL_ID.fullmatch(user_pool_id)
+    if match is None:  # from_env refuses such an id; a Settings built by hand may not
+        raise ConfigError("COGNITO_USER_POOL_ID must look like '<region>_<id>', e.g. 'eu-west-1_AbCdEf123'")
+    return match.group("region")
 _CLIENT_ID = re.compile(r"^[0-9A-Za-z]{1,128}$")
 # A Stripe price lookup key as the operator writes it in a parameter: no commas (the list's separator), no spaces.
 _LOOKUP_KEY = re.compile(r"[0-9A-Za-z_.:/-]{1,200}")
@@ -68,7 +75,7 @@ class Settings:
 
     @property
     def region(self) -> str:
-        return _POOL_ID.fullmatch(self.user_pool_id).group("region")  # validated in from_env
+        return _pool_region(self.user_pool_id)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -185,7 +192,7 @@ class WebhookSettings:
 
     @property
     def region(self) -> str:
-        return _POOL_ID.fullmatch(self.user_pool_id).group("region")  # validated in from_env
+        return _pool_region(self.user_pool_id)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> WebhookSettings:

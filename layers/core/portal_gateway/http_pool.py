@@ -30,6 +30,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
+from typing import cast
 from urllib.parse import unquote, urlsplit
 
 MAX_ANSWER_BYTES = 1024 * 1024  # far above any answer these clients read (a page of 20 customers: ~60 kB)
@@ -222,7 +223,8 @@ class ConnectionPool:
             connection.sock.settimeout(left)
             connection.request(method, target, body=body, headers=headers)
             # The answer is read through a file that checks the deadline before every receive.
-            connection.response_class = functools.partial(_BoundedResponse, deadline=deadline)
+            connection.response_class = cast(type[http.client.HTTPResponse],
+                                             functools.partial(_BoundedResponse, deadline=deadline))
             response = connection.getresponse()
             data = response.read(max_bytes + 1)
         except TimeoutError:
@@ -249,11 +251,11 @@ class _OneWrite:
     def _send_output(self, message_body=None, encode_chunked=False):
         head = getattr(self, "_buffer", None)  # http.client's lines of the head, not yet sent
         if not isinstance(message_body, bytes) or encode_chunked or not isinstance(head, list):
-            return super()._send_output(message_body, encode_chunked)  # type: ignore[misc]
+            return super()._send_output(message_body, encode_chunked)
         head.extend((b"", b""))  # as http.client ends the head: an empty line
         request = b"\r\n".join(head) + message_body
         del head[:]
-        self.send(request)  # type: ignore[attr-defined]
+        self.send(request)
 
 
 class _OneWriteHTTPConnection(_OneWrite, http.client.HTTPConnection):
@@ -341,7 +343,8 @@ class _DeadlineSocket:
 
 class _BoundedResponse(http.client.HTTPResponse):
     def __init__(self, sock, *args, deadline: float, **kwargs):
-        super().__init__(_DeadlineSocket(sock, deadline), *args, **kwargs)
+        # http.client only calls the socket's makefile(), which is all _DeadlineSocket has.
+        super().__init__(cast(socket.socket, _DeadlineSocket(sock, deadline)), *args, **kwargs)
 
 
 # Where Linux distributions keep the CA bundle, for an interpreter whose OpenSSL default paths find none.

@@ -23,7 +23,7 @@ from portal_gateway.billing.purchases import (
 from portal_gateway.billing.status_projection import answer, empty_answer, refresh
 from portal_gateway.billing.stripe_adapter import StripeBilling
 from portal_gateway.billing.stripe_key import StripeKeyProvider
-from portal_gateway.config import Settings
+from portal_gateway.config import ConfigError, Settings
 from portal_gateway.errors import (
     CustomerMissing,
     IdentityUnavailable,
@@ -118,7 +118,7 @@ class PortalService:
             # snapshot: connections do not survive a restore.
             for name, url in (("stripe", self.billing.api_base), ("customers_table", self.resolver.store.endpoint()),
                               ("user_directory", self.users.endpoint())):
-                warmed[f"connect_{name}"] = bool(url) and POOL.preconnect(url)
+                warmed[f"connect_{name}"] = bool(url and POOL.preconnect(url))
         return warmed
 
     def setup_missing(self) -> tuple[str, ...]:
@@ -159,7 +159,7 @@ class PortalService:
         if found is None:
             return {**empty_answer(), "client_reference_id": self.purchase_reference(identity)}
         stored = self._stored_status(found.customer_id)
-        if stored.deleted:
+        if stored.projection is None:  # deleted in Stripe
             self.resolver.forget(identity)  # its mapping goes with the customer; the next visit resolves again
             return {**empty_answer(), "client_reference_id": self.purchase_reference(identity)}
         if not stored.projection["subscriptions"]:
@@ -394,11 +394,14 @@ def build_service(
             OAuthSecretUnavailable,
         )
 
+        client_id, secret_id = settings.oauth_client_id, settings.oauth_secret_id
+        if client_id is None or secret_id is None:  # from_env sets both with the domain; a hand-built one may not
+            raise ConfigError("COGNITO_DOMAIN needs OAUTH_CLIENT_ID (or COGNITO_CLIENT_IDS) and OAUTH_SECRET_ID")
         oauth_secret = SecretsManagerReader(unavailable=OAuthSecretUnavailable, transient=OAuthSecretUnavailable,
                                             label="the OAuth secret", variable="OAUTH_SECRET_ID")
-        login = HostedUiLogin(domain=settings.cognito_domain, client_id=settings.oauth_client_id,
+        login = HostedUiLogin(domain=settings.cognito_domain, client_id=client_id,
                               callback_url=settings.callback_url, always_ask=settings.always_ask_to_sign_in,
-                              read_secret=lambda: oauth_secret(settings.oauth_secret_id))
+                              read_secret=lambda: oauth_secret(secret_id))
     return PortalService(
         login=login,
         settings=settings,

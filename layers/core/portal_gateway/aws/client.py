@@ -26,7 +26,7 @@ import time
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import quote, urlsplit
 
 from portal_gateway.aws.endpoints import (  # noqa: F401 - re-exported: the services are named through this module
@@ -160,6 +160,12 @@ def remove_dot_segments(path: str) -> str:
     first = "/" if path.startswith("/") else ""
     last = "/" if path.endswith("/") and segments else ""
     return first + "/".join(segments) + last
+
+
+class JsonApi(Protocol):
+    """What the stores need of a client: one JSON-protocol operation (the CLI gives boto3's behind it)."""
+
+    def call(self, operation: str, params: dict[str, Any]) -> dict[str, Any]: ...
 
 
 class AwsJsonClient:

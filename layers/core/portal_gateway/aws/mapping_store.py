@@ -7,7 +7,7 @@ import secrets
 import time
 from typing import Any
 
-from portal_gateway.aws.client import DYNAMODB, AwsError, AwsJsonClient
+from portal_gateway.aws.client import DYNAMODB, AwsError, AwsJsonClient, JsonApi
 from portal_gateway.errors import MappingStoreUnavailable
 from portal_gateway.identity.tokens import Identity
 
@@ -26,7 +26,7 @@ def ticket_key(mapping: str) -> str:
 TICKET_TTL_SECONDS = 2 * 24 * 3600
 
 
-def table_call(client: AwsJsonClient, action: str, what: str, request: dict[str, Any]) -> dict[str, Any]:
+def table_call(client: JsonApi, action: str, what: str, request: dict[str, Any]) -> dict[str, Any]:
     """One call on the customers table; any AWS failure is the service's 503 naming what failed."""
     try:
         return client.call(action, request)
@@ -34,7 +34,7 @@ def table_call(client: AwsJsonClient, action: str, what: str, request: dict[str,
         raise MappingStoreUnavailable(log_detail=f"DynamoDB {what} failed: {exc.code}") from None
 
 
-def conditional_write(client: AwsJsonClient, action: str, what: str, request: dict[str, Any]) -> bool:
+def conditional_write(client: JsonApi, action: str, what: str, request: dict[str, Any]) -> bool:
     """A conditional PutItem or DeleteItem: True if done, False if the condition failed; else 503."""
     try:
         client.call(action, request)

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from portal_gateway.aws.client import DYNAMODB, AwsJsonClient
+from portal_gateway.aws.client import DYNAMODB, AwsJsonClient, JsonApi
 from portal_gateway.aws.mapping_store import conditional_write, table_call
 
 # Stripe retries a delivery for up to 3 days; an event id is remembered a little longer than that.
@@ -40,7 +40,7 @@ class StoredProjection:
 
 
 class ProjectionStore:
-    def __init__(self, table_name: str, *, stripe_mode: str, client: AwsJsonClient | None = None):
+    def __init__(self, table_name: str, *, stripe_mode: str, client: JsonApi | None = None):
         self.table = table_name
         self.mode = stripe_mode
         self._client = client or AwsJsonClient(DYNAMODB)

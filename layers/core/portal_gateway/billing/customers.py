@@ -11,7 +11,7 @@ import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, Required, TypedDict
 
 from portal_gateway.aws.user_directory import Profile
 from portal_gateway.billing.stripe_adapter import (
@@ -81,10 +81,16 @@ def owned_by_someone_else(record: CustomerRecord, identity: Identity) -> bool:
     return bool(pool) and pool != identity.user_pool_id
 
 
-def customer_fields(identity: Identity, profile: Profile) -> dict[str, object]:
+class CustomerFields(TypedDict, total=False):
+    metadata: Required[dict[str, str]]
+    email: str
+    name: str
+
+
+def customer_fields(identity: Identity, profile: Profile) -> CustomerFields:
     """What a new Stripe customer is created with: the owner stamp, the name cut to Stripe's limit, and the
     email only when it is verified (an unverified address must not get Stripe's receipts) and fits."""
-    fields: dict[str, object] = {"metadata": owner_metadata(identity)}
+    fields: CustomerFields = {"metadata": owner_metadata(identity)}
     email = fit_customer_email(profile.email) if profile.email_verified else None
     name = fit_customer_name(profile.name)
     if email:
@@ -94,7 +100,7 @@ def customer_fields(identity: Identity, profile: Profile) -> dict[str, object]:
     return fields
 
 
-def creation_idempotency_key(identity: Identity, mode: str, replacing: str | None, fields: dict[str, object],
+def creation_idempotency_key(identity: Identity, mode: str, replacing: str | None, fields: CustomerFields,
                              ticket: str) -> str:
     # Derived, not random: every concurrent first request for one user shares the user's creation ticket (a
     # conditional write in the table), so they send the same key, and Stripe creates one customer and replays
@@ -344,5 +350,5 @@ class CustomerResolver:
             return False
         if current.get("deleted") is True:
             return False
-        metadata = current.get("metadata") if isinstance(current.get("metadata"), dict) else {}
+        metadata = found if isinstance(found := current.get("metadata"), dict) else {}
         return metadata.get(OWNER_SUB) == identity.sub and metadata.get(OWNER_POOL) == identity.user_pool_id

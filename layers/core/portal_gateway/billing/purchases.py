@@ -9,7 +9,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from portal_gateway.billing.purchase_reference import reference_for
 from portal_gateway.errors import CheckoutNotOffered, GatewayError, PriceNotOffered, PriceUnavailable
@@ -93,9 +93,10 @@ class PurchaseReferences:
 
     def for_user(self, user_pool_id: str, sub: str) -> str:
         with self._lock:
-            if self._key is None:
-                self._key = self._read_key()
             key = self._key
+            if key is None:
+                # Told to create, the store makes the key or raises: never None here.
+                key = self._key = cast(bytes, self._read_key())
         return reference_for(key, self._mode, user_pool_id, sub)
 
     def warm(self) -> bool:

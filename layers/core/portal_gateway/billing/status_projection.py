@@ -151,7 +151,7 @@ def _first_price(subscription: dict[str, Any]) -> str:
 
 
 def _item(item: dict[str, Any]) -> dict[str, Any]:
-    price = item.get("price") if isinstance(item.get("price"), dict) else {}
+    price = found if isinstance(found := item.get("price"), dict) else {}
     product = price.get("product")
     if isinstance(product, dict):  # expanded
         product = product.get("id")

@@ -218,7 +218,7 @@ class StripeBilling:
         customer = session.get("customer")
         # A replayed answer (a second click within the key's window) shows the subscriptions of then: not known.
         if with_live_subscriptions and isinstance(customer, dict) and not result.replayed:
-            listed = customer.get("subscriptions") if isinstance(customer.get("subscriptions"), dict) else {}
+            listed = found if isinstance(found := customer.get("subscriptions"), dict) else {}
             if not listed.get("has_more"):
                 live = [s["id"] for s in listed.get("data") or []
                         if isinstance(s, dict) and s.get("status") in ACTIVE_SUBSCRIPTION_STATUSES]

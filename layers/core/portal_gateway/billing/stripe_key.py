@@ -62,7 +62,7 @@ def describe_key_problem(value: str) -> str:
         return "a publishable key (pk_): use a secret (sk_) or restricted (rk_) key"
     if kind == "whsec":
         return "a webhook signing secret (whsec_), not an API key"
-    if kind not in ("sk", "rk") or not prefix.group("mode"):
+    if prefix is None or kind not in ("sk", "rk") or not prefix.group("mode"):
         return "no Stripe API key: it must start with sk_test_, sk_live_, rk_test_ or rk_live_"
     body = value[prefix.end():]
     label = f"a {prefix.group('mode')}-mode {'secret' if kind == 'sk' else 'restricted'} key"
@@ -74,7 +74,10 @@ def describe_key_problem(value: str) -> str:
 
 
 def key_mode(key: str) -> str:
-    return KEY_PATTERN.fullmatch(key).group("mode")
+    match = KEY_PATTERN.fullmatch(key)
+    if match is None:
+        raise ValueError(f"not a Stripe API key: {describe_key_problem(key)}")
+    return match.group("mode")
 
 
 class StripeKeyProvider:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from portal_gateway.aws.mapping_store import CustomerMappingStore, mapping_key
 from portal_gateway.aws.projection_store import ProjectionStore, now_ms
@@ -104,7 +104,7 @@ class WebhookEvents:
             if session.get("client_reference_id"):
                 logger.warning("A checkout's client_reference_id is not one of ours; not binding by it")
                 self._count("PurchaseReferenceRefused")
-            details = session.get("customer_details") if isinstance(session.get("customer_details"), dict) else {}
+            details = found if isinstance(found := session.get("customer_details"), dict) else {}
             email = details.get("email") or session.get("customer_email")
             if self._only_user_with_email is not None and isinstance(email, str) and email:
                 sub, how = self._only_user_with_email(email), "email"
@@ -139,7 +139,8 @@ class WebhookEvents:
 
     def _signing_key(self) -> bytes:
         if self._reference_key is None:
-            self._reference_key = self.mappings.reference_key()
+            # Told to create (the default), the store makes the key or raises: never None here.
+            self._reference_key = cast(bytes, self.mappings.reference_key())
         return self._reference_key
 
     def refresh(self, customer_id: str) -> bool:

@@ -200,8 +200,8 @@ def _unseen(client, customers: list[str], configuration_id: str | None) -> list[
     Stripe could not be asked."""
     try:
         missing = sum(1 for customer_id in customers if not _exists(client, "v1", "customers", customer_id))
-        configuration_missing = bool(configuration_id) and not _exists(
-            client, "v1", "billing_portal", "configurations", configuration_id)
+        configuration_missing = bool(configuration_id and not _exists(
+            client, "v1", "billing_portal", "configurations", configuration_id))
     except StripeApiError as exc:
         return Check(PIN_CHECK, False, f"{exc.kind} (http {exc.http_status}) reading this deployment's customers",
                      "Give the restricted key Customers: Write and Customer portal: Write; or try again")

@@ -79,7 +79,7 @@ class JwksCache:
         self.timeout = timeout
         self.min_refetch_seconds = min_refetch_seconds
         self._clock = clock
-        self._keys: dict[str, tuple[dict, object]] = {}
+        self._keys: dict[str, tuple[dict, RsaPublicKey | None]] = {}
         self._penalty_until: float | None = None
         self._last_download_failed = False
         self._lock = threading.Lock()
@@ -98,7 +98,7 @@ class JwksCache:
                     return False
         return bool(self._keys)
 
-    def key_for(self, kid: str) -> tuple[dict, object]:
+    def key_for(self, kid: str) -> tuple[dict, RsaPublicKey | None]:
         """Return (jwk, public key) for a kid, downloading the JWKS unless a recent download came back without
         the kid (or failed)."""
         found = self._keys.get(kid)
@@ -127,7 +127,7 @@ class JwksCache:
             raise InvalidToken("unknown_kid")
         return found
 
-    def _download(self) -> dict[str, tuple[dict, object]]:
+    def _download(self) -> dict[str, tuple[dict, RsaPublicKey | None]]:
         self.fetch_count += 1
         try:
             # Through the shared pool: a wall-clock bound, a size bound, and the invocation's time budget.
@@ -145,7 +145,7 @@ class JwksCache:
             entries = document["keys"]
         except (ValueError, KeyError, TypeError):
             raise AuthUnavailable(log_detail="JWKS document is not valid JSON with a 'keys' list") from None
-        keys: dict[str, tuple[dict, object]] = {}
+        keys: dict[str, tuple[dict, RsaPublicKey | None]] = {}
         for entry in entries if isinstance(entries, list) else []:
             if not isinstance(entry, dict) or not isinstance(entry.get("kid"), str):
                 continue
@@ -217,7 +217,7 @@ class CognitoJwtVerifier:
         self.leeway = leeway_seconds
 
     def verify(self, token: object, *, nonce: str | None = None) -> Identity:
-        header = _decode_header(token)
+        text, header = _decode_header(token)
         if header.get("alg") != "RS256":
             raise InvalidToken("unsupported_alg")
         kid = header.get("kid")
@@ -226,7 +226,7 @@ class CognitoJwtVerifier:
         _jwk, key = self.jwks.key_for(kid)
         if key is None:
             raise InvalidToken("bad_jwk")
-        claims = self._verify_signature_and_times(token, key)
+        claims = self._verify_signature_and_times(text, key)
         if claims.get("iss") != self.issuer:
             raise InvalidToken("wrong_issuer")
         token_use = claims.get("token_use")
@@ -296,7 +296,7 @@ class CognitoJwtVerifier:
         return claims
 
 
-def _decode_header(token: object) -> dict:
+def _decode_header(token: object) -> tuple[str, dict]:
     if not isinstance(token, str) or not token or len(token) > MAX_TOKEN_LENGTH:
         raise InvalidToken("malformed")
     parts = token.split(".")
@@ -314,4 +314,4 @@ def _decode_header(token: object) -> dict:
     if "crit" in header:
         # RFC 7515, 4.1.11: extensions listed in "crit" must be understood or the token refused; we know none.
         raise InvalidToken("unsupported_crit")
-    return header
+    return token, header
