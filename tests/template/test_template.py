@@ -546,3 +546,28 @@ def test_the_update_bot_watches_every_pinned_requirements_file_and_the_workflows
               and "bench" not in p.parts}
     assert {("pip", directory) for directory in pinned} <= watched, pinned
     assert ("github-actions", "") in watched
+
+
+def test_the_workflows_actions_are_pinned_by_commit_and_cache_the_virtualenvs():
+    import yaml
+
+    for path in (ROOT / ".github/workflows").glob("*.yml"):
+        workflow = yaml.safe_load(path.read_text())
+        steps = [step for job in workflow["jobs"].values() for step in job["steps"]]
+        used = [step["uses"] for step in steps if "uses" in step]
+        assert used, path
+        for action in used:  # a tag or a branch can be moved to other code; a commit cannot
+            assert re.fullmatch(r"[\w.-]+/[\w./-]+@[0-9a-f]{40}", action), f"{path.name}: {action} not pinned by commit"
+        # Every line that uses an action names the release it is, for people and the update bot.
+        assert all(re.search(r"@[0-9a-f]{40} # v\d", line) for line in path.read_text().splitlines()
+                   if "uses:" in line), path.name
+    test = yaml.safe_load((ROOT / ".github/workflows/test.yml").read_text())
+    cached = [step["with"] for step in test["jobs"]["test"]["steps"]
+              if step.get("uses", "").startswith("actions/cache@")]
+    assert cached, "the workflow caches no virtualenv"
+    makefile = (ROOT / "Makefile").read_text()
+    venvs = set(re.findall(r"^[A-Z_]*VENV := (\S+)$", makefile, re.M))
+    assert venvs and venvs <= set(cached[0]["path"].split()), venvs
+    # The key changes with any pinned requirement (a stale venv is never reused) and with the Python.
+    key = cached[0]["key"]
+    assert "hashFiles(" in key and "requirements" in key and "python-version" in key
