@@ -394,10 +394,18 @@ def main() -> int:
             WARM_AFTER if paired and impl == "ours" else 0) for name, (impl, child_env) in variants.items()}, runs)
 
     print("cold starts ...", file=sys.stderr)
+    # Traced: Lambda sampled the request (its trace header), and every outbound call sends its X-Ray subsegment to a
+    # daemon (here a UDP socket of this process, which counts them), as under the template's active tracing.
+    daemon = XrayDaemon()
+    traced_env = {**env, "_X_AMZN_TRACE_ID": "Root=1-6751d2c0-0123456789abcdef01234567;Parent=53995c3f42cd8ad8;"
+                                             "Sampled=1", "AWS_XRAY_DAEMON_ADDRESS": daemon.address}
     colds = colds_in_turn({"ours": ("ours", env), "baseline": ("baseline", env),
-                           "unrehearsed": ("ours", {**env, "INIT_REHEARSAL": "false"})}, args.runs, paired=True)
-    results: dict[str, dict] = {"ours": {"colds": colds["ours"], "unrehearsed_colds": colds["unrehearsed"]},
+                           "unrehearsed": ("ours", {**env, "INIT_REHEARSAL": "false"}),
+                           "traced": ("ours", traced_env)}, args.runs, paired=True)
+    results: dict[str, dict] = {"ours": {"colds": colds["ours"], "unrehearsed_colds": colds["unrehearsed"],
+                                         "traced_colds": colds["traced"]},
                                 "baseline": {"colds": colds["baseline"]}}
+    subsegments_sent = daemon.close()
     loaded = {name for cold in colds["ours"] for name in cold["heavy_clients_loaded"]}
     if loaded:  # by the function or by this harness: either way our cold-start figures would not be ours
         raise SystemExit(f"bench: our cold starts loaded {', '.join(sorted(loaded))}, which the function does without")
@@ -459,6 +467,14 @@ def main() -> int:
          f"{statistics.median(c['first_overhead_s'] for c in ours['unrehearsed_colds']) * 1000:.2f} ms", "", ""),
         ("  import + first request without the init rehearsal",
          ms(statistics.median(c["cold_s"] for c in ours["unrehearsed_colds"])), "", ""),
+    ]
+    cold_traced = statistics.median(c["cold_s"] for c in ours["traced_colds"])
+    rows += [
+        ("Cold start traced: X-Ray sampled, a subsegment sent per outbound call (median)", ms(cold_traced), "",
+         f"{(cold_traced / cold_ours - 1) * 100:+.1f}% against untraced"),
+        ("  first request's own time, traced",
+         f"{statistics.median(c['first_overhead_s'] for c in ours['traced_colds']) * 1000:.2f} ms", "", ""),
+        ("  subsegments the daemon received, all traced processes", f"{subsegments_sent}", "", ""),
     ]
     if args.stripe_latency_ms:
         slow_ours = statistics.median(c["cold_s"] for c in ours["slow_colds"])
@@ -539,6 +555,38 @@ MODELS = {
     "throttled": "under the CPU quota from the first instruction (provisioned concurrency gets no init burst; "
                  "also a conservative bound)",
 }
+
+
+class XrayDaemon:
+    """A UDP socket where the X-Ray daemon would listen; counts the subsegments the traced processes send."""
+
+    def __init__(self):
+        import socket
+        import threading
+
+        self._socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self._socket.bind(("127.0.0.1", 0))
+        self._socket.settimeout(0.2)
+        self.address = f"127.0.0.1:{self._socket.getsockname()[1]}"
+        self.received, self._open = 0, True
+        self._thread = threading.Thread(target=self._listen, daemon=True)
+        self._thread.start()
+
+    def _listen(self) -> None:
+        while self._open:
+            try:
+                message = self._socket.recv(65536)
+            except TimeoutError:
+                continue
+            if message.startswith(b'{"format":"json","version":1}\n'):
+                self.received += 1
+
+    def close(self) -> int:
+        time.sleep(0.3)
+        self._open = False
+        self._thread.join()
+        self._socket.close()
+        return self.received
 
 
 def interleaved(runs_of: dict[str, Callable[[], dict]], runs: int) -> dict[str, list[dict]]:

@@ -29,6 +29,8 @@ PRICE = {  # USD, us-east-1
     "log_gb_ingested": 0.50,
     "dynamodb_gb_month": 0.25,  # aws.amazon.com/dynamodb/pricing/on-demand (table storage)
     "pitr_gb_month": 0.20,  # continuous backups (point-in-time recovery), per GB of table
+    "xray_trace_recorded": 5.00 / 1e6,  # aws.amazon.com/xray/pricing (traces recorded)
+    "dashboard_month": 3.00,  # aws.amazon.com/cloudwatch/pricing (per dashboard beyond the first three)
 }
 # The scheduled reconciliation (ReconcileFunction): every 15 minutes, all month.
 RECONCILE_RUNS_MONTH = 4 * 24 * 30
@@ -80,6 +82,10 @@ def monthly_cost(opens: int, args: argparse.Namespace) -> dict[str, float]:
         "CloudWatch metrics": custom_metrics(args.values_per_dimension) * PRICE["custom_metric_month"],
         "CloudWatch Logs": requests * args.log_kb_per_request / 1024 / 1024 * PRICE["log_gb_ingested"],
         "DynamoDB storage + PITR": args.table_gb * (PRICE["dynamodb_gb_month"] + PRICE["pitr_gb_month"]),
+        # Lambda's default sampling: the first request of each second and 5% of the rest. At a billing link's
+        # traffic nearly every request is the first of its second: all of them, an upper bound.
+        "X-Ray traces": requests * PRICE["xray_trace_recorded"],
+        "CloudWatch dashboard": PRICE["dashboard_month"],
     }
 
 
@@ -96,7 +102,8 @@ def main() -> int:
     parser.add_argument("--requests-per-open", type=float, default=1, help="2 for plain links that sign in first")
     parser.add_argument("--secrets", type=int, default=3,
                         help="the Stripe key, the Hosted UI OAuth secret and the webhook signing secret")
-    parser.add_argument("--log-kb-per-request", type=float, default=2, help="function and API access log lines")
+    parser.add_argument("--log-kb-per-request", type=float, default=2.5,
+                        help="function and API access log lines (the request's own line with its timings included)")
     parser.add_argument("--reconcile-seconds", type=float, default=3,
                         help="one scheduled reconciliation run (a few missed events, a few stale statuses)")
     parser.add_argument("--values-per-dimension", type=int, default=3,

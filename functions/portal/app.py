@@ -35,6 +35,7 @@ from portal_gateway.errors import (
 )
 from portal_gateway.http_pool import request_budget
 from portal_gateway.metrics import count_event
+from portal_gateway.tracing import TIMINGS
 from portal_gateway.web import answers as responses
 
 if TYPE_CHECKING:
@@ -410,8 +411,14 @@ def lambda_handler(event, context):
 @metrics.log_metrics
 def _api_handler(event, context):
     logger.thread_safe_clear_keys()  # no cognito_sub left over from the previous request
+    TIMINGS.begin(os.environ.get("_X_AMZN_TRACE_ID"))  # set by Lambda per invocation under active tracing
+    started = time.perf_counter()
     with request_budget(outbound_budget(context)):
         result = app.resolve(event, context)
+    # One line per request, for "why was this click slow": what each dependency took (the dashboard's queries).
+    logger.info("Request answered", extra={"route": event.get("routeKey"), "status": result.get("statusCode"),
+                                           "duration_ms": round((time.perf_counter() - started) * 1000, 1),
+                                           "dependencies": TIMINGS.summary()})
     if SETTINGS.allowed_origins:
         # The CORS headers depend on the request's Origin: a shared cache must not reuse one origin's answer
         # (or a no-CORS answer) for another origin.

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import os
 import threading
 import time
 
@@ -37,6 +38,7 @@ from portal_gateway.errors import (
     WebhookSignatureInvalid,
 )
 from portal_gateway.metrics import count_event
+from portal_gateway.tracing import TIMINGS
 from portal_gateway.web import answers
 
 SERVICE = "stripe-portal-gateway-webhooks"
@@ -122,6 +124,17 @@ def verified_event(payload: str, header: str | None, secrets: tuple[str, ...]) -
     raise WebhookSignatureInvalid(log_detail="no signing secret matches the Stripe-Signature header")
 
 
+class TimedRequestsClient(stripe.RequestsClient):
+    """stripe-python's HTTP client, each call timed for the delivery's log line and trace (portal_gateway.tracing)
+    like the layer's own calls to DynamoDB."""
+
+    def request(self, method, url, headers, post_data=None):
+        with TIMINGS.timed("Stripe", method.upper(), url) as call:
+            content, status, answer_headers = super().request(method, url, headers, post_data)
+            call.status = status
+        return content, status, answer_headers
+
+
 class StripeLibraryReader:
     """The customer's state, read with stripe-python (the official library: start-up cost matters little here)."""
 
@@ -130,7 +143,7 @@ class StripeLibraryReader:
         self._api_base = api_base
         # One connection pool for the environment; each call bounded (connect, read) so the three reads of one
         # delivery end inside the function's Timeout. No retries here: Stripe delivers a failed event again.
-        self._http = stripe.RequestsClient(timeout=(2, 4))
+        self._http = TimedRequestsClient(timeout=(2, 4))
         self._clients: dict[str, stripe.StripeClient] = {}
         self.calls = 0
 
@@ -252,6 +265,8 @@ def stripe_webhook():
     if isinstance(event, dict) and isinstance(event.get("id"), str):
         # Every line of this delivery names the event (Stripe's Dashboard and `stripe events resend` find it by id).
         logger.append_keys(stripe_event_id=event["id"][:64], stripe_event_type=str(event.get("type"))[:80])
+        if isinstance(event.get("created"), int):  # how late the delivery is (the dashboard's webhook lag)
+            logger.append_keys(lag_s=max(0, int(time.time()) - event["created"]))
     outcome = events.handle(event)
     count(f"WebhookEvents{outcome.title()}")
     return Response(status_code=200, content_type="application/json", headers=dict(answers.BASE_HEADERS),
@@ -302,7 +317,13 @@ def not_found(_err):
 @logger.inject_lambda_context(clear_state=True)
 @metrics.log_metrics
 def lambda_handler(event, context):
-    return app.resolve(event, context)
+    TIMINGS.begin(os.environ.get("_X_AMZN_TRACE_ID"))  # set by Lambda per invocation under active tracing
+    started = time.perf_counter()
+    result = app.resolve(event, context)
+    logger.info("Delivery answered", extra={"status": result.get("statusCode"),
+                                            "duration_ms": round((time.perf_counter() - started) * 1000, 1),
+                                            "dependencies": TIMINGS.summary()})
+    return result
 
 
 # --- the scheduled reconciliation (ReconcileFunction: this code, another handler) ------------------------------------
@@ -320,5 +341,7 @@ def reconcile_handler(event, context):
     reconciler = Reconciler(events=events, projections=events.projections, list_events=reader.events_since,
                             max_age_seconds=SETTINGS.reconcile_max_age_seconds,
                             pacer=Pacer(SETTINGS.reconcile_rate), count=count)
+    TIMINGS.begin(os.environ.get("_X_AMZN_TRACE_ID"))
     report = reconciler.run(lambda: remaining() / 1000 - RECONCILE_RESERVE_SECONDS)
+    logger.info("Reconciliation's outbound calls", extra={"dependencies": TIMINGS.summary()})
     return report.__dict__

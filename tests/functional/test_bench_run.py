@@ -36,6 +36,10 @@ def test_the_benchmark_runs_and_its_rows_hold_the_designs_call_counts():
     assert rows["of which fetching the JWKS and the key, connecting (init)"][0].endswith(" ms")
     assert "Warm in-process overhead p50, each request after 100 ms idle (15 requests)" in rows
     assert rows["without the init rehearsal (INIT_REHEARSAL=false)"][0].endswith(" ms")
+    # Traced as deployed (active tracing, the request sampled): its subsegments reached the daemon.
+    traced = rows["Cold start traced: X-Ray sampled, a subsegment sent per outbound call (median)"]
+    assert traced[0].endswith(" ms") and re.fullmatch(r"[+-]\d+\.\d% against untraced", traced[2]), traced
+    assert int(rows["subsegments the daemon received, all traced processes"][0]) >= 2  # Stripe and the table
     # The first request is set against warm requests of the same processes, and beside another user's first
     # request served right after it (the same mapping read, none of the cold start).
     paired = rows["against the same processes' warm requests back to back (median of per-process ratios)"][0]

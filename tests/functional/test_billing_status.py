@@ -588,6 +588,31 @@ def test_every_log_line_of_a_delivery_names_its_stripe_event(caplog, billing, st
     assert applied[0]["stripe_event_type"] == "customer.subscription.created"
 
 
+def test_a_delivery_logs_its_lag_and_what_stripe_and_the_table_took(caplog, billing, stripe_standin):
+    """The dashboard's webhook lag and Stripe time come from this line (tests/template/test_dashboard.py)."""
+    import logging
+
+    customer = stripe_standin.add_customer(email="lag@example.com")
+    body = signed_event(stripe_standin, customer)
+    (secret,) = json.loads(stripe_standin_secret(billing))
+    caplog.set_level(logging.INFO)
+    code, _ = deliver(billing.webhooks, body, signature_header(body.encode(), [secret]))
+    assert code == 200
+    # As the webhook function writes it: its Powertools formatter, with the keys the handler appended.
+    formatter = billing.webhooks.logger.registered_formatter
+    (line,) = [json.loads(formatter.format(record)) for record in caplog.records
+               if record.getMessage() == "Delivery answered"]
+    assert line["status"] == 200 and line["stripe_event_id"] == json.loads(body)["id"]
+    assert 0 <= line["lag_s"] < 60
+    # The re-read went through stripe-python, the ordered write through the layer's DynamoDB client: both timed.
+    assert line["dependencies"]["Stripe"]["calls"] >= 1 and line["dependencies"]["DynamoDB"]["calls"] >= 1
+    from tests.functional.test_observability import held_to
+    from tests.support.dashboard import fields_named, log_queries
+
+    for query in log_queries()["WebhookFunction"]:
+        assert held_to(fields_named(query), [line]) == [], query
+
+
 def stripe_standin_secret(billing) -> str:
     return json.dumps(billing.webhooks.signing_secrets.current())
 

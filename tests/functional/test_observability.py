@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from devstack.stripe_standin import Fault, fake_key
 
 
@@ -121,3 +123,81 @@ def test_a_bug_after_sign_in_is_counted_for_the_version_that_has_it(gateway, use
     metrics, _ = emitted(capsys)
     assert counted(metrics, "UnexpectedErrors") == 1
     assert counted(metrics, "UnexpectedErrorsByVersion", version="7") == 1
+
+
+def test_each_request_logs_what_each_dependency_took_and_a_sampled_one_is_traced(gateway, user, capsys, monkeypatch):
+    """The operator's "why was this click slow": one line per request with the time per dependency, and under
+    Lambda's active tracing an X-Ray subsegment per call, tied to the trace id the line carries."""
+    import socket
+
+    daemon = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    daemon.bind(("127.0.0.1", 0))
+    monkeypatch.setenv("AWS_XRAY_DAEMON_ADDRESS", f"127.0.0.1:{daemon.getsockname()[1]}")
+    root = "1-6751d2c0-0123456789abcdef01234567"
+    _, tokens = user()
+    gw = gateway()
+    capsys.readouterr()
+    monkeypatch.setenv("_X_AMZN_TRACE_ID", f"Root={root};Parent=53995c3f42cd8ad8;Sampled=1")
+    assert gw.portal(tokens["IdToken"]).status == 302  # first visit: the user pool, the table and Stripe
+    _, logs = emitted(capsys)
+    (line,) = [r for r in logs if r["message"] == "Request answered"]
+    assert (line["route"], line["status"], line["xray_trace_id"]) == ("GET /portal", 302, root)
+    dependencies = line["dependencies"]
+    assert {"Stripe", "DynamoDB"} <= set(dependencies), dependencies
+    assert all(d["calls"] >= 1 and d["ms"] >= d["slowest_ms"] > 0 and d["failed"] == 0 for d in dependencies.values())
+    assert line["duration_ms"] >= max(d["slowest_ms"] for d in dependencies.values())
+    daemon.settimeout(1)
+    sent = [json.loads(daemon.recv(65536).decode().split("\n", 1)[1])
+            for _ in range(sum(d["calls"] for d in dependencies.values()))]
+    assert {s["trace_id"] for s in sent} == {root}
+    assert {s["name"] for s in sent} == set(dependencies)
+    assert {s["aws"]["operation"] for s in sent if s["name"] == "DynamoDB"} <= {"GetItem", "PutItem", "UpdateItem",
+                                                                               "TransactWriteItems", "Query"}
+    # Nothing of the caller in a trace: no token, no email, no Stripe path (it names the customer).
+    assert not any(tokens["IdToken"][:40] in json.dumps(s) or "@" in json.dumps(s) or "/v1/" in json.dumps(s)
+                   for s in sent)
+    monkeypatch.setenv("_X_AMZN_TRACE_ID", f"Root={root};Parent=53995c3f42cd8ad8;Sampled=0")
+    assert gw.portal(tokens["IdToken"]).status == 302
+    _, logs = emitted(capsys)
+    (line,) = [r for r in logs if r["message"] == "Request answered"]
+    assert line["dependencies"]["Stripe"]["calls"] == 1  # returning visit: the portal session alone
+    daemon.settimeout(0.3)
+    with pytest.raises(TimeoutError):
+        daemon.recv(65536)  # not sampled: timed and logged, not sent
+    daemon.close()
+
+
+def held_to(fields: set[str], lines: list[dict]) -> list[str]:
+    """The fields of a dashboard query that none of the lines has (a dependency's figures: any dependency the
+    code can name, with a figure its summary has)."""
+    from portal_gateway.tracing import AWS_SERVICE_NAMES
+
+    from tests.support.dashboard import flattened
+
+    logged = set().union(*(flattened(line) for line in lines))
+    figures = {figure for line in lines for d in line.get("dependencies", {}).values() for figure in d}
+    missing = []
+    for field in sorted(fields):
+        if field.startswith("dependencies."):
+            _, name, figure = field.split(".")
+            if name not in {"Stripe", *AWS_SERVICE_NAMES.values()} or figure not in figures:
+                missing.append(field)
+        elif field not in logged:
+            missing.append(field)
+    return missing
+
+
+def test_every_field_the_dashboard_reads_is_one_the_portal_function_logs(gateway, user, capsys, monkeypatch):
+    from tests.support.dashboard import fields_named, log_queries
+
+    monkeypatch.setenv("_X_AMZN_TRACE_ID", "Root=1-6751d2c0-0123456789abcdef01234567;Parent=53995c3f42cd8ad8;Sampled=0")
+    _, tokens = user()
+    gw = gateway()
+    gw.portal(tokens["IdToken"])
+    gw.portal("garbage")
+    _, logs = emitted(capsys)
+    lines = [r for r in logs if r["message"] in ("Request answered", "Request refused")]
+    queries = log_queries()["PortalFunction"]
+    named = set().union(*(fields_named(q) for q in queries))
+    assert {"duration_ms", "dependencies.Stripe.ms", "xray_trace_id", "error_code"} <= named  # the reader works
+    assert held_to(named, lines) == []

@@ -33,6 +33,8 @@ from dataclasses import dataclass
 from typing import cast
 from urllib.parse import unquote, urlsplit
 
+from portal_gateway.tracing import TIMINGS
+
 MAX_ANSWER_BYTES = 1024 * 1024  # far above any answer these clients read (a page of 20 customers: ~60 kB)
 _budget = threading.local()  # per thread: the local HTTP adapter serves requests in parallel threads
 _in_memory = threading.local()  # per thread: the init rehearsal's answers (answered_in_memory)
@@ -108,7 +110,18 @@ class ConnectionPool:
         self._tls: ssl.SSLContext | None = None
 
     def request(self, method: str, url: str, *, body: bytes | None, headers: dict[str, str],
-                connect_timeout: float, read_timeout: float, max_bytes: int = MAX_ANSWER_BYTES) -> Answer:
+                connect_timeout: float, read_timeout: float, max_bytes: int = MAX_ANSWER_BYTES,
+                dependency: str = "HTTP", operation: str | None = None) -> Answer:
+        """One exchange, timed for the request's log line (and its trace) under `dependency` (Stripe, DynamoDB,
+        Cognito, SecretsManager); `operation` names an AWS call in the trace (GetItem)."""
+        with TIMINGS.timed(dependency, method, url, operation=operation) as call:
+            answer = self._request(method, url, body=body, headers=headers, connect_timeout=connect_timeout,
+                                   read_timeout=read_timeout, max_bytes=max_bytes)
+            call.status = answer.status
+        return answer
+
+    def _request(self, method: str, url: str, *, body: bytes | None, headers: dict[str, str],
+                 connect_timeout: float, read_timeout: float, max_bytes: int) -> Answer:
         parts = urlsplit(url)
         key = _host_key(parts)
         if key is None:

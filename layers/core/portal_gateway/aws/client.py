@@ -38,6 +38,7 @@ from portal_gateway.aws.endpoints import (  # noqa: F401 - re-exported: the serv
     endpoint_for,
 )
 from portal_gateway.http_pool import POOL, HttpFailure
+from portal_gateway.tracing import AWS_SERVICE_NAMES
 
 USER_AGENT = "stripe-portal-gateway"
 THROTTLING_CODES = frozenset({
@@ -224,7 +225,10 @@ class AwsJsonClient:
                           region=region, service=self.service.signing_name, now=datetime.datetime.now(datetime.UTC))
         try:
             response = POOL.request("POST", url, body=body, headers={**headers, "User-Agent": USER_AGENT},
-                                    connect_timeout=self._connect_timeout, read_timeout=self._read_timeout)
+                                    connect_timeout=self._connect_timeout, read_timeout=self._read_timeout,
+                                    dependency=AWS_SERVICE_NAMES.get(self.service.signing_name,
+                                                                     self.service.signing_name),
+                                    operation=operation)
         except HttpFailure as failure:
             raise AwsUnreachable(failure.kind) from None
         data = response.data

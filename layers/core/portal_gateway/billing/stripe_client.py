@@ -139,7 +139,8 @@ class StripeHttp:
         while True:
             try:
                 response = POOL.request(method, url, body=body, headers=headers,
-                                        connect_timeout=self._connect_timeout, read_timeout=self._read_timeout)
+                                        connect_timeout=self._connect_timeout, read_timeout=self._read_timeout,
+                                        dependency="Stripe")
             except HttpFailure as failure:
                 if retries < self._retries and self._backoff(retries + 1):
                     retries += 1

@@ -133,7 +133,7 @@ class JwksCache:
             # Through the shared pool: a wall-clock bound, a size bound, and the invocation's time budget.
             answer = POOL.request("GET", self.url, body=None, headers={"Accept": "application/json"},
                                   connect_timeout=min(self.timeout, 2.0), read_timeout=self.timeout,
-                                  max_bytes=MAX_JWKS_BYTES)
+                                  max_bytes=MAX_JWKS_BYTES, dependency="Cognito")
         except HttpFailure as failure:
             detail = "JWKS document too large" if failure.kind == "ResponseTooLarge" else \
                 f"JWKS download failed: {failure.kind}"

@@ -220,7 +220,7 @@ class HostedUiLogin:
             # Through the shared pool: a wall-clock bound, a size bound and the invocation's time budget.
             reply = POOL.request("POST", f"{self.domain}/oauth2/token", body=body, headers=headers,
                                  connect_timeout=min(self._timeout, 2.0), read_timeout=self._timeout,
-                                 max_bytes=64 * 1024)
+                                 max_bytes=64 * 1024, dependency="Cognito")
         except HttpFailure as failure:
             raise AuthUnavailable(log_detail=f"token endpoint unreachable: {failure.kind}") from None
         if 400 <= reply.status < 500:
