@@ -96,7 +96,7 @@ def main() -> int:
     parser.add_argument("--overhead-ms", type=float, default=2, help="the function's own time per warm request")
     parser.add_argument("--cold-ms", type=float, default=270,
                         help="a cold request incl. init (on-demand: unthrottled) at 256 MB and Stripe's 150 ms "
-                             "(make bench: 113 ms + 150 ms)")
+                             "(make bench: 122 ms + 150 ms)")
     parser.add_argument("--cold-share", type=float, default=0.10, help="share of opens that start an environment")
     parser.add_argument("--new-user-share", type=float, default=0.05, help="share of opens by first-time users")
     parser.add_argument("--requests-per-open", type=float, default=1, help="2 for plain links that sign in first")
