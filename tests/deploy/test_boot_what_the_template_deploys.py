@@ -7,6 +7,8 @@ done by tests/deploy/cloudformation.py; the resources the functions touch are cr
 translated template's own properties; and every function (portal, rotation, pre-traffic) is started cold with
 exactly the environment CloudFormation would give it and invoked for real. What differs from AWS is listed in
 NETWORK (where the network goes) and REPLACED (ids that must name things that exist in moto); nothing else.
+IAM is enforced throughout the walk (tests/deploy/iam.py): the operator's commands run under the documented
+policy (docs/iam/operator-policy.json), each function under its role from the translated template.
 """
 
 from __future__ import annotations
@@ -30,13 +32,14 @@ from devstack.stripe_standin import GUIDE_PERMISSIONS, StripeStandin, fake_key
 from devstack.stripe_webhooks import signature_header
 from tests.deploy.cloudformation import ACCOUNT, Stack
 from tests.deploy.conftest import translate
+from tests.deploy.iam import NEEDS_NO_PERMISSION, OPERATOR_POLICY, EnforcedIam
 from tests.deploy.readme_script import ROOT, redeploy_answers
 from tests.deploy.sam_cli import saved_parameters
 from tests.functional.conftest import reset_logging
 
 PASSWORD = "Correct-Horse-9"
 FUNCTIONS = {"PortalFunction": "portal", "RotationFunction": "rotation", "PreTrafficHookFunction": "pre_traffic",
-             "WebhookFunction": "webhooks"}
+             "WebhookFunction": "webhooks", "ReconcileFunction": "webhooks"}
 # What the rehearsal changes in a function's environment, and why: where the network goes (no AWS, no Stripe,
 # no Cognito here). Everything else is exactly what the template gives.
 NETWORK = ("AWS_ENDPOINT_URL", "STRIPE_API_BASE", "COGNITO_JWKS_URL")
@@ -58,6 +61,9 @@ class Deployment:
     api_domain: str = ""
     stripe_base: str = ""
     kept_customer: str | None = None  # a redeploy: the customer Ada had before the stack was deleted
+    # IAM enforced (tests/deploy/iam.py): the operator's keys, and each function's role session in its environment.
+    operator_credentials: dict[str, str] = field(default_factory=dict)
+    role_environments: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
 def parameter_sets(guided_deploy) -> list[Deployment]:
@@ -94,9 +100,13 @@ def aws(moto_server):
     return moto_server
 
 
-def client(moto, service: str, region: str):
-    return boto3.client(service, region_name=region, endpoint_url=moto.endpoint, aws_access_key_id="testing",
-                        aws_secret_access_key="testing")
+TESTING_CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+
+
+def client(moto, service: str, region: str, credentials: dict[str, str] | None = None):
+    """The rehearsal's own AWS client (while IAM is enforced, an administrator's); `credentials`: another's."""
+    credentials = credentials or getattr(moto, "admin_credentials", None) or TESTING_CREDENTIALS
+    return boto3.client(service, region_name=region, endpoint_url=moto.endpoint, **credentials)
 
 
 def generated_secret(spec: dict) -> str:
@@ -213,6 +223,7 @@ def lambda_environment(deployment: Deployment, logical_id: str, *, moto, stripe_
     env = {
         "AWS_REGION": region, "AWS_DEFAULT_REGION": region, "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing", "AWS_SESSION_TOKEN": "testing",
+        **deployment.role_environments.get(logical_id, {}),  # the function's role, as Lambda gives it
         "AWS_LAMBDA_FUNCTION_NAME": deployment.stack.physical_ids[logical_id],
         "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "512",
         "AWS_LAMBDA_INITIALIZATION_TYPE": "snap-start" if deployment.parameters.get("EnableSnapStart") == "true"
@@ -263,7 +274,7 @@ class ColdStart:
         boto3.setup_default_session()
         reset_logging()
         module = load_handler_module(ROOT / "functions" / kind / "app.py")
-        module.rehearsal_env = dict(env)
+        module.rehearsal_env, module.cold_start = dict(env), self
         return module
 
 
@@ -334,8 +345,10 @@ def admin(argv: list[str], deployment: Deployment, moto, *, stdin: str = "", rot
     from portal_admin import cli
 
     def factory(service: str):
-        real = client(moto, service, deployment.region)
+        real = client(moto, service, deployment.region, deployment.operator_credentials or None)
         if service == "lambda" and rotation:
+            # moto cannot run the function (and names the action lambda:Invoke): the invoke is counted here.
+            OPERATOR_CALLS_MOTO_CANNOT_SEE.add("lambda:InvokeFunction")
             return RotationFunctionInvoke(rotation, cold_start)
         return real
 
@@ -348,8 +361,10 @@ def admin(argv: list[str], deployment: Deployment, moto, *, stdin: str = "", rot
 
 
 def api(module, method: str, path: str, deployment: Deployment, **headers) -> dict:
+    """A request through API Gateway to the function, in its own environment (its role's credentials)."""
     event = build_event(method, path, headers={"host": deployment.api_domain, **headers})
-    return module.lambda_handler(event, new_context())
+    with module.cold_start.running(module.rehearsal_env):
+        return module.lambda_handler(event, new_context())
 
 
 def test_every_documented_parameter_set_passes_the_templates_parameter_checks_and_rules(deployments):
@@ -360,15 +375,72 @@ def test_every_documented_parameter_set_passes_the_templates_parameter_checks_an
         assert stack.rule_failures() == [], deployment.name
 
 
+OPERATOR_CALLS_MOTO_CANNOT_SEE: set[str] = set()
+# Per parameter set walked: principal -> (the actions its policy grants, the actions the walk used).
+WALKED: dict[str, dict[str, tuple[set[str], set[str]]]] = {}
+# Granted actions the walk does not reach, each with where it is needed; anything else granted and unused fails.
+NOT_REACHED_BY_THE_WALK = {
+    "PortalFunctionRole": {
+        "cognito-idp:AdminGetUser": "the status check of a token over a minute old (the walk's tokens are fresh)",
+        "cognito-idp:ListUsers": "an email match (Ada's customer is created, not matched)"},
+    "RotationFunctionRole": {
+        "dynamodb:PutItem": "pinning the account when the rotation function checks a key first (rotate-key pins)",
+        "dynamodb:UpdateItem": "completing a pin written without a portal configuration"},
+    "PreTrafficHookFunctionRole": {
+        "lambda:InvokeFunction": "invoking the new version (moto runs no function: LambdaInvoke stands in)",
+        "codedeploy:PutLifecycleEventHookExecutionStatus": "the verdict (moto has no CodeDeploy hooks: CodeDeploy "
+                                                           "stands in)",
+        "dynamodb:PutItem": "pinning the account when the release check is the first to check a key",
+        "dynamodb:UpdateItem": "completing a pin written without a portal configuration"},
+    "WebhookFunctionRole": {
+        "cognito-idp:ListUsers": "binding a purchase that names no user by its buyer's verified email",
+        "dynamodb:DeleteItem": "dropping the mapping of a customer deleted in Stripe"},
+    "ReconcileFunctionRole": {
+        "cognito-idp:ListUsers": "binding a missed purchase by its buyer's verified email",
+        "dynamodb:DeleteItem": "clearing a catalog change once every status showing it was read again"},
+}
+
+
+def principal_kind(name: str) -> str:
+    """"operator", or the role's logical id (the role's name is the stack's name and it)."""
+    return re.sub(r"^.*-(\w+Role)$", r"\1", name)
+
+
 @pytest.mark.parametrize("index", range(6))
 def test_the_readmes_order_works_from_an_empty_account(deployments, index, aws, monkeypatch, capsys):
+    """...with IAM enforced: the operator under the documented policy, each function under its role."""
     standin = StripeStandin().start()
     try:
         standin.create_default_portal_configuration(deployments[index].parameters.get("StripeMode", "test"))
         deployment = deploy(deployments[index], aws, standin)
-        walk_the_readme(deployment, aws, standin, ColdStart(monkeypatch), capsys)
+        enforced = principals(deployment, aws)
+        OPERATOR_CALLS_MOTO_CANNOT_SEE.clear()
+        aws.admin_credentials = enforced.admin
+        with enforced.enforced():
+            walk_the_readme(deployment, aws, standin, ColdStart(monkeypatch), capsys)
+        used = enforced.used()
+        used.setdefault("operator", set()).update(OPERATOR_CALLS_MOTO_CANNOT_SEE)
+        for principal, actions in used.items():  # moto refused anything else already; this covers the invoke too
+            if principal != "rehearsal-admin":
+                assert actions - NEEDS_NO_PERMISSION <= enforced.granted[principal], principal
+        WALKED[deployments[index].name] = {principal_kind(p): (enforced.granted[p], used.get(p, set()))
+                                           for p in enforced.granted if p != "rehearsal-admin"}
     finally:
+        aws.admin_credentials = None
         standin.close()
+
+
+def principals(deployment: Deployment, moto) -> EnforcedIam:
+    """The operator (docs/iam/operator-policy.json) and each function's role (the translated template's)."""
+    enforced = EnforcedIam(moto, deployment.region)
+    deployment.operator_credentials = enforced.user("operator", json.loads(OPERATOR_POLICY.read_text()))
+    resources = deployment.template["Resources"]
+    for logical_id in FUNCTIONS:
+        role_id = resources[logical_id]["Properties"]["Role"]["Fn::GetAtt"][0]
+        properties = deployment.stack.resolve(resources[role_id]["Properties"])
+        deployment.role_environments[logical_id] = enforced.role(
+            f"{deployment.stack_name}-{role_id}", [p["PolicyDocument"] for p in properties.get("Policies", [])])
+    return enforced
 
 
 def walk_the_readme(deployment: Deployment, moto, standin: StripeStandin, cold_start: ColdStart, capsys) -> None:
@@ -472,24 +544,39 @@ def walk_the_readme(deployment: Deployment, moto, standin: StripeStandin, cold_s
     webhooks = cold_start("webhooks", env["WebhookFunction"])
     for event in standin.events()[-2:]:  # the subscription and the entitlement summary
         body = json.dumps(event)
-        delivery = webhooks.lambda_handler(build_event(
-            "POST", "/webhooks/stripe", body=body, headers={
-                "host": deployment.api_domain, "content-type": "application/json",
-                "stripe-signature": signature_header(body.encode(), endpoint["_signing_secrets"])}), new_context())
+        with cold_start.running(webhooks.rehearsal_env):
+            delivery = webhooks.lambda_handler(build_event(
+                "POST", "/webhooks/stripe", body=body, headers={
+                    "host": deployment.api_domain, "content-type": "application/json",
+                    "stripe-signature": signature_header(body.encode(), endpoint["_signing_secrets"])}), new_context())
         assert delivery["statusCode"] == 200, delivery["body"]
     cold_start.use(env["PortalFunction"])
     status = api(portal, "GET", "/billing/status", deployment, accept="application/json",
                  authorization=f"Bearer {token['IdToken']}")
     assert json.loads(status["body"])["entitlements"] == ["pro-feature"], status["body"]
+    # The scheduled reconciliation (EventBridge's schedule invokes it): nothing missed, nothing stale.
+    reconcile = cold_start("webhooks", env["ReconcileFunction"])
+    with cold_start.running(reconcile.rehearsal_env):
+        report = reconcile.reconcile_handler({"source": "aws.scheduler"}, new_context(300))
+    assert report["pass_completed"] and not report["out_of_time"], report
 
     # A later deploy: the pre-traffic hook checks the new version and lets it through.
     new_version = cold_start("portal", env["PortalFunction"])
     hook = cold_start("pre_traffic", env["PreTrafficHookFunction"])
     hook.lambda_client, hook.codedeploy = LambdaInvoke(new_version, cold_start), CodeDeploy()
     event = {"DeploymentId": "d-REHEARSAL", "LifecycleEventHookExecutionId": str(uuid.uuid4())}
-    verdict = hook.lambda_handler(event, new_context(300))
+    with cold_start.running(hook.rehearsal_env):
+        verdict = hook.lambda_handler(event, new_context(300))
     assert verdict == {"status": "Succeeded"}, failed_release_checks(hook)
     assert hook.codedeploy.verdicts == ["Succeeded"]
+
+    # Day two, as docs/operations.md shows it: who is Ada, start her over, link her back, roll the webhook secret.
+    sub = next(a["Value"] for a in cognito.admin_get_user(UserPoolId=deployment.stack.parameters["CognitoUserPoolId"],
+                                                           Username="ada")["UserAttributes"] if a["Name"] == "sub")
+    for argv in (["whois", "--username", "ada"], ["unlink", sub, "--reason", "ticket 1"],
+                 ["link", sub, customer["id"], "--reason", "ticket 2"], ["webhooks", "roll"]):
+        code, out = admin([*argv, "--stack", deployment.stack_name], deployment, moto, cold_start=cold_start)
+        assert code == 0, (argv, out)
 
     # A rotation to a key of another Stripe account is refused, and a release holding one is rolled back.
     other = standin.add_account()
@@ -503,6 +590,24 @@ def walk_the_readme(deployment: Deployment, moto, standin: StripeStandin, cold_s
     broken = cold_start("portal", env["PortalFunction"])
     cold_start.use(env["PreTrafficHookFunction"])
     hook.lambda_client, hook.codedeploy = LambdaInvoke(broken, cold_start), CodeDeploy()
-    assert hook.lambda_handler(event, new_context(300)) == {"status": "Failed"}
+    with cold_start.running(hook.rehearsal_env):
+        assert hook.lambda_handler(event, new_context(300)) == {"status": "Failed"}
     assert hook.codedeploy.verdicts == ["Failed"]
     assert customer["id"] in {c["id"] for c in standin.customers(mode)}
+
+
+def test_every_action_a_policy_grants_is_one_the_walks_used():
+    """A missing action fails the walk itself (moto refuses it); an extra one fails here. The operator's policy
+    (docs/iam/operator-policy.json) is exactly what the commands of the deploy guide and the runbook used."""
+    if len(WALKED) < 6:
+        pytest.skip("needs the walks of test_the_readmes_order_works_from_an_empty_account in the same run")
+    granted: dict[str, set[str]] = {}
+    used: dict[str, set[str]] = {}
+    for walk in WALKED.values():
+        for principal, (allowed, asked) in walk.items():
+            granted.setdefault(principal, set()).update(allowed)
+            used.setdefault(principal, set()).update(asked)
+    assert set(granted) == {"operator", *(f"{f}Role" for f in FUNCTIONS)}
+    for principal in granted:
+        unused = granted[principal] - used[principal]
+        assert unused == set(NOT_REACHED_BY_THE_WALK.get(principal, {})), (principal, sorted(unused))
