@@ -32,7 +32,7 @@ endif
 endef
 $(foreach venv,$(VENV) $(SAM_VENV) $(SCAN_VENV),$(eval $(call rebuild_if_not_313,$(venv))))
 
-.PHONY: run test lint types unit functional e2e template lint-template build scan bench bench-status bench-purchases chromium clean
+.PHONY: run test lint types iam-simulator unit functional e2e template lint-template build scan bench bench-status bench-purchases chromium clean
 
 $(VENV)/.installed: requirements-dev.txt layers/core/requirements.txt pyproject.toml
 	$(check_python313)
@@ -54,10 +54,18 @@ $(SCAN_VENV)/.installed: requirements-scan.txt
 	$(SCAN_VENV)/bin/pip install -q -r requirements-scan.txt
 	touch $@
 
+# The IAM simulator the deploy rehearsal evaluates resources and conditions with (a test tool: tests/iam_simulator).
+# Without npm the rehearsal's simulation test is skipped, saying why; everything else runs.
+IAM_SIMULATOR := tests/iam_simulator
+iam-simulator:
+	@if [ -f $(IAM_SIMULATOR)/node_modules/.installed ] && [ $(IAM_SIMULATOR)/node_modules/.installed -nt $(IAM_SIMULATOR)/package-lock.json ]; then :; \
+	elif command -v npm >/dev/null 2>&1; then cd $(IAM_SIMULATOR) && npm ci --no-audit --no-fund --silent && touch node_modules/.installed; \
+	else echo "npm not found: the IAM simulation of the deploy rehearsal will be skipped"; fi
+
 run: $(VENV)/.installed
 	$(VENV)/bin/python -m devstack
 
-test: $(VENV)/.installed $(SAM_VENV)/.installed $(SCAN_VENV)/.installed chromium
+test: $(VENV)/.installed $(SAM_VENV)/.installed $(SCAN_VENV)/.installed chromium iam-simulator
 	$(VENV)/bin/ruff check .
 	$(MAKE) types
 	$(VENV)/bin/python -m pytest

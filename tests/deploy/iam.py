@@ -36,10 +36,13 @@ def _moto_api(moto, path: str, data: bytes | None = None) -> bytes:
 
 
 def as_moto_evaluates(document: dict) -> dict:
-    """The policy with resources widened to "*" and conditions left out (see the module's docstring)."""
+    """The policy with resources widened to "*" and conditions left out (see the module's docstring): a Deny that
+    holds only under a condition is left out whole (unconditional, it would refuse what it does not cover)."""
     statements = document["Statement"] if isinstance(document["Statement"], list) else [document["Statement"]]
     widened = []
     for statement in statements:
+        if statement.get("Effect") == "Deny" and "Condition" in statement:
+            continue
         statement = {k: v for k, v in statement.items() if k not in ("Condition", "Resource", "NotResource")}
         widened.append({**statement, "Resource": "*"})
     return {"Version": "2012-10-17", "Statement": widened}
@@ -62,6 +65,8 @@ class EnforcedIam:
         self.moto, self.region = moto, region
         self.keys: dict[str, str] = {}  # access key id -> principal name
         self.granted: dict[str, set[str]] = {}  # principal name -> the actions its policies allow
+        self.policies: dict[str, list[dict]] = {}  # principal name -> its policies as written (for the simulator)
+        self.arns: dict[str, str] = {}  # principal name -> the ARN IAM sees
         _moto_api(moto, "reset-auth", b"inf")
         iam = boto3.client("iam", region_name=region, endpoint_url=moto.endpoint, aws_access_key_id="testing",
                            aws_secret_access_key="testing")
@@ -70,8 +75,8 @@ class EnforcedIam:
             {"Effect": "Allow", "Action": "*", "Resource": "*"}]})
 
     def user(self, name: str, document: dict) -> dict[str, str]:
-        self._iam.create_user(UserName=name)
-        self.granted[name] = actions_of(document)
+        self.arns[name] = self._iam.create_user(UserName=name)["User"]["Arn"]
+        self.granted[name], self.policies[name] = actions_of(document), [document]
         self._iam.put_user_policy(UserName=name, PolicyName="policy", PolicyDocument=json.dumps(
             as_moto_evaluates(document)))
         key = self._iam.create_access_key(UserName=name)["AccessKey"]
@@ -83,13 +88,14 @@ class EnforcedIam:
         the function in its environment)."""
         trust = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
                                                          "Principal": {"Service": "lambda.amazonaws.com"}}]}
-        self.granted[name] = set().union(*(actions_of(d) for d in documents))
+        self.granted[name], self.policies[name] = set().union(*(actions_of(d) for d in documents)), documents
         arn = self._iam.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps(trust))["Role"]["Arn"]
         for index, document in enumerate(documents):
             self._iam.put_role_policy(RoleName=name, PolicyName=f"policy{index}",
                                       PolicyDocument=json.dumps(as_moto_evaluates(document)))
         sts = boto3.client("sts", region_name=self.region, endpoint_url=self.moto.endpoint, **self.admin)
-        credentials = sts.assume_role(RoleArn=arn, RoleSessionName=name)["Credentials"]
+        assumed = sts.assume_role(RoleArn=arn, RoleSessionName=name)
+        credentials, self.arns[name] = assumed["Credentials"], assumed["AssumedRoleUser"]["Arn"]
         self.keys[credentials["AccessKeyId"]] = name
         return {"AWS_ACCESS_KEY_ID": credentials["AccessKeyId"], "AWS_SECRET_ACCESS_KEY": credentials[
             "SecretAccessKey"], "AWS_SESSION_TOKEN": credentials["SessionToken"]}
@@ -106,9 +112,9 @@ class EnforcedIam:
             _moto_api(self.moto, "reset-auth", b"inf")
             _moto_api(self.moto, "recorder/stop-recording", b"")
 
-    def used(self) -> dict[str, set[str]]:
-        """The actions each principal asked for (allowed or not), from moto's recording."""
-        used: dict[str, set[str]] = {}
+    def requests(self) -> list[tuple[str, str, dict]]:
+        """Every request of a known principal, from moto's recording: (principal, action, what it named)."""
+        found = []
         for line in _moto_api(self.moto, "recorder/download-recording").decode().splitlines():
             entry = json.loads(line)
             headers = {k.lower(): v for k, v in entry["headers"].items()}
@@ -116,7 +122,14 @@ class EnforcedIam:
             principal = self.keys.get(key.group(1)) if key else None
             action = action_of(entry, headers)
             if principal and action:
-                used.setdefault(principal, set()).add(action)
+                found.append((principal, action, body_of(entry)))
+        return found
+
+    def used(self) -> dict[str, set[str]]:
+        """The actions each principal asked for (allowed or not)."""
+        used: dict[str, set[str]] = {}
+        for principal, action, _ in self.requests():
+            used.setdefault(principal, set()).add(action)
         return used
 
 
@@ -125,16 +138,90 @@ TARGET_PREFIXES = {"DynamoDB_20120810": "dynamodb", "secretsmanager": "secretsma
                    "AWSCognitoIdentityProviderService": "cognito-idp"}
 
 
+def _text_of(entry: dict) -> str:
+    body = entry.get("body") or ""
+    return base64.b64decode(body).decode("utf-8", "replace") if entry.get("body_encoded") else body
+
+
+def body_of(entry: dict) -> dict:
+    """A JSON-protocol request's body, or a query-protocol request's form fields (one value each)."""
+    text = _text_of(entry)
+    try:
+        return json.loads(text) if text.startswith("{") else {k: v[0] for k, v in parse_qs(text).items()}
+    except ValueError:
+        return {}
+
+
 def action_of(entry: dict, headers: dict[str, str]) -> str | None:
     target = headers.get("x-amz-target")
     if target:
         prefix, _, operation = target.partition(".")
         return f"{TARGET_PREFIXES.get(prefix, prefix)}:{operation}"
-    body = entry.get("body") or ""
-    if entry.get("body_encoded"):
-        body = base64.b64decode(body).decode("utf-8", "replace")
     service = re.search(r"Credential=[^/]+/\d+/[^/]+/([^/]+)/", headers.get("authorization", ""))
-    form = parse_qs(body)
+    form = parse_qs(_text_of(entry))
     if service and "Action" in form:  # the query protocol: STS, CloudFormation, IAM
         return f"{service.group(1)}:{form['Action'][0]}"
     return None
+
+
+# --- resources and conditions: @cloud-copilot/iam-simulate (tests/iam_simulator) --------------------------------
+SIMULATOR = ROOT / "tests/iam_simulator"
+
+
+def simulator_missing() -> str | None:
+    """Why the IAM simulator cannot run here, or None (make test installs it where npm exists)."""
+    import shutil
+
+    if shutil.which("node") is None:
+        return "Node.js is not installed: resources and conditions of the IAM policies are not simulated"
+    if not (SIMULATOR / "node_modules/@cloud-copilot/iam-simulate").is_dir():
+        return "tests/iam_simulator is not installed (make test runs npm ci there)"
+    return None
+
+
+def simulate(requests: list[dict]) -> list[str]:
+    """Each request's verdict under its policies: Allowed, ImplicitlyDenied, ExplicitlyDenied (or an error)."""
+    import subprocess
+
+    run = subprocess.run(["node", "simulate.mjs"], cwd=SIMULATOR, input=json.dumps(
+        [{**request, "id": index} for index, request in enumerate(requests)]), capture_output=True, text=True,
+        timeout=120, check=True)
+    return [answer["result"] if not answer["errors"] else f"invalid: {answer['errors']}"
+            for answer in json.loads(run.stdout)]
+
+
+def resource_of(action: str, body: dict, region: str, account: str) -> str | None:
+    """The ARN IAM evaluates a request against, from what the request names (None: no resource-level check)."""
+    service = action.split(":")[0]
+    if service == "dynamodb":
+        return f"arn:aws:dynamodb:{region}:{account}:table/{body['TableName']}"
+    if service == "secretsmanager":
+        secret = body["SecretId"]
+        return secret if secret.startswith("arn:") else f"arn:aws:secretsmanager:{region}:{account}:secret:{secret}"
+    if action == "cognito-idp:DescribeUserPoolDomain":
+        return None
+    if service == "cognito-idp":
+        pool = body["UserPoolId"]
+        return f"arn:aws:cognito-idp:{pool.split('_')[0]}:{account}:userpool/{pool}"
+    if action == "cloudformation:DescribeStacks":
+        return f"arn:aws:cloudformation:{region}:{account}:stack/{body['StackName']}/rehearsal"
+    raise AssertionError(f"no resource rule for {action}")
+
+
+def condition_keys(action: str, body: dict) -> dict[str, list[str] | str]:
+    """The DynamoDB condition keys IAM takes from a request (docs: "Using IAM policy conditions for fine-grained
+    access control"): dynamodb:LeadingKeys, the partition key it names (the table's key is `pk`);
+    dynamodb:Select; dynamodb:Attributes, the top-level attributes its projection names."""
+    if not action.startswith("dynamodb:"):
+        return {}
+    found: dict[str, list[str] | str] = {}
+    for field in ("Key", "Item"):
+        if isinstance(body.get(field), dict) and "pk" in body[field]:
+            found["dynamodb:LeadingKeys"] = [body[field]["pk"]["S"]]
+    if body.get("Select"):
+        found["dynamodb:Select"] = body["Select"]
+    if body.get("ProjectionExpression"):
+        names = body.get("ExpressionAttributeNames", {})
+        found["dynamodb:Attributes"] = sorted({names.get(part.strip(), part.strip()).split(".")[0].split("[")[0]
+                                               for part in body["ProjectionExpression"].split(",")})
+    return found

@@ -32,7 +32,15 @@ from devstack.stripe_standin import GUIDE_PERMISSIONS, StripeStandin, fake_key
 from devstack.stripe_webhooks import signature_header
 from tests.deploy.cloudformation import ACCOUNT, Stack
 from tests.deploy.conftest import translate
-from tests.deploy.iam import NEEDS_NO_PERMISSION, OPERATOR_POLICY, EnforcedIam
+from tests.deploy.iam import (
+    NEEDS_NO_PERMISSION,
+    OPERATOR_POLICY,
+    EnforcedIam,
+    condition_keys,
+    resource_of,
+    simulate,
+    simulator_missing,
+)
 from tests.deploy.readme_script import ROOT, redeploy_answers
 from tests.deploy.sam_cli import saved_parameters
 from tests.functional.conftest import reset_logging
@@ -378,6 +386,8 @@ def test_every_documented_parameter_set_passes_the_templates_parameter_checks_an
 OPERATOR_CALLS_MOTO_CANNOT_SEE: set[str] = set()
 # Per parameter set walked: principal -> (the actions its policy grants, the actions the walk used).
 WALKED: dict[str, dict[str, tuple[set[str], set[str]]]] = {}
+# Per parameter set walked: (what, the request for the IAM simulator, whether it must be allowed).
+SIMULATIONS: dict[str, list[tuple[str, dict, bool]]] = {}
 # Granted actions the walk does not reach, each with where it is needed; anything else granted and unused fails.
 NOT_REACHED_BY_THE_WALK = {
     "PortalFunctionRole": {
@@ -423,6 +433,7 @@ def test_the_readmes_order_works_from_an_empty_account(deployments, index, aws, 
         for principal, actions in used.items():  # moto refused anything else already; this covers the invoke too
             if principal != "rehearsal-admin":
                 assert actions - NEEDS_NO_PERMISSION <= enforced.granted[principal], principal
+        SIMULATIONS[deployments[index].name] = simulations(deployment, enforced)
         WALKED[deployments[index].name] = {principal_kind(p): (enforced.granted[p], used.get(p, set()))
                                            for p in enforced.granted if p != "rehearsal-admin"}
     finally:
@@ -430,10 +441,54 @@ def test_the_readmes_order_works_from_an_empty_account(deployments, index, aws, 
         standin.close()
 
 
+def operator_policy(deployment: Deployment) -> dict:
+    """docs/iam/operator-policy.json with its placeholders filled in, as the guide says to."""
+    text = OPERATOR_POLICY.read_text()
+    for name, value in (("Region", deployment.region), ("Account", ACCOUNT), ("StackName", deployment.stack_name),
+                        ("UserPoolId", deployment.stack.parameters["CognitoUserPoolId"])):
+        text = text.replace("${" + name + "}", value)
+    assert "${" not in text, text
+    return json.loads(text)
+
+
+def simulations(deployment: Deployment, enforced: EnforcedIam) -> list[tuple[str, dict, bool]]:
+    """What the IAM simulator is asked: every distinct request of the walk under the policies as written
+    (resources and conditions included), expected allowed; and what must stay refused, expected not."""
+    region, mode, name = deployment.region, deployment.stack.parameters["StripeMode"], deployment.stack_name
+
+    def request(principal: str, action: str, resource: str | None, context: dict | None = None) -> dict:
+        return {"principal": enforced.arns[principal], "action": action, "resource": resource or "*",
+                "accountId": ACCOUNT, "context": context or {}, "policies": enforced.policies[principal]}
+
+    asked, seen = [], set()
+    for principal, action, body in enforced.requests():
+        if principal == "rehearsal-admin" or action in NEEDS_NO_PERMISSION:
+            continue
+        resource, context = resource_of(action, body, region, ACCOUNT), condition_keys(action, body)
+        what = f"{principal} {action} {resource} {json.dumps(context, sort_keys=True)}"
+        if what not in seen:
+            seen.add(what)
+            asked.append((what, request(principal, action, resource, context), True))
+    rotation = f"arn:aws:lambda:{region}:{ACCOUNT}:function:{deployment.stack.physical_ids['RotationFunction']}"
+    asked.append(("operator invokes the rotation function", request("operator", "lambda:InvokeFunction", rotation),
+                  True))
+    table = f"arn:aws:dynamodb:{region}:{ACCOUNT}:table/{deployment.environments['PortalFunction']['CUSTOMERS_TABLE']}"
+    for logical_id in ("PortalFunction", "WebhookFunction", "ReconcileFunction"):
+        role = f"{name}-{logical_id}Role"
+        writes = enforced.granted[role] & {"dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"}
+        for action in sorted(writes):
+            for key in (f"{mode}#audit#stripe-key#2026-12-04T00:00:00Z", f"{mode}#stripe-account"):
+                asked.append((f"{role} {action} {key}", request(role, action, table,
+                                                                  {"dynamodb:LeadingKeys": [key]}), False))
+    other = f"arn:aws:dynamodb:{region}:{ACCOUNT}:table/another-stack-CustomersTable-X"
+    asked.append(("operator scans another stack's table", request("operator", "dynamodb:Scan", other), False))
+    return asked
+
+
 def principals(deployment: Deployment, moto) -> EnforcedIam:
     """The operator (docs/iam/operator-policy.json) and each function's role (the translated template's)."""
     enforced = EnforcedIam(moto, deployment.region)
-    deployment.operator_credentials = enforced.user("operator", json.loads(OPERATOR_POLICY.read_text()))
+    deployment.operator_credentials = enforced.user("operator", operator_policy(deployment))
     resources = deployment.template["Resources"]
     for logical_id in FUNCTIONS:
         role_id = resources[logical_id]["Properties"]["Role"]["Fn::GetAtt"][0]
@@ -611,3 +666,21 @@ def test_every_action_a_policy_grants_is_one_the_walks_used():
     for principal in granted:
         unused = granted[principal] - used[principal]
         assert unused == set(NOT_REACHED_BY_THE_WALK.get(principal, {})), (principal, sorted(unused))
+
+
+def test_every_request_of_the_walks_is_allowed_as_written_and_no_function_writes_audit_records_or_the_pin():
+    """Resources and conditions, which moto does not evaluate: each distinct request of the six walks under its
+    principal's policies as written (the operator's from docs/iam, each role's from the translated template),
+    by @cloud-copilot/iam-simulate. The portal, webhook and reconciliation roles may not write an audit record or
+    the account pin (dynamodb:LeadingKeys); the operator may not touch another stack's table."""
+    missing = simulator_missing()
+    if missing:
+        pytest.skip(missing)
+    if len(SIMULATIONS) < 6:
+        pytest.skip("needs the walks of test_the_readmes_order_works_from_an_empty_account in the same run")
+    asked = [item for walk in SIMULATIONS.values() for item in walk]
+    verdicts = simulate([request for _, request, _ in asked])
+    wrong = [(what, verdict) for (what, _, allowed), verdict in zip(asked, verdicts, strict=True)
+             if (verdict == "Allowed") != allowed]
+    assert wrong == [], "\n".join(f"{verdict}: {what}" for what, verdict in sorted(set(wrong)))
+    assert sum(1 for _, _, allowed in asked if not allowed) >= 6 * 8  # the refusals were asked, every walk

@@ -107,7 +107,7 @@ def test_iam_is_least_privilege(template):
     policies = template["Resources"]["PortalFunction"]["Properties"]["Policies"]
     statements = [s for p in policies for s in p["Statement"]]
     by_sid = {s["Sid"]: s for s in statements}
-    assert set(by_sid) == {"ReadStripeKey", "CustomerMapping", "LookUpUsers"}
+    assert set(by_sid) == {"ReadStripeKey", "CustomerMapping", "LookUpUsers", "NeverAuditRecordsOrThePin"}
     # AdminGetUser: the caller's status and current profile; ListUsers: whether another user holds their email.
     assert by_sid["LookUpUsers"]["Action"] == ["cognito-idp:AdminGetUser", "cognito-idp:ListUsers"]
     assert by_sid["LookUpUsers"]["Resource"] == {"Fn::Sub": [
@@ -119,7 +119,11 @@ def test_iam_is_least_privilege(template):
         {"Fn::If": ["UseHostedUi", {"Ref": "OAuthSecret"}, {"Ref": "AWS::NoValue"}]}]
     assert sorted(by_sid["CustomerMapping"]["Action"]) == ["dynamodb:GetItem", "dynamodb:PutItem"]
     assert by_sid["CustomerMapping"]["Resource"] == TABLE_ARN
-    for statement in statements:
+    # The one Deny: no write of an audit record or the account pin (proven by tests/deploy's IAM simulation).
+    never = by_sid.pop("NeverAuditRecordsOrThePin")
+    assert never["Effect"] == "Deny" and never["Resource"] == TABLE_ARN
+    assert never["Condition"] == {"ForAnyValue:StringLike": {"dynamodb:LeadingKeys": ["*#audit#*", "*#stripe-account"]}}
+    for statement in by_sid.values():
         assert statement["Effect"] == "Allow"
         assert "*" not in json.dumps(statement["Action"]) and "*" not in json.dumps(statement["Resource"])
 
