@@ -326,6 +326,43 @@ def lambda_handler(event, context):
     return result
 
 
+# --- Stripe's events through Amazon EventBridge (StripeEventsFunction: this code, another handler) -------------------
+# Stripe's event destination of type amazon_eventbridge puts each event on the partner event bus; the rule invokes
+# this handler with EventBridge's envelope around the Stripe event (`detail`). No signature: IAM is the check (only
+# the rule may invoke the function), and the source names Stripe's partner source. The same core applies it.
+STRIPE_PARTNER_SOURCE = "aws.partner/stripe.com/"
+
+
+@logger.inject_lambda_context(clear_state=True)
+@metrics.log_metrics
+def eventbridge_handler(event, context):
+    """Apply one Stripe event from EventBridge. Raises on failure: Lambda retries the asynchronous invocation,
+    then the event goes to the dead-letter queue (alarmed), from which nothing is lost."""
+    TIMINGS.begin(os.environ.get("_X_AMZN_TRACE_ID"))
+    started = time.perf_counter()
+    source = event.get("source") if isinstance(event, dict) else None
+    if not isinstance(source, str) or not source.startswith(STRIPE_PARTNER_SOURCE):
+        count("EventBridgeEventsRefused")
+        raise WebhookPayloadInvalid(log_detail="not an event of Stripe's partner event source")
+    stripe_event = event.get("detail")
+    if isinstance(stripe_event, dict) and isinstance(stripe_event.get("id"), str):
+        logger.append_keys(stripe_event_id=stripe_event["id"][:64],
+                           stripe_event_type=str(stripe_event.get("type"))[:80])
+        if isinstance(stripe_event.get("created"), int):
+            logger.append_keys(lag_s=max(0, int(time.time()) - stripe_event["created"]))
+    try:
+        outcome = events.handle(stripe_event)
+    except Exception:
+        count("EventBridgeEventsFailed")
+        logger.exception("Stripe event from EventBridge not applied; Lambda retries it, then the dead-letter queue")
+        raise
+    count(f"WebhookEvents{outcome.title()}")
+    logger.info("Event applied", extra={"outcome": outcome, "via": "eventbridge",
+                                        "duration_ms": round((time.perf_counter() - started) * 1000, 1),
+                                        "dependencies": TIMINGS.summary()})
+    return {"outcome": outcome}
+
+
 # --- the scheduled reconciliation (ReconcileFunction: this code, another handler) ------------------------------------
 # What is left of the invocation's time when the reconciliation stops starting reads (one read takes seconds at most).
 RECONCILE_RESERVE_SECONDS = 15

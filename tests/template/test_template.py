@@ -306,6 +306,10 @@ PARAMETER_SAMPLES = {
     "ExistingCustomersTableName": (["", "stripe-portal-gateway-dev-CustomersTable-1A2B3C4D5E6F"],
                                    ["ab", "table name", "arn:aws:dynamodb:eu-west-1:123456789012:table/t"]),
     "AlarmTopicArn": (["", "arn:aws:sns:eu-west-1:123456789012:alarms"], ["alarms"]),
+    "StripeEventSourceName": (["", "aws.partner/stripe.com/ed_61SAmpleId", "aws.partner/stripe.com/acct_1/ed-2.x"],
+                              [" ", "aws.partner/stripe.com/", "aws.partner/example.com/ed_1",
+                               "arn:aws:events:eu-west-1::event-source/aws.partner/stripe.com/ed_1",
+                               "aws.partner/stripe.com/ed 1"]),
     "CheckoutPrices": (["", "pro_monthly", "pro_monthly,pro_yearly", "a.b:c/d-e"],
                        ["pro monthly", "pro,", ",pro", "pro;team", ",".join(f"p{i}" for i in range(11))]),
 }
@@ -575,3 +579,34 @@ def test_the_workflows_actions_are_pinned_by_commit_and_cache_the_virtualenvs():
     # The key changes with any pinned requirement (a stale venv is never reused) and with the Python.
     key = cached[0]["key"]
     assert "hashFiles(" in key and "requirements" in key and "python-version" in key
+
+
+def test_stripes_events_through_eventbridge_are_opt_in_and_lose_nothing(template):
+    """With StripeEventSourceName empty nothing of the EventBridge path exists; with it, the partner bus, its
+    archive, the rule to the StripeEventsFunction, and one dead-letter queue (alarmed) for what EventBridge could
+    not deliver and what still failed after Lambda's retries."""
+    resources = template["Resources"]
+    path = [name for name, r in resources.items() if r.get("Condition") == "UseStripeEventBridge"]
+    assert set(path) == {"StripeEventBus", "StripeEventArchive", "StripeEventsDeadLetterQueue",
+                         "StripeEventsDeadLetterQueuePolicy", "StripeEventsFunction", "StripeEventsFunctionLogGroup",
+                         "StripeEventsDeadLetterAlarm"}
+    assert template["Conditions"]["UseStripeEventBridge"] == {"Fn::Not": [{"Fn::Equals": [
+        {"Ref": "StripeEventSourceName"}, ""]}]}
+    bus = resources["StripeEventBus"]["Properties"]
+    assert bus["Name"] == bus["EventSourceName"] == {"Ref": "StripeEventSourceName"}  # a partner bus
+    assert resources["StripeEventArchive"]["Properties"]["RetentionDays"] == {"Ref": "EventArchiveRetentionDays"}
+    function = resources["StripeEventsFunction"]["Properties"]
+    queue = {"Fn::GetAtt": ["StripeEventsDeadLetterQueue", "Arn"]}
+    assert function["DeadLetterQueue"] == {"Type": "SQS", "TargetArn": queue}
+    rule = function["Events"]["StripeEvents"]
+    assert rule["Type"] == "EventBridgeRule" and rule["Properties"]["EventBusName"] == {"Ref": "StripeEventBus"}
+    assert rule["Properties"]["DeadLetterConfig"] == {"Arn": queue}
+    assert function["Handler"] == "app.eventbridge_handler" and function["CodeUri"] == "functions/webhooks/"
+    # The same permissions as the webhook function's, less its signing secret, which it never reads.
+    webhook = resources["WebhookFunction"]["Properties"]["Policies"][0]["Statement"]
+    events = function["Policies"][0]["Statement"]
+    assert [s for s in webhook if s["Sid"] != "ReadSecrets"] == [s for s in events if s["Sid"] != "ReadStripeKey"]
+    alarm = resources["StripeEventsDeadLetterAlarm"]["Properties"]
+    assert alarm["Dimensions"] == [{"Name": "QueueName", "Value": {
+        "Fn::GetAtt": ["StripeEventsDeadLetterQueue", "QueueName"]}}] and alarm["Threshold"] == 1
+    assert template["Outputs"]["StripeEventBusName"]["Condition"] == "UseStripeEventBridge"
