@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qsl, urlsplit
 
+from devstack import stripe_eventbridge
+from devstack.stripe_eventbridge import EventBridgeDeliveries
 from devstack.stripe_webhooks import Deliverer
 
 # Restricted-key permissions per resource, as in the Dashboard: "<resource>_read" or "<resource>_write",
@@ -30,7 +32,7 @@ from devstack.stripe_webhooks import Deliverer
 # GET /v1/account has no restricted-key permission at all: only a secret key (sk_) may call it.
 ALL_PERMISSIONS = frozenset({"customers_write", "portal_write", "subscriptions_write", "entitlements_read",
                              "webhook_endpoints_write", "prices_read", "checkout_sessions_write",
-                             "customer_sessions_write", "events_read"})
+                             "customer_sessions_write", "events_read", "event_destinations_write"})
 # A restricted key with what docs/deploy.md (step 2) asks for without Subscribe: the portal, the billing status,
 # the scheduled catch-up (webhook endpoints are managed with it or another key: webhooks setup --key-stdin).
 GUIDE_PERMISSIONS = frozenset({"customers_write", "portal_write", "subscriptions_read", "entitlements_read",
@@ -98,6 +100,10 @@ def _lists(node):
     return node
 
 
+# The API version the stand-in renders events in (Stripe: the account's, or a destination's snapshot version).
+EVENT_API_VERSION = "2026-10-28.endive"
+
+
 @dataclass
 class Fault:
     status: int = 500
@@ -126,6 +132,7 @@ class Account:
     prices: dict[str, dict] = field(default_factory=dict)
     features: dict[str, dict] = field(default_factory=dict)  # feature id -> feature (lookup_key)
     webhook_endpoints: dict[str, dict] = field(default_factory=dict)
+    event_destinations: dict[str, dict] = field(default_factory=dict)  # v2: amazon_eventbridge destinations
     events: list[dict] = field(default_factory=list)
     payment_links: dict[str, dict] = field(default_factory=dict)
     checkout_sessions: dict[str, dict] = field(default_factory=dict)
@@ -150,6 +157,7 @@ class StripeStandin:
         self._idempotency: dict[tuple[str, str], dict] = {}
         self._sequence = 0
         self.deliverer = Deliverer(self._endpoint)
+        self.eventbridge = EventBridgeDeliveries()  # events Stripe put on partner event buses
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -432,6 +440,19 @@ class StripeStandin:
             return ([json.loads(json.dumps(s)) for s in customer["_subscriptions"]],
                     self._active_entitlements(account, customer))
 
+    def associate_event_bus(self, source: str, target) -> dict:
+        """What creating an event bus for a partner event source does (the stack's StripeEventBus): the source
+        becomes active, and from now on the destination's events reach `target` (the rule's Lambda target) when
+        `eventbridge.deliver()` runs. The destination, as Stripe now shows it."""
+        with self.lock:
+            for account in self.accounts.values():
+                for destination in account.event_destinations.values():
+                    if stripe_eventbridge.source_name(destination) == source:
+                        destination["amazon_eventbridge"]["aws_event_source_status"] = "active"
+                        self.eventbridge.buses[source] = target
+                        return json.loads(json.dumps(destination))
+        raise KeyError(source)
+
     def events(self, account: Account | None = None) -> list[dict]:
         with self.lock:
             return list((account or self.account).events)
@@ -441,10 +462,17 @@ class StripeStandin:
         data = {"object": json.loads(json.dumps({k: v for k, v in obj.items() if not k.startswith("_")}))}
         if previous is not None:
             data["previous_attributes"] = json.loads(json.dumps(previous))
-        event = {"id": new_id("evt_"), "object": "event", "api_version": "2026-10-28.endive",
+        event = {"id": new_id("evt_"), "object": "event", "api_version": EVENT_API_VERSION,
                  "created": int(time.time()), "data": data, "livemode": bool(obj.get("livemode")),
                  "pending_webhooks": 0, "request": {"id": None, "idempotency_key": None}, "type": event_type}
         account.events.append(event)
+        for destination in account.event_destinations.values():
+            # Put on the partner event source; EventBridge drops what arrives while no bus is associated with it.
+            if destination["status"] == "enabled" and destination["livemode"] == event["livemode"] and (
+                    "*" in destination["enabled_events"] or event_type in destination["enabled_events"]) and \
+                    destination["amazon_eventbridge"]["aws_event_source_status"] == "active":
+                self.eventbridge.put(stripe_eventbridge.source_name(destination),
+                                     stripe_eventbridge.envelope(event, destination))
         for endpoint in account.webhook_endpoints.values():
             if endpoint["status"] == "enabled" and endpoint["livemode"] == event["livemode"] and (
                     "*" in endpoint["enabled_events"] or event_type in endpoint["enabled_events"]):
@@ -538,7 +566,13 @@ class StripeStandin:
         if url.path.startswith("/b/"):
             return self._payment_link_page(handler, method, url.path.split("/")[2], dict(parse_qsl(url.query)),
                                            dict(parse_qsl(body)))
-        params = decode_stripe_form(parse_qsl(url.query if method != "POST" else body, keep_blank_values=True))
+        if url.path.startswith("/v2/"):  # v2 APIs take JSON bodies
+            try:
+                params = json.loads(body) if method == "POST" and body else dict(parse_qsl(url.query))
+            except ValueError:
+                params = {"_unreadable": body[:80]}
+        else:
+            params = decode_stripe_form(parse_qsl(url.query if method != "POST" else body, keep_blank_values=True))
         record = {"method": method, "path": url.path, "mode": None, "replayed": False, "fault": None,
                   "params": params, "status": None, "body": None}
         key = (handler.headers.get("Authorization") or "").removeprefix("Bearer ").strip()
@@ -687,6 +721,14 @@ class StripeStandin:
     def _route(self, account: Account, key: str, method: str, path: str, params: dict, mode: str,
                permissions: frozenset):
         parts = path.strip("/").split("/")
+        if parts[:3] == ["v2", "core", "event_destinations"]:
+            needs = "event_destinations_read" if method == "GET" else "event_destinations_write"
+            if not self._granted(needs, permissions):
+                return stripe_eventbridge.v2_error(
+                    "insufficient_permissions",
+                    f"Having the '{needs}' permission would allow this request to continue.", status=403)
+            with self.lock:
+                return self._event_destinations(account, method, parts[3:], params, mode)
         if parts[1:2] == ["account"] and key.startswith("rk_"):
             masked = key[:8] + "*" * 20 + key[-6:]
             return 403, _error("invalid_request_error",
@@ -768,6 +810,44 @@ class StripeStandin:
                     configs = [c for c in configs if c["is_default"]]
                 return 200, _list(configs[: int(params.get("limit", 10))], "/v1/billing_portal/configurations")
         return 404, _error("invalid_request_error", f"Unrecognized request URL ({method}: {path}).")
+
+    def _event_destinations(self, account: Account, method: str, rest: list[str], params: dict, mode: str):
+        """POST/GET /v2/core/event_destinations[/:id[/enable|/disable]], DELETE /:id (amazon_eventbridge only)."""
+        if "_unreadable" in params:
+            return stripe_eventbridge.v2_error("invalid_json", "The request body is not valid JSON.")
+        if not rest:
+            if method == "POST":
+                problem = stripe_eventbridge.validated(params, creating=True)
+                if problem:
+                    return problem
+                destination = stripe_eventbridge.new_destination(params, livemode=mode == "live",
+                                                                 api_version=EVENT_API_VERSION)
+                account.event_destinations[destination["id"]] = destination
+                return 200, json.loads(json.dumps(destination))
+            if method == "GET":
+                found = [d for d in account.event_destinations.values() if d["livemode"] == (mode == "live")]
+                return 200, {"data": json.loads(json.dumps(found)), "next_page_url": None, "previous_page_url": None}
+        destination = account.event_destinations.get(rest[0])
+        if destination is None or destination["livemode"] != (mode == "live"):
+            return stripe_eventbridge.v2_error("resource_missing", f"No such event destination: '{rest[0]}'",
+                                               status=404)
+        if len(rest) == 2 and method == "POST" and rest[1] in ("enable", "disable"):
+            destination["status"] = "enabled" if rest[1] == "enable" else "disabled"
+            destination["status_details"] = None if rest[1] == "enable" else {"disabled": {"reason": "user"}}
+        elif len(rest) == 1 and method == "POST":
+            problem = stripe_eventbridge.validated(params, creating=False)
+            if problem:
+                return problem
+            destination.update({k: params[k] for k in ("name", "description", "enabled_events", "metadata")
+                                if k in params})
+        elif len(rest) == 1 and method == "DELETE":
+            del account.event_destinations[rest[0]]
+            return 200, {"id": rest[0], "object": "v2.core.event_destination"}
+        elif not (len(rest) == 1 and method == "GET"):
+            return stripe_eventbridge.v2_error("not_found", f"Unrecognized request URL ({method}).", status=404)
+        if method == "POST":
+            destination["updated"] = stripe_eventbridge.iso_now()
+        return 200, json.loads(json.dumps(destination))
 
     @staticmethod
     def _granted(needs: str, permissions: frozenset) -> bool:

@@ -1,16 +1,17 @@
-"""Stripe's events through Amazon EventBridge (template: StripeEventSourceName): the rule takes exactly the
-handled event types of Stripe's partner source (moto's own EventBridge pattern matching), and the
-StripeEventsFunction's handler applies them with the webhook's core: reordered and duplicated, they end in
-Stripe's final state; a failure raises, so Lambda retries and then the dead-letter queue keeps the event."""
+"""Stripe's events through Amazon EventBridge (template: StripeEventSourceName). The Stripe stand-in models the
+v2 event destination API (read back by stripe-python's own v2 client and types) and puts each event on the
+partner event bus once a bus is associated, as EventBridge hands it to a rule's target: at least once, in no
+promised order. The template's rule (checked with moto's own event-pattern matching) takes exactly the handled
+event types of Stripe's partner source, and the StripeEventsFunction's handler applies them with the webhook's
+core: reordered and duplicated, they end in Stripe's final state; a failure raises, so Lambda retries and then
+the dead-letter queue keeps the event."""
 
 from __future__ import annotations
 
-import datetime
 import json
-import random
-import uuid
 
 import pytest
+import stripe
 from moto.events.models import EventPattern
 from portal_gateway.billing.status_projection import HANDLED_EVENTS as HANDLED
 from portal_gateway.billing.status_projection import project
@@ -18,24 +19,25 @@ from portal_gateway.errors import WebhookPayloadInvalid
 
 from devstack.cfn import load_template
 from devstack.http_api import new_context
+from devstack.stripe_eventbridge import envelope, source_name
 from devstack.stripe_standin import Fault
+from tests.support.stripe_reference import _check_object
 
-SOURCE = "aws.partner/stripe.com/ed_61RehearsalSourceId"
 HANDLED_EVENTS = set(HANDLED)
-
-
-def envelope(stripe_event: dict, *, source: str = SOURCE) -> dict:
-    """A Stripe event as EventBridge hands it to a rule's Lambda target (documented for partner events:
-    `detail-type` is the Stripe event type, `detail` the event)."""
-    created = datetime.datetime.fromtimestamp(stripe_event.get("created", 0), datetime.UTC)
-    return {"version": "0", "id": str(uuid.uuid4()), "detail-type": stripe_event["type"], "source": source,
-            "account": "123456789012", "time": created.strftime("%Y-%m-%dT%H:%M:%SZ"), "region": "eu-west-1",
-            "resources": [], "detail": stripe_event}
 
 
 def rule() -> EventPattern:
     events = load_template()["Resources"]["StripeEventsFunction"]["Properties"]["Events"]
     return EventPattern.load(json.dumps(events["StripeEvents"]["Properties"]["Pattern"]))
+
+
+def destination(standin, events: list[str] | None = None) -> stripe.v2.core.EventDestination:
+    """What the Workbench (or `POST /v2/core/event_destinations`) makes for this account and region."""
+    client = stripe.StripeClient(standin.key, base_addresses={"api": standin.base_url})
+    return client.v2.core.event_destinations.create({
+        "name": "stripe-portal-gateway", "type": "amazon_eventbridge", "event_payload": "snapshot",
+        "enabled_events": events or sorted(HANDLED_EVENTS),
+        "amazon_eventbridge": {"aws_account_id": "123456789012", "aws_region": "eu-west-1"}})
 
 
 def changes(standin, customers: int = 4, rounds: int = 4) -> list[str]:
@@ -52,8 +54,29 @@ def changes(standin, customers: int = 4, rounds: int = 4) -> list[str]:
     return made
 
 
+def test_the_standin_answers_the_v2_event_destination_api_as_stripe_python_reads_it(stripe_standin):
+    made = destination(stripe_standin)
+    raw = json.loads(made.last_response.body)
+    assert _check_object(stripe.v2.core.EventDestination, raw, "") == []  # every field of stripe-python's type
+    assert raw["amazon_eventbridge"]["aws_event_source_status"] == "pending"  # until a bus is associated
+    assert source_name(raw) == f"aws.partner/stripe.com/{made.id}"
+    client = stripe.StripeClient(stripe_standin.key, base_addresses={"api": stripe_standin.base_url})
+    service = client.v2.core.event_destinations
+    assert [d.id for d in service.list().data] == [made.id]
+    assert service.disable(made.id).status == "disabled" and service.enable(made.id).status == "enabled"
+    assert service.update(made.id, {"enabled_events": ["customer.deleted"]}).enabled_events == ["customer.deleted"]
+    with pytest.raises(stripe.InvalidRequestError) as refused:  # v2's JSON error, read by stripe-python
+        service.create({"name": "x", "type": "amazon_eventbridge", "event_payload": "snapshot",
+                        "enabled_events": ["customer.deleted"], "amazon_eventbridge": {"aws_region": "eu-west-1"}})
+    assert refused.value.http_status == 400 and "aws_account_id" in str(refused.value)
+    with pytest.raises(stripe.InvalidRequestError) as missing:
+        service.retrieve("ed_nothing")
+    assert missing.value.http_status == 404 and missing.value.code == "resource_missing"
+
+
 def test_the_rule_takes_exactly_the_handled_events_of_stripes_partner_source(stripe_standin):
     stripe_standin.deliverer.paused = True
+    made = json.loads(destination(stripe_standin, ["*"]).last_response.body)
     changes(stripe_standin, customers=2, rounds=2)
     stripe_standin.delete_customer(stripe_standin.add_customer(email="gone@example.com"))
     # What the stand-in emits, and events of types Stripe sends that the destination should not have been given.
@@ -62,45 +85,54 @@ def test_the_rule_takes_exactly_the_handled_events_of_stripes_partner_source(str
                                                             "payment_intent.succeeded", "customer.subscription")]
     pattern = rule()
     for event in emitted:
-        assert pattern.matches_event(envelope(event)) == (event["type"] in HANDLED_EVENTS), event["type"]
-        assert not pattern.matches_event(envelope(event, source="aws.partner/example.com/ed_1"))
+        assert pattern.matches_event(envelope(event, made)) == (event["type"] in HANDLED_EVENTS), event["type"]
+        other = {**envelope(event, made), "source": "aws.partner/example.com/ed_1"}
+        assert not pattern.matches_event(other)
     declared = set(load_template()["Resources"]["StripeEventsFunction"]["Properties"]["Events"]["StripeEvents"][
         "Properties"]["Pattern"]["detail-type"])
     assert declared == HANDLED_EVENTS
 
 
-def test_a_burst_reordered_and_twice_through_eventbridge_ends_in_stripes_final_state(billing, stripe_standin):
+def test_a_burst_through_eventbridge_reordered_and_twice_ends_in_stripes_final_state(billing, stripe_standin):
     stripe_standin.deliverer.paused = True  # the webhook endpoint delivers nothing: EventBridge alone
+    made = json.loads(destination(stripe_standin).last_response.body)
+    early = stripe_standin.add_customer(email="early@example.com")  # before the bus exists: dropped, as AWS does
+    stripe_standin.add_subscription(early, "active", price_id=stripe_standin.add_product("Early", lookup_key="e"))
+    pattern, handler = rule(), billing.webhooks.eventbridge_handler
+
+    def lambda_target(message: dict):  # the rule: its pattern, then the function
+        return handler(message, new_context())["outcome"] if pattern.matches_event(message) else None
+
+    assert stripe_standin.associate_event_bus(source_name(made), lambda_target)["amazon_eventbridge"][
+        "aws_event_source_status"] == "active"
+    stripe_standin.eventbridge.reorder, stripe_standin.eventbridge.duplicate_rate = True, 0.5
     customers = changes(stripe_standin)
-    pattern = rule()
-    taken = [envelope(e) for e in stripe_standin.events() if pattern.matches_event(envelope(e))]
-    shuffle = random.Random(31)
-    deliveries = taken + shuffle.sample(taken, len(taken) // 2)  # EventBridge delivers at least once
-    shuffle.shuffle(deliveries)
-    handler = billing.webhooks.eventbridge_handler
-    outcomes = [handler(delivery, new_context())["outcome"] for delivery in deliveries]
+    outcomes = stripe_standin.eventbridge.deliver()
     store = billing.webhooks.events.projections
     for customer in customers:
         subscriptions, entitlements = stripe_standin.billing_records(customer)
         assert store.get(customer).projection == project(subscriptions, entitlements), customer
-    assert outcomes.count("duplicate") >= len(taken) // 2
-    assert outcomes.count("processed") == len({d["detail"]["id"] for d in deliveries})
+    delivered = stripe_standin.eventbridge.delivered
+    assert len(delivered) > len({m["detail"]["id"] for m in delivered})  # duplicates came, and were absorbed
+    assert outcomes.count("processed") == len({m["detail"]["id"] for m in delivered})
+    assert store.get(early) is None  # nothing reached a bus that did not exist yet
 
 
 def test_what_is_not_stripes_is_refused_and_a_failure_raises_for_lambdas_retry(billing, stripe_standin):
     handler = billing.webhooks.eventbridge_handler
-    customer = stripe_standin.add_customer(email="retry@example.com")
     stripe_standin.deliverer.paused = True
+    made = json.loads(destination(stripe_standin).last_response.body)
+    customer = stripe_standin.add_customer(email="retry@example.com")
     stripe_standin.add_subscription(customer, "active", price_id=stripe_standin.add_product(
         "Pro", lookup_key="pro", features=("premium",)))
     (created,) = [e for e in stripe_standin.events() if e["type"] == "customer.subscription.created"]
     with pytest.raises(WebhookPayloadInvalid):
-        handler(envelope(created, source="aws.events"), new_context())
+        handler({**envelope(created, made), "source": "aws.events"}, new_context())
     stripe_standin.inject(Fault(status=500, times=10, method="GET", path_prefix="/v1/subscriptions"))
     with pytest.raises(Exception):  # noqa: B017 - whatever Stripe's failure becomes, Lambda must see it fail
-        handler(envelope(created), new_context())
+        handler(envelope(created, made), new_context())
     assert billing.webhooks.events.projections.get(customer) is None  # nothing half-applied
     stripe_standin.faults.clear()
-    assert handler(envelope(created), new_context())["outcome"] == "processed"  # the retry applies it
+    assert handler(envelope(created, made), new_context())["outcome"] == "processed"  # the retry applies it
     subscriptions, entitlements = stripe_standin.billing_records(customer)
     assert billing.webhooks.events.projections.get(customer).projection == project(subscriptions, entitlements)

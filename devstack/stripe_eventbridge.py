@@ -1,0 +1,116 @@
+"""Stripe's `amazon_eventbridge` event destinations, for the Stripe stand-in: the v2 API's objects (JSON bodies,
+ISO timestamps, its own errors), and the delivery of each event to the partner event source's bus once a bus is
+associated with it, in the envelope EventBridge gives a rule's Lambda target (`detail-type`: the event type,
+`detail`: the event, `source`: the partner source). Like EventBridge, deliveries may come twice and out of order.
+"""
+
+from __future__ import annotations
+
+import datetime
+import random
+import re
+import threading
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+PARTNER_SOURCE_PREFIX = "aws.partner/stripe.com/"
+_ACCOUNT_ID = re.compile(r"\d{12}")
+_REGION = re.compile(r"[a-z]{2}(?:-[a-z]+)+-\d")
+
+
+def iso_now() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def v2_error(code: str, message: str, *, status: int = 400) -> tuple[int, dict]:
+    return status, {"error": {"type": "invalid_request_error", "code": code, "message": message}}
+
+
+def source_name(destination: dict) -> str:
+    """The partner event source Stripe makes for a destination: its name (the ARN's part after event-source/)."""
+    return destination["amazon_eventbridge"]["aws_event_source_arn"].split("event-source/", 1)[1]
+
+
+def validated(params: dict, *, creating: bool) -> tuple[int, dict] | None:
+    """A v2 error for what Stripe refuses in a create or an update, or None."""
+    if creating:
+        for name in ("name", "type", "event_payload", "enabled_events"):
+            if name not in params:
+                return v2_error("parameter_missing", f"Missing required param: {name}.")
+        if params["type"] != "amazon_eventbridge":
+            return v2_error("invalid_type", "The stand-in models event destinations of type amazon_eventbridge.")
+        if params["event_payload"] not in ("snapshot", "thin"):
+            return v2_error("invalid_value", "event_payload must be one of: snapshot, thin.")
+        bridge = params.get("amazon_eventbridge")
+        if not isinstance(bridge, dict) or not _ACCOUNT_ID.fullmatch(str(bridge.get("aws_account_id", ""))) or \
+                not _REGION.fullmatch(str(bridge.get("aws_region", ""))):
+            return v2_error("invalid_value", "amazon_eventbridge needs aws_account_id (12 digits) and aws_region.")
+    events = params.get("enabled_events")
+    if events is not None and (not isinstance(events, list) or not events
+                               or not all(isinstance(e, str) and e for e in events)):
+        return v2_error("invalid_value", "enabled_events must be a non-empty list of event types.")
+    if not isinstance(params.get("name", ""), str):
+        return v2_error("invalid_value", "name must be a string.")
+    return None
+
+
+def new_destination(params: dict, *, livemode: bool, api_version: str) -> dict:
+    destination_id = "ed_" + uuid.uuid4().hex[:24]
+    bridge = params["amazon_eventbridge"]
+    now = iso_now()
+    return {
+        "id": destination_id, "object": "v2.core.event_destination", "type": "amazon_eventbridge",
+        "name": params["name"], "description": params.get("description", ""),
+        "enabled_events": list(params["enabled_events"]), "event_payload": params["event_payload"],
+        "events_from": params.get("events_from"), "livemode": livemode, "metadata": params.get("metadata") or {},
+        "snapshot_api_version": api_version if params["event_payload"] == "snapshot" else None,
+        "status": "enabled", "status_details": None, "created": now, "updated": now,
+        "amazon_eventbridge": {
+            "aws_account_id": bridge["aws_account_id"],
+            "aws_event_source_arn": (f"arn:aws:events:{bridge['aws_region']}::event-source/"
+                                     f"{PARTNER_SOURCE_PREFIX}{destination_id}"),
+            "aws_event_source_status": "pending"},
+        "azure_event_grid": None, "webhook_endpoint": None,
+    }
+
+
+def envelope(event: dict, destination: dict) -> dict:
+    """The event as a rule's Lambda target receives it from the destination's partner event bus."""
+    bridge = destination["amazon_eventbridge"]
+    created = datetime.datetime.fromtimestamp(event.get("created", 0), datetime.UTC)
+    return {"version": "0", "id": str(uuid.uuid4()), "detail-type": event["type"], "source": source_name(destination),
+            "account": bridge["aws_account_id"], "time": created.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "region": bridge["aws_event_source_arn"].split(":")[3], "resources": [], "detail": event}
+
+
+@dataclass
+class EventBridgeDeliveries:
+    """What Stripe has put on partner event buses, waiting for `deliver()`: EventBridge hands each event to the
+    bus's targets at least once and in no promised order (`duplicate_rate`, `reorder`)."""
+    duplicate_rate: float = 0.0
+    reorder: bool = False
+    random: random.Random = field(default_factory=lambda: random.Random(7))
+    buses: dict[str, Callable[[dict], object]] = field(default_factory=dict)  # source name -> the bus's target
+    pending: list[tuple[str, dict]] = field(default_factory=list)
+    delivered: list[dict] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def put(self, source: str, message: dict) -> None:
+        with self.lock:
+            self.pending.append((source, message))
+
+    def deliver(self) -> list:
+        """Hand every pending event to its bus's target; the targets' answers, in delivery order."""
+        with self.lock:
+            batch, self.pending = self.pending, []
+            batch += [item for item in batch if self.random.random() < self.duplicate_rate]
+            if self.reorder:
+                self.random.shuffle(batch)
+        answers = []
+        for source, message in batch:
+            target = self.buses.get(source)
+            if target is not None:
+                answers.append(target(message))
+                self.delivered.append(message)
+        return answers
