@@ -68,6 +68,11 @@ COMMANDS = {
                  "updates the one this deployment made; one at an older URL is retired) and stores its signing "
                  "secret in the stack's webhook secret. `webhooks roll` gives it a new signing secret without "
                  "losing an event. Uses the deployment's Stripe key, or one piped in with --key-stdin."),
+    "events": ("send Stripe's events through Amazon EventBridge",
+               "`events setup` creates (or updates) Stripe's event destination of type amazon_eventbridge for this "
+               "AWS account and region, for exactly the events the functions handle, and prints the partner event "
+               "source to deploy with (StripeEventSourceName). Uses the deployment's Stripe key, or one piped in "
+               "with --key-stdin."),
     "backfill": ("fill the billing status of every mapped customer from Stripe",
                  "Reads each mapped customer's subscriptions and entitlements at a bounded rate (--rate, Stripe "
                  "requests per second) and stores their projections; a projection a webhook stored later is "
@@ -114,6 +119,11 @@ def parser() -> argparse.ArgumentParser:
                                   "a delivery for up to 3 days)")
             sub.add_argument("--key-stdin", action="store_true",
                              help="read a Stripe key that may write webhook endpoints from stdin (else the "
+                                  "deployment's own key)")
+        if name == "events":
+            sub.add_argument("action", choices=["setup"], help="setup: create or update the event destination")
+            sub.add_argument("--key-stdin", action="store_true",
+                             help="read a Stripe key that may write event destinations from stdin (else the "
                                   "deployment's own key)")
         if name == "backfill":
             sub.add_argument("--rate", type=float, default=20.0,
@@ -230,6 +240,22 @@ def _run(args: argparse.Namespace, stdin: TextIO, out: TextIO, client: Callable[
         return _stripe_refusals(lambda: setup(url=webhook_url, secret_id=webhook_secret_id,
                                               stripe=stripe, client=client, out=out,
                                               keep_old_hours=args.keep_old_hours))
+    if args.command == "events":
+        from portal_admin.events import aws_account
+        from portal_admin.events import setup as events_setup
+
+        if not args.stack:
+            raise AdminError("no stack", "Pass --stack NAME: the destination is made for its account and region",
+                             EXIT_USAGE)
+        stripe = _stripe_caller(target, client, key=stdin.readline().strip() if args.key_stdin else None)
+        if stripe is None:
+            raise AdminError("no usable Stripe key", "Put the key in first (rotate-key), or pipe one with "
+                             "--key-stdin", EXIT_FAILED)
+        region = client("cloudformation").meta.region_name
+        account = aws_account(client)
+        return _stripe_refusals(lambda: events_setup(stack=args.stack, account=account, region=region,
+                                                     current_source=target.event_source_name, stripe=stripe,
+                                                     out=out))
     if args.command == "backfill":
         from portal_admin.webhooks import backfill
 

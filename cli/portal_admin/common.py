@@ -77,6 +77,7 @@ class Target:
     webhook_url: str | None = None
     webhook_secret_id: str | None = None
     checkout_prices: tuple[str, ...] = ()  # CheckoutPrices: Subscribe is deployed, its key permissions are checked
+    event_source_name: str | None = None  # StripeEventSourceName: Stripe's events come through EventBridge
 
 
 def boto_factory(region: str | None = None, profile: str | None = None) -> Callable[[str], Any]:
@@ -121,6 +122,7 @@ def resolve_target(args: argparse.Namespace, client: Callable[[str], Any] = defa
             webhook_url=outputs.get("WebhookUrl"),
             webhook_secret_id=outputs.get("WebhookSecretArn"),
             checkout_prices=tuple(p for p in params.get("CheckoutPrices", "").split(",") if p),
+            event_source_name=params.get("StripeEventSourceName") or None,
         )
     for field, value in (
         ("secret_id", getattr(args, "secret_id", None)), ("mode", getattr(args, "mode", None)),

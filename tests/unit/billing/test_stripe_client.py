@@ -64,3 +64,45 @@ def test_lone_surrogates_in_a_signed_name_or_email_never_reach_the_encoder():
     assert name == "Ada \ufffd Lovelace"
     assert fit_customer_email("ada\udc80@example.com") is None
     encode_form({"name": name, "metadata": {"cognito_sub": "abc"}})  # no UnicodeEncodeError
+
+
+def test_a_v2_request_goes_on_the_wire_as_stripe_pythons_does():
+    """v2 APIs take JSON bodies: the same method, path, content type, API version and body as stripe-python's own
+    v2 client sends for the same call (both captured by one local server)."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from portal_gateway.billing.stripe_client import StripeHttp
+
+    seen: list[dict] = []
+
+    class Capture(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            seen.append({"method": self.command, "path": self.path, "type": self.headers.get("Content-Type"),
+                         "version": self.headers.get("Stripe-Version"), "body": json.loads(body)})
+            answer = json.dumps({"id": "ed_1", "object": "v2.core.event_destination"}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(answer)))
+            self.end_headers()
+            self.wfile.write(answer)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Capture)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    params = {"name": "stripe-portal-gateway", "type": "amazon_eventbridge", "event_payload": "snapshot",
+              "enabled_events": ["customer.deleted", "price.updated"], "metadata": {"stack": "s"},
+              "amazon_eventbridge": {"aws_account_id": "123456789012", "aws_region": "eu-west-1"}}
+    try:
+        stripe.StripeClient("sk_test_x", base_addresses={"api": base}).v2.core.event_destinations.create(params)
+        StripeHttp(api_base=base).request("POST", "/v2/core/event_destinations", params, api_key="sk_test_x")
+    finally:
+        server.shutdown()
+        server.server_close()
+    theirs, ours = seen
+    assert theirs["type"].split(";")[0] == ours["type"] == "application/json"
+    assert {k: v for k, v in theirs.items() if k != "type"} == {k: v for k, v in ours.items() if k != "type"}

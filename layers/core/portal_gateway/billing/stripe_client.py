@@ -123,14 +123,15 @@ class StripeHttp:
                  idempotency_key: str | None = None) -> StripeResult:
         """The answer and whether Stripe replayed it. Retries as stripe-python does, within the time budget;
         a replayed failure is not retried (the same key can only replay it again)."""
-        encoded = encode_form(params or {})
+        v2 = path.startswith("/v2/")  # v2 APIs take JSON bodies (their queries stay form-encoded)
+        encoded = encode_form(params or {}) if not (v2 and method == "POST") else ""
         url = f"{self.api_base}{quote(path, safe='/%')}"  # ids in it come escaped (path_of)
         headers = {"Authorization": f"Bearer {api_key}", "Stripe-Version": STRIPE_API_VERSION,
                    "User-Agent": f"stripe-portal-gateway/{__version__}", "Accept": "application/json"}
         body = None
         if method == "POST":
-            body = encoded.encode("utf-8")
-            headers["Content-Type"] = "application/x-www-form-urlencoded"
+            body = json.dumps(params or {}).encode("utf-8") if v2 else encoded.encode("utf-8")
+            headers["Content-Type"] = "application/json" if v2 else "application/x-www-form-urlencoded"
             # As stripe-python does when it may retry: a retried POST is replayed by Stripe, never run twice.
             headers["Idempotency-Key"] = idempotency_key or str(uuid.uuid4())
         elif encoded:

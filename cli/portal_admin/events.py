@@ -1,0 +1,68 @@
+"""`stripe-portal-admin events setup`: Stripe's event destination of type amazon_eventbridge for this deployment's
+AWS account and region, for exactly the events the functions handle (snapshot payloads). A second run updates it
+(events, enabled) rather than making another. It prints the partner event source Stripe made, whether a bus is
+associated with it yet, and the next step: the deploy with StripeEventSourceName (docs/deploy.md)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TextIO
+from urllib.parse import parse_qsl
+
+from portal_gateway.billing.status_projection import HANDLED_EVENTS
+
+DESTINATIONS = "/v2/core/event_destinations"
+StripeCall = Callable[..., dict]  # (method, path, params=None) -> answer, with the deployment's (or given) key
+
+
+def _ours(stripe: StripeCall, stack: str, account: str, region: str) -> dict | None:
+    """The destination this deployment made before (metadata names the stack; same AWS account and region)."""
+    path: str | None = DESTINATIONS
+    while path:
+        path, _, query = path.partition("?")  # v2 pages: next_page_url is a path with its query
+        page = stripe("GET", path, dict(parse_qsl(query)) or None)
+        for destination in page.get("data", []):
+            bridge = destination.get("amazon_eventbridge") or {}
+            if (destination.get("type") == "amazon_eventbridge"
+                    and (destination.get("metadata") or {}).get("stripe_portal_gateway_stack") == stack
+                    and bridge.get("aws_account_id") == account
+                    and f":events:{region}:" in bridge.get("aws_event_source_arn", "")):
+                return destination
+        path = page.get("next_page_url")
+    return None
+
+
+def setup(*, stack: str, account: str, region: str, current_source: str | None, stripe: StripeCall,
+          out: TextIO) -> int:
+    events = sorted(HANDLED_EVENTS)
+    found = _ours(stripe, stack, account, region)
+    if found is None:
+        destination = stripe("POST", DESTINATIONS, {
+            "name": f"stripe-portal-gateway {stack}", "type": "amazon_eventbridge", "event_payload": "snapshot",
+            "enabled_events": events, "metadata": {"stripe_portal_gateway_stack": stack},
+            "description": "Billing status of the stripe-portal-gateway stack (its StripeEventsFunction)",
+            "amazon_eventbridge": {"aws_account_id": account, "aws_region": region}})
+        done = "created"
+    else:
+        destination, done = found, "unchanged"
+        if sorted(found.get("enabled_events", [])) != events:
+            destination, done = stripe("POST", f"{DESTINATIONS}/{found['id']}", {"enabled_events": events}), "updated"
+        if destination.get("status") != "enabled":
+            destination, done = stripe("POST", f"{DESTINATIONS}/{found['id']}/enable"), "enabled again"
+    bridge = destination["amazon_eventbridge"]
+    source = bridge["aws_event_source_arn"].split("event-source/", 1)[1]
+    print(f"Stripe event destination {destination['id']} (amazon_eventbridge, {len(events)} events, "
+          f"{destination.get('status')}): {done}", file=out)
+    print(f"Partner event source: {source} ({bridge.get('aws_event_source_status')})", file=out)
+    if current_source == source:
+        print("The stack's event bus is associated with it: Stripe's events reach the StripeEventsFunction.",
+              file=out)
+    else:
+        print("Next: deploy again with this source (Enter keeps every other saved answer):", file=out)
+        print("  .venv-sam/bin/sam deploy --guided --config-env <env>   "
+              f"# Parameter StripeEventSourceName: {source}", file=out)
+    return 0
+
+
+def aws_account(client: Callable[[str], Any]) -> str:
+    return client("sts").get_caller_identity()["Account"]

@@ -1,0 +1,82 @@
+"""`stripe-portal-admin events setup --stack …` against the Stripe stand-in's v2 event destinations and moto: one
+destination for the stack's account and region and exactly the handled events, made once and then kept in step,
+and the partner event source to deploy with, whose bus association the command reports."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+from portal_admin import cli as admin
+from portal_gateway.billing.status_projection import HANDLED_EVENTS
+
+from devstack.stripe_eventbridge import source_name
+from devstack.stripe_standin import fake_key
+
+
+@pytest.fixture
+def stack_record(stack, stripe_standin, monkeypatch):
+    """What describe-stacks answers for a deployed stack (its StripeEventSourceName as given)."""
+    monkeypatch.setenv("STRIPE_API_BASE", stripe_standin.base_url)
+
+    def record(name: str = "portal-events", source: str = "") -> str:
+        template = {"Parameters": {n: {"Type": "String", "Default": ""} for n in ("StripeMode",
+                                                                                    "StripeEventSourceName")},
+                    "Resources": {"Record": {"Type": "AWS::CloudFormation::WaitConditionHandle"}},
+                    "Outputs": {"StripeSecretArn": {"Value": stack.secret_id}}}
+        cloudformation = stack.moto.client("cloudformation")
+        if source:
+            cloudformation.delete_stack(StackName=name)
+        cloudformation.create_stack(StackName=name, TemplateBody=json.dumps(template), Parameters=[
+            {"ParameterKey": "StripeMode", "ParameterValue": "test"},
+            {"ParameterKey": "StripeEventSourceName", "ParameterValue": source}])
+        return name
+
+    return record
+
+
+def run(stack, argv, stdin_text=""):
+    out = io.StringIO()
+    code = admin.main(argv, stdin=io.StringIO(stdin_text), out=out, err=out, client=stack.moto.client)
+    return code, out.getvalue()
+
+
+def test_setup_makes_one_destination_for_the_stacks_account_and_region_and_says_what_to_deploy(
+        stack, stripe_standin, stack_record):
+    name = stack_record()
+    code, out = run(stack, ["events", "setup", "--stack", name])
+    assert code == 0, out
+    (destination,) = stripe_standin.account.event_destinations.values()
+    bridge = destination["amazon_eventbridge"]
+    assert destination["type"] == "amazon_eventbridge" and destination["event_payload"] == "snapshot"
+    assert sorted(destination["enabled_events"]) == sorted(HANDLED_EVENTS)
+    sts = stack.moto.client("sts")
+    account, region = sts.get_caller_identity()["Account"], sts.meta.region_name  # the stack's
+    assert bridge["aws_account_id"] == account and f":events:{region}:" in bridge["aws_event_source_arn"]
+    source = source_name(destination)
+    assert "created" in out and f"Parameter StripeEventSourceName: {source}" in out and "(pending)" in out
+    assert stripe_standin.key not in out
+
+    # Again, after someone narrowed its events and disabled it in the Workbench: the same destination, put back.
+    destination["enabled_events"], destination["status"] = ["customer.deleted"], "disabled"
+    code, out = run(stack, ["events", "setup", "--stack", name])
+    assert code == 0, out
+    assert list(stripe_standin.account.event_destinations) == [destination["id"]]
+    assert destination["status"] == "enabled" and sorted(destination["enabled_events"]) == sorted(HANDLED_EVENTS)
+
+    # Deployed with the source, its bus associated: the command says the events arrive.
+    stripe_standin.associate_event_bus(source, lambda message: None)
+    stack_record(name, source)
+    code, out = run(stack, ["events", "setup", "--stack", name])
+    assert code == 0 and "unchanged" in out and "(active)" in out and "reach the StripeEventsFunction" in out
+
+
+def test_a_key_that_may_not_write_event_destinations_is_refused_in_one_line(stack, stripe_standin, stack_record):
+    name = stack_record()
+    weak = stripe_standin.add_key(fake_key("rk", "test"), frozenset({"customers_write"}))
+    code, out = run(stack, ["events", "setup", "--stack", name, "--key-stdin"], stdin_text=weak + "\n")
+    assert code == admin.EXIT_FAILED and "Stripe refused the key" in out and "Traceback" not in out
+    assert stripe_standin.account.event_destinations == {}
+    code, out = run(stack, ["events", "setup"])
+    assert code == admin.EXIT_USAGE and "--stack" in out
