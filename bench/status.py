@@ -131,18 +131,9 @@ def run(table) -> int:
     customers = [stripe.add_customer(email=f"burst{n}@example.com") for n in range(50)]
     prices = [price] + [stripe.add_product(f"Plan {n}", lookup_key=f"plan_{n}", features=(f"f{n}",))
                         for n in range(3)]
-    first_event = len(stripe.events())
-    round_ = 0
-    while len(stripe.events()) - first_event < args.burst:
-        for n, buyer in enumerate(customers):
-            created = stripe.add_subscription(buyer, "active", price_id=prices[(n + round_) % len(prices)])
-            if (n + round_) % 2:
-                stripe.update_subscription(created, cancel_at_period_end=True)
-            if (n + round_) % 3 == 0:
-                stripe.cancel_subscription(created)
-        round_ += 1
-    emitted = len(stripe.events()) - first_event
+    emitted = burst_of_changes(stripe, customers, prices, args.burst)
     delivered_before = len(deliverer.deliveries)
+    reads_before = webhooks.reader.calls
     started = time.perf_counter()
     deliverer.resume()
     assert deliverer.idle(600), "the burst did not drain"
@@ -151,6 +142,8 @@ def run(table) -> int:
     store = webhooks.events.projections
     matching = sum(store.get(c).projection == project(*stripe.billing_records(c)) for c in customers)
     unique_ok = len({d.event_id for d in attempts if d.status == 200})
+    webhook_reads_per_event = (webhooks.reader.calls - reads_before) / max(1, unique_ok)
+    bus = eventbridge_burst(stripe, key, webhooks, prices, args.burst, args.duplicate_rate)
 
     limit = under_rate_limit(stripe, stack, portal, args.limit_seconds)
     reconciled = reconcile_stale_table(stripe, webhooks, args.reconcile_customers)
@@ -175,6 +168,12 @@ def run(table) -> int:
     print(f"| Burst: successful deliveries of an event already applied (duplicates) / drained in | "
           f"{duplicates} / {drained:.1f} s |")
     print(f"| Burst: customers whose projection equals the stand-in's records | {matching} of {len(customers)} |")
+    print(f"| The same burst through EventBridge: events put on the bus / deliveries / events applied | "
+          f"{bus['emitted']} / {bus['deliveries']} / {bus['applied']} |")
+    print(f"| EventBridge burst: customers whose projection equals the stand-in's records | {bus['matching']} of "
+          f"{bus['customers']} |")
+    print(f"| Stripe calls per applied event: webhook / EventBridge | {webhook_reads_per_event:.2f} / "
+          f"{bus['reads_per_event']:.2f} |")
     print(f"| 2x Stripe's rate limit ({limit['rate']}/s for {args.limit_seconds:g} s): clicks / status reads | "
           f"{limit['clicks']} / {limit['reads']} |")
     print(f"| 2x rate limit: clicks answered 302 / 502 with Retry-After / other | {limit['click_302']} / "
@@ -193,7 +192,65 @@ def run(table) -> int:
     moto.stop()
     held = (limit["reads_200"] == limit["reads"] and limit["click_other"] == 0
             and reconciled["read"] == args.reconcile_customers and reconciled["rate_limited"] == 0)
-    return 0 if matching == len(customers) and held else 1
+    return 0 if matching == len(customers) and bus["matching"] == bus["customers"] and held else 1
+
+
+def burst_of_changes(stripe, customers: list[str], prices: list[str], at_least: int) -> int:
+    """Subscriptions made, cancelled at period end and cancelled, round after round, until `at_least` events."""
+    first_event = len(stripe.events())
+    round_ = 0
+    while len(stripe.events()) - first_event < at_least:
+        for n, buyer in enumerate(customers):
+            created = stripe.add_subscription(buyer, "active", price_id=prices[(n + round_) % len(prices)])
+            if (n + round_) % 2:
+                stripe.update_subscription(created, cancel_at_period_end=True)
+            if (n + round_) % 3 == 0:
+                stripe.cancel_subscription(created)
+        round_ += 1
+    return len(stripe.events()) - first_event
+
+
+def eventbridge_burst(stripe, key: str, webhooks, prices: list[str], at_least: int, duplicate_rate: float) -> dict:
+    """The burst again, for 50 other customers, through Stripe's amazon_eventbridge destination (made with
+    stripe-python's own v2 client) and the template's rule (moto's pattern matching) to the StripeEventsFunction's
+    handler; EventBridge's at-least-once, unordered delivery as the stand-in models it. The webhook endpoint is
+    paused meanwhile: EventBridge alone."""
+    import stripe as stripe_python
+    from moto.events.models import EventPattern
+    from portal_gateway.billing.status_projection import HANDLED_EVENTS, project
+
+    from devstack.cfn import load_template
+    from devstack.http_api import new_context
+    from devstack.stripe_eventbridge import source_name
+
+    stripe.deliverer.paused = True
+    client = stripe_python.StripeClient(key, base_addresses={"api": stripe.base_url})
+    made = client.v2.core.event_destinations.create({
+        "name": "bench", "type": "amazon_eventbridge", "event_payload": "snapshot",
+        "enabled_events": sorted(HANDLED_EVENTS),
+        "amazon_eventbridge": {"aws_account_id": "123456789012", "aws_region": "eu-west-1"}})
+    rule = load_template()["Resources"]["StripeEventsFunction"]["Properties"]["Events"]["StripeEvents"]
+    pattern = EventPattern.load(json.dumps(rule["Properties"]["Pattern"]))
+
+    def target(message: dict):
+        if pattern.matches_event(message):
+            return webhooks.eventbridge_handler(message, new_context())["outcome"]
+        return None
+
+    stripe.associate_event_bus(source_name(json.loads(made.last_response.body)), target)
+    bus = stripe.eventbridge
+    bus.reorder, bus.duplicate_rate = True, duplicate_rate
+    customers = [stripe.add_customer(email=f"bus{n}@example.com") for n in range(50)]
+    emitted = burst_of_changes(stripe, customers, prices, at_least)
+    reads_before = webhooks.reader.calls
+    outcomes = bus.deliver()
+    applied = outcomes.count("processed")
+    stripe.deliverer.resume()  # the webhook endpoint's queued deliveries: each event again, recognised by its id
+    assert stripe.deliverer.idle(600), "the webhook deliveries did not drain"
+    store = webhooks.events.projections
+    return {"emitted": emitted, "deliveries": len(outcomes), "applied": applied, "customers": len(customers),
+            "matching": sum(store.get(c).projection == project(*stripe.billing_records(c)) for c in customers),
+            "reads_per_event": (webhooks.reader.calls - reads_before) / max(1, applied)}
 
 
 # Stripe's test-mode rate limit: 25 requests a second per account (docs.stripe.com/rate-limits).

@@ -23,6 +23,13 @@ def test_the_status_benchmark_runs_and_its_burst_converges():
     emitted, attempts, applied = (int(n) for n in rows[
         "Burst: events emitted / delivery attempts / events applied"].split(" / "))
     assert emitted >= 60 and applied == emitted and attempts >= emitted
+    # The same burst through EventBridge ends equal too, with no more Stripe calls per event than the webhook's.
+    assert rows["EventBridge burst: customers whose projection equals the stand-in's records"] == "50 of 50"
+    put, deliveries, applied = (int(n) for n in rows[
+        "The same burst through EventBridge: events put on the bus / deliveries / events applied"].split(" / "))
+    assert put >= 60 and applied == put and deliveries >= put
+    webhook, bus = (float(n) for n in rows["Stripe calls per applied event: webhook / EventBridge"].split(" / "))
+    assert 0 < bus <= webhook
     assert "ms" in rows["Webhook to visible status, p50 / p95 / max (3 changes)"]
     # At twice Stripe's rate limit: a clear answer for every request, no retry storm.
     clicks, reads = (int(n) for n in rows["2x Stripe's rate limit (50/s for 2 s): clicks / status reads"].split(" / "))
