@@ -10,6 +10,7 @@ import datetime
 import random
 import re
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -94,11 +95,24 @@ class EventBridgeDeliveries:
     buses: dict[str, Callable[[dict], object]] = field(default_factory=dict)  # source name -> the bus's target
     pending: list[tuple[str, dict]] = field(default_factory=list)
     delivered: list[dict] = field(default_factory=list)
+    # The bus's archive (the stack's StripeEventArchive): every event put on a bus, with when it arrived.
+    archive: list[tuple[float, str, dict]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def put(self, source: str, message: dict) -> None:
         with self.lock:
             self.pending.append((source, message))
+            if source in self.buses:
+                self.archive.append((time.time(), source, message))
+
+    def replay(self, name: str, since: float) -> int:
+        """An archive replay (EventBridge's StartReplay) of what arrived since `since`: each event put on its bus
+        again, marked with the replay's name as EventBridge marks it; `deliver()` hands them over. How many."""
+        with self.lock:
+            again = [(source, {**message, "replay-name": name}) for at, source, message in self.archive
+                     if at >= since]
+            self.pending.extend(again)
+        return len(again)
 
     def deliver(self) -> list:
         """Hand every pending event to its bus's target; the targets' answers, in delivery order."""
