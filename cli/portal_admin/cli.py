@@ -209,6 +209,11 @@ def _run(args: argparse.Namespace, stdin: TextIO, out: TextIO, client: Callable[
                 stripe = None  # the secret's own check above already says why
             checks += webhook_checks(url=target.webhook_url, secret_id=target.webhook_secret_id, stripe=stripe,
                                      client=client)
+        if target.event_source_name:
+            from portal_admin.events import event_destination_checks
+
+            checks += event_destination_checks(source=target.event_source_name,
+                                               stripe=_stripe_caller(target, client))
         print_checks(checks, out)
         ok = passed(checks)
         print("All checks passed." if ok else "Some checks failed.", file=out)

@@ -10,6 +10,8 @@ from typing import Any, TextIO
 from urllib.parse import parse_qsl
 
 from portal_gateway.billing.status_projection import HANDLED_EVENTS
+from portal_gateway.billing.stripe_client import StripeApiError
+from portal_gateway.checks.stripe_key_check import Check
 
 DESTINATIONS = "/v2/core/event_destinations"
 StripeCall = Callable[..., dict]  # (method, path, params=None) -> answer, with the deployment's (or given) key
@@ -62,6 +64,44 @@ def setup(*, stack: str, account: str, region: str, current_source: str | None, 
         print("  .venv-sam/bin/sam deploy --guided --config-env <env>   "
               f"# Parameter StripeEventSourceName: {source}", file=out)
     return 0
+
+
+def event_destination_checks(*, source: str, stripe: StripeCall | None) -> list[Check]:
+    """With StripeEventSourceName: Stripe's destination behind that source is enabled, sends exactly the handled
+    events, and its source is associated with a bus (Stripe reports it active once the stack made its bus)."""
+    name, fix = "event destination", "stripe-portal-admin events setup --stack <stack>, then deploy with its source"
+    if stripe is None:
+        return [Check(name, False, "no usable Stripe key to look it up", "Put the key in first (rotate-key)")]
+    try:
+        found = _by_source(stripe, source)
+    except StripeApiError as exc:
+        return [Check(name, False, f"Stripe answered {exc.kind} (http {exc.http_status})",
+                      "Use a key that may read event destinations, or try again")]
+    if found is None:
+        return [Check(name, False, f"no event destination of this Stripe account sends to {source}", fix)]
+    checks = [Check(name, found.get("status") == "enabled", f"{found['id']} {found.get('status')}",
+                    "Enable it in the Workbench, or run events setup")]
+    missing = sorted(set(HANDLED_EVENTS) - set(found.get("enabled_events", [])))
+    checks.append(Check("event destination events", not missing and "*" not in found.get("enabled_events", []),
+                        f"missing {', '.join(missing)}" if missing else "exactly the handled events",
+                        "stripe-portal-admin events setup --stack <stack> puts them back"))
+    status = (found.get("amazon_eventbridge") or {}).get("aws_event_source_status")
+    checks.append(Check("event bus associated", status == "active", f"partner event source {status}",
+                        "Deploy with StripeEventSourceName set to it (docs/deploy.md)"))
+    return checks
+
+
+def _by_source(stripe: StripeCall, source: str) -> dict | None:
+    path: str | None = DESTINATIONS
+    while path:
+        path, _, query = path.partition("?")
+        page = stripe("GET", path, dict(parse_qsl(query)) or None)
+        for destination in page.get("data", []):
+            arn = (destination.get("amazon_eventbridge") or {}).get("aws_event_source_arn", "")
+            if arn.endswith(f"event-source/{source}"):
+                return destination
+        path = page.get("next_page_url")
+    return None
 
 
 def aws_account(client: Callable[[str], Any]) -> str:

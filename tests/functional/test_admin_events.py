@@ -80,3 +80,28 @@ def test_a_key_that_may_not_write_event_destinations_is_refused_in_one_line(stac
     assert stripe_standin.account.event_destinations == {}
     code, out = run(stack, ["events", "setup"])
     assert code == admin.EXIT_USAGE and "--stack" in out
+
+
+def test_check_says_whether_the_destination_behind_the_stacks_source_is_enabled_complete_and_associated(
+        stack, stripe_standin, stack_record):
+    name = stack_record()
+    assert run(stack, ["events", "setup", "--stack", name])[0] == 0
+    (destination,) = stripe_standin.account.event_destinations.values()
+    source = source_name(destination)
+    stack_record(name, source)  # deployed with it, but (as here) before the bus exists
+
+    def lines() -> list[str]:
+        _, out = run(stack, ["check", "--stack", name])
+        return [line for line in out.splitlines() if "event destination" in line or "event bus" in line]
+
+    found = lines()
+    assert found[0].startswith("PASS  event destination") and destination["id"] in found[0]
+    assert found[1].startswith("PASS  event destination events")
+    assert found[2].startswith("FAIL  event bus associated") and "pending" in found[2]
+    stripe_standin.associate_event_bus(source, lambda message: None)
+    destination["enabled_events"] = ["customer.deleted"]
+    found = lines()
+    assert found[1].startswith("FAIL  event destination events") and "customer.subscription.updated" in found[1]
+    assert found[2].startswith("PASS  event bus associated")
+    stripe_standin.account.event_destinations.clear()
+    assert lines()[0].startswith("FAIL  event destination") and "no event destination" in lines()[0]
