@@ -200,12 +200,7 @@ def burst_of_changes(stripe, customers: list[str], prices: list[str], at_least: 
     first_event = len(stripe.events())
     round_ = 0
     while len(stripe.events()) - first_event < at_least:
-        for n, buyer in enumerate(customers):
-            created = stripe.add_subscription(buyer, "active", price_id=prices[(n + round_) % len(prices)])
-            if (n + round_) % 2:
-                stripe.update_subscription(created, cancel_at_period_end=True)
-            if (n + round_) % 3 == 0:
-                stripe.cancel_subscription(created)
+        stripe.churn_subscriptions(customers, prices, rounds=1, first_round=round_)
         round_ += 1
     return len(stripe.events()) - first_event
 

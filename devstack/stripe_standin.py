@@ -440,6 +440,18 @@ class StripeStandin:
             return ([json.loads(json.dumps(s)) for s in customer["_subscriptions"]],
                     self._active_entitlements(account, customer))
 
+    def churn_subscriptions(self, customers: list[str], prices: list[str], *, rounds: int,
+                            first_round: int = 0) -> None:
+        """A burst of billing changes, the same every time: each round, each customer subscribes to a price in
+        turn, every other subscription is set to cancel at period end, and every third is cancelled."""
+        for round_ in range(first_round, first_round + rounds):
+            for n, customer in enumerate(customers):
+                subscription = self.add_subscription(customer, "active", price_id=prices[(n + round_) % len(prices)])
+                if (n + round_) % 2:
+                    self.update_subscription(subscription, cancel_at_period_end=True)
+                if (n + round_) % 3 == 0:
+                    self.cancel_subscription(subscription)
+
     def associate_event_bus(self, source: str, target) -> dict:
         """What creating an event bus for a partner event source does (the stack's StripeEventBus): the source
         becomes active, and from now on the destination's events reach `target` (the rule's Lambda target) when

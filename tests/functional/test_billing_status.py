@@ -163,13 +163,7 @@ def test_a_burst_delivered_out_of_order_and_twice_ends_in_stripes_final_state(bi
     prices = [stripe_standin.add_product(f"Plan {n}", lookup_key=f"plan_{n}", features=(f"feature-{n}",))
               for n in range(3)]
     customers = [stripe_standin.add_customer(email=f"burst{n}@example.com") for n in range(4)]
-    for round_ in range(4):
-        for n, customer in enumerate(customers):
-            subscription = stripe_standin.add_subscription(customer, "active", price_id=prices[(n + round_) % 3])
-            if (n + round_) % 2:
-                stripe_standin.update_subscription(subscription, cancel_at_period_end=True)
-            if (n + round_) % 3 == 0:
-                stripe_standin.cancel_subscription(subscription)
+    stripe_standin.churn_subscriptions(customers, prices, rounds=4)
     deliverer.resume()
     settle(stripe_standin)
     webhook_module = billing.webhooks

@@ -43,13 +43,7 @@ def destination(standin, events: list[str] | None = None) -> stripe.v2.core.Even
 def changes(standin, customers: int = 4, rounds: int = 4) -> list[str]:
     prices = [standin.add_product(f"Plan {n}", lookup_key=f"plan_{n}", features=(f"feature-{n}",)) for n in range(3)]
     made = [standin.add_customer(email=f"bus{n}@example.com") for n in range(customers)]
-    for round_ in range(rounds):
-        for n, customer in enumerate(made):
-            subscription = standin.add_subscription(customer, "active", price_id=prices[(n + round_) % 3])
-            if (n + round_) % 2:
-                standin.update_subscription(subscription, cancel_at_period_end=True)
-            if (n + round_) % 3 == 0:
-                standin.cancel_subscription(subscription)
+    standin.churn_subscriptions(made, prices, rounds=rounds)
     standin.update_price(prices[0], lookup_key="plan_0_2027")
     return made
 
