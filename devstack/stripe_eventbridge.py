@@ -91,7 +91,7 @@ class EventBridgeDeliveries:
     bus's targets at least once and in no promised order (`duplicate_rate`, `reorder`)."""
     duplicate_rate: float = 0.0
     reorder: bool = False
-    random: random.Random = field(default_factory=lambda: random.Random(7))
+    random: random.Random = field(default_factory=lambda: random.Random(7))  # nosec B311 - test shuffling, not crypto
     buses: dict[str, Callable[[dict], object]] = field(default_factory=dict)  # source name -> the bus's target
     pending: list[tuple[str, dict]] = field(default_factory=list)
     delivered: list[dict] = field(default_factory=list)
