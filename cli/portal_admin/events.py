@@ -5,7 +5,7 @@ associated with it yet, and the next step: the deploy with StripeEventSourceName
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TextIO
 from urllib.parse import parse_qsl
 
@@ -17,20 +17,25 @@ DESTINATIONS = "/v2/core/event_destinations"
 StripeCall = Callable[..., dict]  # (method, path, params=None) -> answer, with the deployment's (or given) key
 
 
-def _ours(stripe: StripeCall, stack: str, account: str, region: str) -> dict | None:
-    """The destination this deployment made before (metadata names the stack; same AWS account and region)."""
+def _destinations(stripe: StripeCall) -> Iterator[dict]:
+    """Every event destination of the account, page after page."""
     path: str | None = DESTINATIONS
     while path:
         path, _, query = path.partition("?")  # v2 pages: next_page_url is a path with its query
         page = stripe("GET", path, dict(parse_qsl(query)) or None)
-        for destination in page.get("data", []):
-            bridge = destination.get("amazon_eventbridge") or {}
-            if (destination.get("type") == "amazon_eventbridge"
-                    and (destination.get("metadata") or {}).get("stripe_portal_gateway_stack") == stack
-                    and bridge.get("aws_account_id") == account
-                    and f":events:{region}:" in bridge.get("aws_event_source_arn", "")):
-                return destination
+        yield from page.get("data", [])
         path = page.get("next_page_url")
+
+
+def _ours(stripe: StripeCall, stack: str, account: str, region: str) -> dict | None:
+    """The destination this deployment made before (metadata names the stack; same AWS account and region)."""
+    for destination in _destinations(stripe):
+        bridge = destination.get("amazon_eventbridge") or {}
+        if (destination.get("type") == "amazon_eventbridge"
+                and (destination.get("metadata") or {}).get("stripe_portal_gateway_stack") == stack
+                and bridge.get("aws_account_id") == account
+                and f":events:{region}:" in bridge.get("aws_event_source_arn", "")):
+            return destination
     return None
 
 
@@ -92,15 +97,10 @@ def event_destination_checks(*, source: str, stripe: StripeCall | None) -> list[
 
 
 def _by_source(stripe: StripeCall, source: str) -> dict | None:
-    path: str | None = DESTINATIONS
-    while path:
-        path, _, query = path.partition("?")
-        page = stripe("GET", path, dict(parse_qsl(query)) or None)
-        for destination in page.get("data", []):
-            arn = (destination.get("amazon_eventbridge") or {}).get("aws_event_source_arn", "")
-            if arn.endswith(f"event-source/{source}"):
-                return destination
-        path = page.get("next_page_url")
+    for destination in _destinations(stripe):
+        arn = (destination.get("amazon_eventbridge") or {}).get("aws_event_source_arn", "")
+        if arn.endswith(f"event-source/{source}"):
+            return destination
     return None
 
 
