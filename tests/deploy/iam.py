@@ -16,7 +16,7 @@ import re
 import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlparse
 
 import boto3
 
@@ -122,7 +122,8 @@ class EnforcedIam:
             principal = self.keys.get(key.group(1)) if key else None
             action = action_of(entry, headers)
             if principal and action:
-                found.append((principal, action, body_of(entry)))
+                body = body_of(entry) if not action.startswith("s3:") else {"Path": urlparse(entry["url"]).path}
+                found.append((principal, action, body))
         return found
 
     def used(self) -> dict[str, set[str]]:
@@ -158,10 +159,23 @@ def action_of(entry: dict, headers: dict[str, str]) -> str | None:
         prefix, _, operation = target.partition(".")
         return f"{TARGET_PREFIXES.get(prefix, prefix)}:{operation}"
     service = re.search(r"Credential=[^/]+/\d+/[^/]+/([^/]+)/", headers.get("authorization", ""))
+    if service and service.group(1) == "s3":
+        return s3_action(entry["method"], urlparse(entry["url"]).path)
     form = parse_qs(_text_of(entry))
     if service and "Action" in form:  # the query protocol: STS, CloudFormation, IAM
         return f"{service.group(1)}:{form['Action'][0]}"
     return None
+
+
+def s3_action(method: str, path: str) -> str | None:
+    """The IAM action of a path-style S3 REST request (the few the SAM CLI makes; HEAD needs what GET needs)."""
+    bucket, _, key = path.lstrip("/").partition("/")
+    if not bucket:
+        return "s3:ListAllMyBuckets" if method == "GET" else None
+    if not key:
+        return {"GET": "s3:ListBucket", "HEAD": "s3:ListBucket", "PUT": "s3:CreateBucket"}.get(method)
+    return {"GET": "s3:GetObject", "HEAD": "s3:GetObject", "PUT": "s3:PutObject",
+            "DELETE": "s3:DeleteObject"}.get(method)
 
 
 # --- resources and conditions: @cloud-copilot/iam-simulate (tests/iam_simulator) --------------------------------
@@ -203,8 +217,11 @@ def resource_of(action: str, body: dict, region: str, account: str) -> str | Non
     if service == "cognito-idp":
         pool = body["UserPoolId"]
         return f"arn:aws:cognito-idp:{pool.split('_')[0]}:{account}:userpool/{pool}"
-    if action == "cloudformation:DescribeStacks":
-        return f"arn:aws:cloudformation:{region}:{account}:stack/{body['StackName']}/rehearsal"
+    if service == "cloudformation":
+        stack = body["StackName"]
+        return stack if stack.startswith("arn:") else f"arn:aws:cloudformation:{region}:{account}:stack/{stack}/x"
+    if service == "s3":
+        return f"arn:aws:s3:::{body['Path'].lstrip('/')}" if body["Path"].strip("/") else None
     raise AssertionError(f"no resource rule for {action}")
 
 
