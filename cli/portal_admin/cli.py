@@ -72,7 +72,9 @@ COMMANDS = {
                "`events setup` creates (or updates) Stripe's event destination of type amazon_eventbridge for this "
                "AWS account and region, for exactly the events the functions handle, and prints the partner event "
                "source to deploy with (StripeEventSourceName). Uses the deployment's Stripe key, or one piped in "
-               "with --key-stdin."),
+               "with --key-stdin. `events replay --since WHEN` replays the stack's event archive (from WHEN to "
+               "--until, default now) to the StripeEventsFunction and waits for it: the recovery after a wiped "
+               "table or dead-lettered events (events already applied are skipped)."),
     "backfill": ("fill the billing status of every mapped customer from Stripe",
                  "Reads each mapped customer's subscriptions and entitlements at a bounded rate (--rate, Stripe "
                  "requests per second) and stores their projections; a projection a webhook stored later is "
@@ -121,7 +123,10 @@ def parser() -> argparse.ArgumentParser:
                              help="read a Stripe key that may write webhook endpoints from stdin (else the "
                                   "deployment's own key)")
         if name == "events":
-            sub.add_argument("action", choices=["setup"], help="setup: create or update the event destination")
+            sub.add_argument("action", choices=["setup", "replay"],
+                             help="setup: create or update the event destination; replay: replay the archive")
+            sub.add_argument("--since", help="replay: from when (2026-12-01T09:30Z, or an age: 90m, 6h, 2d)")
+            sub.add_argument("--until", help="replay: until when (default now)")
             sub.add_argument("--key-stdin", action="store_true",
                              help="read a Stripe key that may write event destinations from stdin (else the "
                                   "deployment's own key)")
@@ -245,6 +250,8 @@ def _run(args: argparse.Namespace, stdin: TextIO, out: TextIO, client: Callable[
         return _stripe_refusals(lambda: setup(url=webhook_url, secret_id=webhook_secret_id,
                                               stripe=stripe, client=client, out=out,
                                               keep_old_hours=args.keep_old_hours))
+    if args.command == "events" and args.action == "replay":
+        return _replay(args, target, client, out)
     if args.command == "events":
         from portal_admin.events import aws_account
         from portal_admin.events import setup as events_setup
@@ -307,6 +314,32 @@ def _support(args: argparse.Namespace, target: Target, out: TextIO, client: Call
     if args.command == "unlink":
         return support.unlink(ctx, args.sub, reason=args.reason, who=who)
     return support.forget(ctx, args.sub, reason=args.reason, who=who)
+
+
+def _replay(args: argparse.Namespace, target: Target, client: Callable[[str], Any], out: TextIO) -> int:
+    import datetime
+
+    from portal_admin.events import replay, when
+
+    if not args.stack or not args.since:
+        raise AdminError("replay needs --stack and --since", "e.g. events replay --stack NAME --since 6h",
+                         EXIT_USAGE)
+    if not target.event_archive_arn:
+        raise AdminError(f"the stack {args.stack} has no event archive",
+                         "Stripe's events reach it by webhook; deploy with StripeEventSourceName (docs/deploy.md)",
+                         EXIT_USAGE)
+    now = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
+    try:
+        since = when(args.since, now)
+        until = when(args.until, now) if args.until else now
+    except ValueError as exc:
+        raise AdminError(str(exc), "Pass --since as 2026-12-01T09:30Z or as an age (90m, 6h, 2d)", EXIT_USAGE) from None
+    if not since < until <= now:
+        raise AdminError(f"nothing to replay from {since:%Y-%m-%dT%H:%M:%SZ} to {until:%Y-%m-%dT%H:%M:%SZ}",
+                         "--since must come before --until, and --until cannot be in the future", EXIT_USAGE)
+    done = replay(stack=args.stack, archive_arn=target.event_archive_arn, rule_arn=target.event_rule_arn,
+                  since=since, until=until, events=client("events"), out=out)
+    return EXIT_OK if done else EXIT_FAILED
 
 
 def _table_ids(target: Target) -> tuple[str, str, str]:

@@ -42,7 +42,7 @@ def aws_problem(exc: Exception, doing: str) -> AdminError:
                 "SignatureDoesNotMatch"):
         return AdminError(f"{doing}: AWS refused the credentials ({code})",
                           "Refresh them (`aws sso login`) or pick another --profile", EXIT_UNREACHABLE)
-    if code in ("AccessDenied", "AccessDeniedException", "UnauthorizedOperation"):
+    if code in ("AccessDenied", "AccessDeniedException", "UnauthorizedOperation", "403"):  # "403": no code given
         return AdminError(f"{doing}: your credentials are not allowed to do this ({code})",
                           "Use a role that may operate this stack (docs/operations.md)", EXIT_UNREACHABLE)
     if code == "ValidationError" and "does not exist" in str(exc):
@@ -78,6 +78,8 @@ class Target:
     webhook_secret_id: str | None = None
     checkout_prices: tuple[str, ...] = ()  # CheckoutPrices: Subscribe is deployed, its key permissions are checked
     event_source_name: str | None = None  # StripeEventSourceName: Stripe's events come through EventBridge
+    event_archive_arn: str | None = None  # the bus's archive (output StripeEventArchiveArn), for events replay
+    event_rule_arn: str | None = None  # the rule to the StripeEventsFunction (output StripeEventsRuleArn)
 
 
 def boto_factory(region: str | None = None, profile: str | None = None) -> Callable[[str], Any]:
@@ -123,6 +125,8 @@ def resolve_target(args: argparse.Namespace, client: Callable[[str], Any] = defa
             webhook_secret_id=outputs.get("WebhookSecretArn"),
             checkout_prices=tuple(p for p in params.get("CheckoutPrices", "").split(",") if p),
             event_source_name=params.get("StripeEventSourceName") or None,
+            event_archive_arn=outputs.get("StripeEventArchiveArn"),
+            event_rule_arn=outputs.get("StripeEventsRuleArn"),
         )
     for field, value in (
         ("secret_id", getattr(args, "secret_id", None)), ("mode", getattr(args, "mode", None)),

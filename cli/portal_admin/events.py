@@ -5,6 +5,9 @@ associated with it yet, and the next step: the deploy with StripeEventSourceName
 
 from __future__ import annotations
 
+import datetime
+import re
+import time
 from collections.abc import Callable, Iterator
 from typing import Any, TextIO
 from urllib.parse import parse_qsl
@@ -106,3 +109,53 @@ def _by_source(stripe: StripeCall, source: str) -> dict | None:
 
 def aws_account(client: Callable[[str], Any]) -> str:
     return client("sts").get_caller_identity()["Account"]
+
+
+# --- events replay --------------------------------------------------------------------------------------------------
+_RELATIVE = re.compile(r"(\d+)([mhd])")
+_UNITS = {"m": 60, "h": 3600, "d": 86400}
+FINISHED = ("COMPLETED", "FAILED", "CANCELLED")
+
+
+def when(text: str, now: datetime.datetime) -> datetime.datetime:
+    """A moment from `--since`/`--until`: an ISO 8601 time (UTC when no offset is given: `2026-12-01`,
+    `2026-12-01T09:30Z`) or a time before now (`90m`, `6h`, `2d`). ValueError says what it takes."""
+    relative = _RELATIVE.fullmatch(text.strip())
+    if relative:
+        return now - datetime.timedelta(seconds=int(relative.group(1)) * _UNITS[relative.group(2)])
+    try:
+        moment = datetime.datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise ValueError(f"{text!r} is neither an ISO 8601 time (2026-12-01T09:30Z) nor an age (90m, 6h, 2d)") \
+            from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=datetime.UTC)
+
+
+def replay(*, stack: str, archive_arn: str, rule_arn: str | None, since: datetime.datetime,
+           until: datetime.datetime, events: Any, out: TextIO, wait_seconds: float = 900.0,
+           sleep: Callable[[float], None] = time.sleep) -> bool:
+    """EventBridge's StartReplay of the stack's archive, for [since, until], into the bus it archives, to the
+    StripeEventsFunction's rule alone; then wait for it to finish. Events already applied are recognised by their
+    Stripe event id and skipped by the function; what a wiped table or a dead-lettered event lost is applied again.
+    True when the replay completed."""
+    archive = events.describe_archive(ArchiveName=archive_arn.rsplit("/", 1)[1])
+    name = f"{stack[:48]}-{until:%Y%m%dT%H%M%S}"  # at most 64; the stack first (IAM: replay/<stack>-*)
+    destination: dict[str, Any] = {"Arn": archive["EventSourceArn"]}
+    if rule_arn:
+        destination["FilterArns"] = [rule_arn]
+    events.start_replay(ReplayName=name, EventSourceArn=archive["ArchiveArn"], EventStartTime=since,
+                        EventEndTime=until, Destination=destination,
+                        Description=f"stripe-portal-admin events replay for {stack}")
+    print(f"Replay {name}: the archive's events from {since:%Y-%m-%d %H:%M:%S}Z to {until:%Y-%m-%d %H:%M:%S}Z "
+          f"({archive.get('EventCount', '?')} archived in all) to the StripeEventsFunction", file=out)
+    waited, state = 0.0, events.describe_replay(ReplayName=name)
+    while state["State"] not in FINISHED and waited < wait_seconds:
+        sleep(5.0)
+        waited += 5.0
+        state = events.describe_replay(ReplayName=name)
+    detail = f": {state['StateReason']}" if state.get("StateReason") else ""
+    print(f"Replay {name} {state['State'].lower()}{detail}", file=out)
+    if state["State"] not in FINISHED:
+        print(f"Still running after {wait_seconds:.0f} s; follow it with: aws events describe-replay --replay-name "
+              f"{name}", file=out)
+    return state["State"] == "COMPLETED"

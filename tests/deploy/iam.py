@@ -136,7 +136,7 @@ class EnforcedIam:
 
 # The IAM prefix of a JSON-protocol target's service (X-Amz-Target "<prefix>.<Operation>").
 TARGET_PREFIXES = {"DynamoDB_20120810": "dynamodb", "secretsmanager": "secretsmanager",
-                   "AWSCognitoIdentityProviderService": "cognito-idp"}
+                   "AWSCognitoIdentityProviderService": "cognito-idp", "AWSEvents": "events"}
 
 
 def _text_of(entry: dict) -> str:
@@ -220,6 +220,12 @@ def resource_of(action: str, body: dict, region: str, account: str) -> str | Non
     if service == "cloudformation":
         stack = body["StackName"]
         return stack if stack.startswith("arn:") else f"arn:aws:cloudformation:{region}:{account}:stack/{stack}/x"
+    if service == "events" and "ArchiveName" in body:
+        return f"arn:aws:events:{region}:{account}:archive/{body['ArchiveName']}"
+    if action == "events:StartReplay":
+        return body["EventSourceArn"]
+    if service == "events" and "ReplayName" in body:
+        return f"arn:aws:events:{region}:{account}:replay/{body['ReplayName']}"
     if service == "s3":
         return f"arn:aws:s3:::{body['Path'].lstrip('/')}" if body["Path"].strip("/") else None
     raise AssertionError(f"no resource rule for {action}")

@@ -390,6 +390,10 @@ WALKED: dict[str, dict[str, tuple[set[str], set[str]]]] = {}
 SIMULATIONS: dict[str, list[tuple[str, dict, bool]]] = {}
 # Granted actions the walk does not reach, each with where it is needed; anything else granted and unused fails.
 NOT_REACHED_BY_THE_WALK = {
+    "operator": {  # held under this same policy with IAM enforced by tests/functional/test_eventbridge_replay.py
+        "events:DescribeArchive": "events replay (a stack deployed with StripeEventSourceName)",
+        "events:StartReplay": "events replay (a stack deployed with StripeEventSourceName)",
+        "events:DescribeReplay": "events replay (a stack deployed with StripeEventSourceName)"},
     "PortalFunctionRole": {
         "cognito-idp:AdminGetUser": "the status check of a token over a minute old (the walk's tokens are fresh)",
         "cognito-idp:ListUsers": "an email match (Ada's customer is created, not matched)"},
