@@ -238,8 +238,8 @@ def _run(args: argparse.Namespace, stdin: TextIO, out: TextIO, client: Callable[
 
         webhook_url, webhook_secret_id = target.webhook_url, target.webhook_secret_id
         if not webhook_url or not webhook_secret_id:
-            raise AdminError("no webhook URL or secret", "Pass --stack NAME, or --webhook-url and "
-                             "--webhook-secret-id", EXIT_USAGE)
+            raise AdminError("no webhook URL or secret", "Pass --stack NAME, or --webhook-url and --webhook-secret-id "
+                             "(a stack with StripeWebhookEndpoint=disabled has no webhook: see events)", EXIT_USAGE)
         stripe = _stripe_caller(target, client, key=stdin.readline().strip() if args.key_stdin else None)
         if stripe is None:
             raise AdminError("no usable Stripe key", "Put the key in first (rotate-key), or pipe one with "

@@ -66,7 +66,7 @@ class SigningSecrets:
     """The endpoint's signing secrets (whsec_...), from a secret holding {"signing_secrets": [...]} (newest
     first; more than one while a roll is under way) or a bare whsec_ string."""
 
-    def __init__(self, secret_id: str, read=None, clock=time.monotonic):
+    def __init__(self, secret_id: str | None, read=None, clock=time.monotonic):
         self._secret_id = secret_id
         self._read = read or SecretsManagerReader(unavailable=WebhookNotConfigured, transient=WebhookNotConfigured,
                                                   label="the webhook signing secret", variable="WEBHOOK_SECRET_ID")
@@ -76,6 +76,8 @@ class SigningSecrets:
         self._lock = threading.Lock()
 
     def current(self, *, reread: bool = False) -> tuple[str, ...]:
+        if not self._secret_id:  # not deployed so (StripeWebhookEndpoint=disabled); said rather than crashing
+            raise WebhookNotConfigured(log_detail="WEBHOOK_SECRET_ID is not set: the webhook endpoint is switched off")
         with self._lock:
             age = self._clock() - self._read_at
             if not self._secrets or age >= SECRET_TTL_SECONDS or (reread and age >= SECRET_REREAD_SECONDS):

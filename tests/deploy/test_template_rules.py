@@ -3,6 +3,8 @@ parameter sets each one guards (and the ones it must let through); and the names
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from devstack.cfn import load_template
@@ -12,6 +14,7 @@ from tests.deploy.readme_script import ROOT
 BASE = {"CognitoUserPoolId": "eu-west-1_AbCdEf123", "CognitoClientIds": "abc123",
         "ReturnUrl": "https://www.example.com/account"}
 DOMAIN = "https://myshop.auth.eu-west-1.amazoncognito.com"
+SOURCE = "aws.partner/stripe.com/ed_61RulesCheck"
 
 
 @pytest.fixture(scope="module")
@@ -27,6 +30,7 @@ def failures(template, **parameters) -> list[str]:
     ({"CallbackUrl": "https://billing.example.com/api/portal/callback"}, "CallbackUrl is used only"),
     ({"OAuthClientId": "abc123"}, "OAuthClientId is used only"),
     ({"AllowCustomJwksUrl": "true"}, "AllowCustomJwksUrl=true"),
+    ({"StripeWebhookEndpoint": "disabled"}, "With StripeWebhookEndpoint=disabled"),
 ])
 def test_each_rule_refuses_the_combination_it_guards_and_says_what_to_set(template, parameters, refused):
     (message,) = failures(template, **parameters)
@@ -39,6 +43,7 @@ def test_each_rule_refuses_the_combination_it_guards_and_says_what_to_set(templa
     {"CognitoDomain": DOMAIN, "CallbackUrl": "https://billing.example.com/api/portal/callback",
      "OAuthClientId": "abc123"},
     {"AllowCustomJwksUrl": "true", "CognitoJwksUrl": "https://keys.example.com/jwks.json"},
+    {"StripeWebhookEndpoint": "disabled", "StripeEventSourceName": SOURCE},
 ])
 def test_the_rules_let_every_working_combination_through(template, parameters):
     assert failures(template, **parameters) == []
@@ -69,3 +74,38 @@ def test_a_long_stack_name_still_gives_the_pre_traffic_hook_a_name_lambda_takes(
                                     f"{long_name}/1a2b3c4d-5e6f-4a1b-9c2d-3e4f5a6b7c8d")
     name = stack.resolve(template["Resources"]["PreTrafficHookFunction"]["Properties"]["FunctionName"])
     assert name == "CodeDeployHook_1a2b3c4d-5e6f-4a1b-9c2d-3e4f5a6b7c8d" and len(name) <= 64
+
+
+class AnyAttribute(dict):
+    def __missing__(self, key: tuple[str, str]) -> str:
+        return f"arn:aws:svc:eu-west-1:123456789012:kind/{key[0]}-physical/{key[1]}"  # ARN-shaped: Split/Select work
+
+
+@pytest.mark.parametrize("parameters", [
+    {}, {"StripeEventSourceName": SOURCE}, {"StripeWebhookEndpoint": "disabled", "StripeEventSourceName": SOURCE},
+    {"CognitoDomain": DOMAIN, "ExistingCustomersTableName": "kept-table", "EnableSnapStart": "true"},
+], ids=["webhook", "webhook and EventBridge", "EventBridge alone", "hosted UI, kept table, SnapStart"])
+def test_nothing_created_refers_to_what_the_parameter_set_does_not_create(parameters):
+    """As CloudFormation resolves the translated template: every property and output of what a parameter set
+    creates resolves (a reference to a resource its conditions leave out fails the whole create)."""
+    from tests.deploy.conftest import translate
+
+    (translated,) = translate([{**BASE, **parameters}], "eu-west-1")
+    resources = translated["Resources"]
+    stack = Stack(translated, {**BASE, **parameters}, stack_name="s", region="eu-west-1",
+                  physical_ids={n: f"arn:aws:svc:eu-west-1:123456789012:kind:{n}-physical:1" for n in resources})
+    stack.attributes = AnyAttribute()  # every attribute named after what it is
+    assert stack.rule_failures() == []
+    created = [name for name in resources if stack.exists(name)]
+    for name in created:
+        stack.resolve(resources[name].get("Properties", {}))
+    outputs = {name: stack.output(name) for name in translated["Outputs"]}
+    webhook = parameters.get("StripeWebhookEndpoint", "enabled") == "enabled"
+    assert ("WebhookFunction" in created) == webhook and (outputs["WebhookUrl"] is not None) == webhook
+    assert ("StripeEventsFunction" in created) == bool(parameters.get("StripeEventSourceName"))
+    routes = [r for r in created if resources[r]["Type"] == "AWS::ApiGatewayV2::Api"]
+    body = json.dumps([stack.resolve(resources[r]["Properties"]) for r in routes])
+    assert ("/webhooks/stripe" in body) == webhook  # the route goes with the function
+    dashboard = stack.resolve(resources["OperatorDashboard"]["Properties"]["DashboardBody"])
+    assert ("WebhookFunction-physical" in dashboard) == webhook
+    assert ("StripeEventsFunction-physical" in dashboard) == bool(parameters.get("StripeEventSourceName"))

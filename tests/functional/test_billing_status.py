@@ -293,6 +293,21 @@ def test_before_setup_deliveries_are_refused_with_503_and_nothing_is_recorded(ga
     assert table_items(stack) == before
 
 
+def test_without_a_webhook_secret_the_code_loads_and_a_stray_delivery_is_refused_with_503(gateway, stack,
+                                                                                          stripe_standin):
+    """StripeWebhookEndpoint=disabled: the reconciliation and the EventBridge function get no WEBHOOK_SECRET_ID.
+    The shared code loads without it, and a delivery (were one routed there) is refused, never applied."""
+    gateway(WEBHOOK_SECRET_ID="")
+    reset_logging(("stripe-portal-gateway-webhooks",))
+    webhooks = load_handler_module(ROOT / "functions" / "webhooks" / "app.py")
+    assert webhooks.SETTINGS.webhook_secret_id is None
+    body = json.dumps({"id": "evt_7", "type": "customer.subscription.updated"})
+    before = table_items(stack)
+    status, answer = deliver(webhooks, body, signature_header(body.encode(), ["whsec_" + "4" * 48]))
+    assert (status, answer["error"]) == (503, "webhook_not_configured")
+    assert table_items(stack) == before
+
+
 def test_a_key_that_may_not_read_entitlements_still_gets_the_subscriptions(billing, user, stack, stripe_standin):
     from devstack.stripe_standin import fake_key
 

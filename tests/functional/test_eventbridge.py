@@ -160,3 +160,25 @@ def test_a_wiped_status_table_replayed_from_the_archive_ends_equal_to_stripes_re
     for customer in customers:
         subscriptions, entitlements = stripe_standin.billing_records(customer)
         assert store.get(customer).projection == project(subscriptions, entitlements), customer
+
+
+def test_an_applied_event_logs_every_field_the_dashboards_lag_widget_reads(caplog, billing, stripe_standin):
+    """The dashboard's lag widget reads the StripeEventsFunction's "Event applied" lines too
+    (tests/support/dashboard.py): each field it names must be in a real line."""
+    import logging
+
+    from tests.functional.test_observability import held_to
+    from tests.support.dashboard import fields_named, log_queries
+
+    stripe_standin.deliverer.paused = True
+    made = json.loads(destination(stripe_standin).last_response.body)
+    customer = stripe_standin.add_customer(email="lag-bus@example.com")
+    stripe_standin.add_subscription(customer, "active", price_id=stripe_standin.add_product("Lag", lookup_key="lag"))
+    (created,) = [e for e in stripe_standin.events() if e["type"] == "customer.subscription.created"]
+    caplog.set_level(logging.INFO)
+    assert billing.webhooks.eventbridge_handler(envelope(created, made), new_context())["outcome"] == "processed"
+    formatter = billing.webhooks.logger.registered_formatter
+    (line,) = [json.loads(formatter.format(r)) for r in caplog.records if r.getMessage() == "Event applied"]
+    assert line["stripe_event_id"] == created["id"] and 0 <= line["lag_s"] < 60
+    for query in log_queries()["StripeEventsFunction"]:
+        assert held_to(fields_named(query), [line]) == [], query

@@ -38,7 +38,7 @@ def test_every_metric_on_the_dashboard_is_one_the_functions_publish():
 def test_the_dashboard_reads_the_log_groups_the_stack_makes_in_its_own_region():
     resources = load_template()["Resources"]
     queries = log_queries()
-    assert set(queries) == {"PortalFunction", "WebhookFunction"}
+    assert set(queries) == {"PortalFunction", "WebhookFunction", "StripeEventsFunction"}
     for function in queries:
         assert resources[function]["Type"] == "AWS::Serverless::Function"
         group = resources[f"{function}LogGroup"]["Properties"]["LogGroupName"]

@@ -178,7 +178,7 @@ class Settings:
 class WebhookSettings:
     """The webhook function's configuration: where the signing secrets, the Stripe key and the table are."""
 
-    webhook_secret_id: str
+    webhook_secret_id: str | None  # None: the stack's webhook endpoint is off (StripeWebhookEndpoint=disabled)
     stripe_secret_id: str
     stripe_mode: str
     customers_table: str
@@ -204,7 +204,7 @@ class WebhookSettings:
         if not _POOL_ID.fullmatch(pool_id):
             raise ConfigError("COGNITO_USER_POOL_ID must look like '<region>_<id>', e.g. 'eu-west-1_AbCdEf123'")
         return cls(
-            webhook_secret_id=_required(env, "WEBHOOK_SECRET_ID"),
+            webhook_secret_id=env.get("WEBHOOK_SECRET_ID", "").strip() or None,
             stripe_secret_id=_required(env, "STRIPE_SECRET_ID"),
             stripe_mode=_choice(env, "STRIPE_MODE", STRIPE_MODES),
             customers_table=_required(env, "CUSTOMERS_TABLE"),
