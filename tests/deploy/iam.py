@@ -112,6 +112,15 @@ class EnforcedIam:
             _moto_api(self.moto, "reset-auth", b"inf")
             _moto_api(self.moto, "recorder/stop-recording", b"")
 
+    @contextmanager
+    def lifted(self):
+        """Every request let through for a moment (what a deploy does between two walks: new roles)."""
+        _moto_api(self.moto, "reset-auth", b"inf")
+        try:
+            yield self
+        finally:
+            _moto_api(self.moto, "reset-auth", b"0")
+
     def requests(self) -> list[tuple[str, str, dict]]:
         """Every request of a known principal, from moto's recording: (principal, action, what it named)."""
         found = []

@@ -14,6 +14,7 @@ policy (docs/iam/operator-policy.json), each function under its role from the tr
 from __future__ import annotations
 
 import base64
+import datetime
 import io
 import json
 import os
@@ -72,6 +73,9 @@ class Deployment:
     # IAM enforced (tests/deploy/iam.py): the operator's keys, and each function's role session in its environment.
     operator_credentials: dict[str, str] = field(default_factory=dict)
     role_environments: dict[str, dict[str, str]] = field(default_factory=dict)
+    # Day two goes on to Stripe's events through EventBridge: `events setup`, then the deploy with its source.
+    eventbridge_phase: bool = False
+    enforced: EnforcedIam | None = None
 
 
 def parameter_sets(guided_deploy) -> list[Deployment]:
@@ -82,6 +86,7 @@ def parameter_sets(guided_deploy) -> list[Deployment]:
         sets.append(Deployment(f"{environment}: the guide's first deploy", deploy["stack_name"], deploy["region"],
                                parameters))
     dev = sets[0]
+    dev.eventbridge_phase = True
     sets.append(Deployment("dev: SnapStart on", dev.stack_name, dev.region, {**dev.parameters,
                                                                             "EnableSnapStart": "true"}))
     sets.append(Deployment("dev: tokens only, no plain links", dev.stack_name, dev.region,
@@ -390,10 +395,6 @@ WALKED: dict[str, dict[str, tuple[set[str], set[str]]]] = {}
 SIMULATIONS: dict[str, list[tuple[str, dict, bool]]] = {}
 # Granted actions the walk does not reach, each with where it is needed; anything else granted and unused fails.
 NOT_REACHED_BY_THE_WALK = {
-    "operator": {  # held under this same policy with IAM enforced by tests/functional/test_eventbridge_replay.py
-        "events:DescribeArchive": "events replay (a stack deployed with StripeEventSourceName)",
-        "events:StartReplay": "events replay (a stack deployed with StripeEventSourceName)",
-        "events:DescribeReplay": "events replay (a stack deployed with StripeEventSourceName)"},
     "PortalFunctionRole": {
         "cognito-idp:AdminGetUser": "the status check of a token over a minute old (the walk's tokens are fresh)",
         "cognito-idp:ListUsers": "an email match (Ada's customer is created, not matched)"},
@@ -409,6 +410,11 @@ NOT_REACHED_BY_THE_WALK = {
     "WebhookFunctionRole": {
         "cognito-idp:ListUsers": "binding a purchase that names no user by its buyer's verified email",
         "dynamodb:DeleteItem": "dropping the mapping of a customer deleted in Stripe"},
+    "StripeEventsFunctionRole": {
+        "cognito-idp:ListUsers": "binding a purchase that names no user by its buyer's verified email",
+        "dynamodb:DeleteItem": "dropping the mapping of a customer deleted in Stripe",
+        "sqs:SendMessage": "Lambda's dead-letter queue for an event still failing after the retries (Lambda sends "
+                           "with the function's role; moto runs no asynchronous invocation)"},
     "ReconcileFunctionRole": {
         "cognito-idp:ListUsers": "binding a missed purchase by its buyer's verified email",
         "dynamodb:DeleteItem": "clearing a catalog change once every status showing it was read again"},
@@ -428,6 +434,7 @@ def test_the_readmes_order_works_from_an_empty_account(deployments, index, aws, 
         standin.create_default_portal_configuration(deployments[index].parameters.get("StripeMode", "test"))
         deployment = deploy(deployments[index], aws, standin)
         enforced = principals(deployment, aws)
+        deployment.enforced = enforced
         OPERATOR_CALLS_MOTO_CANNOT_SEE.clear()
         aws.admin_credentials = enforced.admin
         with enforced.enforced():
@@ -539,7 +546,8 @@ def walk_the_readme(deployment: Deployment, moto, standin: StripeStandin, cold_s
     # Step 4: the key goes in through rotate-key --stack; Secrets Manager drives the rotation function.
     rotation = cold_start("rotation", env["RotationFunction"])
     # The restricted key with the permissions docs/deploy.md lists, the billing status's included.
-    key = standin.add_key(fake_key("rk", mode), GUIDE_PERMISSIONS | {"webhook_endpoints_write"})
+    key = standin.add_key(fake_key("rk", mode), GUIDE_PERMISSIONS | {"webhook_endpoints_write"} | (
+        {"event_destinations_read"} if deployment.eventbridge_phase else set()))  # check reads the destination
     code, out = admin(["rotate-key", "--stack", deployment.stack_name], deployment, moto,
                       stdin=key + "\n", rotation=rotation, cold_start=cold_start)
     assert code == 0, out
@@ -637,6 +645,9 @@ def walk_the_readme(deployment: Deployment, moto, standin: StripeStandin, cold_s
         code, out = admin([*argv, "--stack", deployment.stack_name], deployment, moto, cold_start=cold_start)
         assert code == 0, (argv, out)
 
+    if deployment.eventbridge_phase:
+        switch_to_eventbridge(deployment, moto, standin, cold_start, customer["id"])
+
     # A rotation to a key of another Stripe account is refused, and a release holding one is rolled back.
     other = standin.add_account()
     standin.create_default_portal_configuration(mode, account=other)
@@ -655,6 +666,110 @@ def walk_the_readme(deployment: Deployment, moto, standin: StripeStandin, cold_s
     assert customer["id"] in {c["id"] for c in standin.customers(mode)}
 
 
+def switch_to_eventbridge(deployment: Deployment, moto, standin: StripeStandin, cold_start: ColdStart,
+                          customer: str) -> None:
+    """docs/deploy.md, "Stripe's events through Amazon EventBridge", in two phases: the operator makes Stripe's
+    event destination (Stripe then makes the partner event source in the stack's account); the deploy with that
+    source adds the bus, its archive, the rule and the StripeEventsFunction (made in moto from the translated
+    template's own properties). Then Stripe's events arrive through the bus, `check` says so, and `events replay`
+    brings the archive back, the operator's commands under the documented policy and the function under its role.
+    moto cannot deliver to a Lambda target: an SQS queue in the target's place shows what the rule hands over,
+    and the function is invoked with each message (the target's own properties are checked as translated)."""
+    from tests.support import moto_partner_buses
+
+    moto_partner_buses.install()
+    region, name, enforced = deployment.region, deployment.stack_name, deployment.enforced
+    key = standin.add_key(fake_key("rk", deployment.stack.parameters["StripeMode"]),
+                          frozenset({"event_destinations_write"}))
+    code, out = admin(["events", "setup", "--stack", name, "--key-stdin"], deployment, moto, stdin=key + "\n",
+                      cold_start=cold_start)
+    assert code == 0 and key not in out, out
+    source = re.search(r"Parameter StripeEventSourceName: (\S+)", out).group(1)
+    events = client(moto, "events", region)  # Stripe's own AWS side: the partner event source, for this account
+    events.create_partner_event_source(Name=source, Account=ACCOUNT)
+
+    # Deploy again with the source: the same translated template, the new answer, what CloudFormation adds.
+    before = deployment.stack
+    stack = Stack(deployment.template, {**before.parameters, "StripeEventSourceName": source}, stack_name=name,
+                  region=region, physical_ids=before.physical_ids, attributes=before.attributes)
+    assert stack.rule_failures() == [] and stack.exists("StripeEventsFunction")
+    resources = deployment.template["Resources"]
+    bus = stack.resolve(resources["StripeEventBus"]["Properties"])
+    stack.physical_ids["StripeEventBus"] = bus["Name"]
+    stack.attributes[("StripeEventBus", "Arn")] = events.create_event_bus(**bus)["EventBusArn"]
+    sqs = client(moto, "sqs", region)
+    queue = sqs.create_queue(QueueName=f"{name}-StripeEventsDeadLetterQueue-R3H34RS4L")["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    stack.physical_ids["StripeEventsDeadLetterQueue"] = queue
+    stack.attributes[("StripeEventsDeadLetterQueue", "Arn")] = queue_arn
+    stack.attributes[("StripeEventsDeadLetterQueue", "QueueName")] = queue_arn.rsplit(":", 1)[1]
+    archive = stack.resolve(resources["StripeEventArchive"]["Properties"])
+    made = events.create_archive(ArchiveName=f"StripeEventArchive-{uuid.uuid4().hex[:12]}",
+                                 EventSourceArn=archive["SourceArn"], RetentionDays=int(archive["RetentionDays"]))
+    stack.attributes[("StripeEventArchive", "Arn")] = made["ArchiveArn"]
+    function = f"{name}-StripeEventsFunction-R3h34rs4l"
+    stack.physical_ids["StripeEventsFunction"] = function
+    stack.attributes[("StripeEventsFunction", "Arn")] = f"arn:aws:lambda:{region}:{ACCOUNT}:function:{function}"
+    rule = stack.resolve(resources["StripeEventsFunctionStripeEvents"]["Properties"])
+    rule_name = f"{name}-StripeEventsFunctionStripeEv-R3H34RS4L"
+    stack.attributes[("StripeEventsFunctionStripeEvents", "Arn")] = events.put_rule(
+        Name=rule_name, EventBusName=rule["EventBusName"], EventPattern=json.dumps(rule["EventPattern"]),
+        State=rule.get("State", "ENABLED"))["RuleArn"]
+    handed = sqs.create_queue(QueueName="what-the-rule-hands-the-function")["QueueUrl"]
+    handed_arn = sqs.get_queue_attributes(QueueUrl=handed, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    (target,) = rule["Targets"]
+    assert target["Arn"] == stack.attributes[("StripeEventsFunction", "Arn")]
+    assert target["DeadLetterConfig"]["Arn"] == queue_arn
+    # moto raises NotImplementedError when a rule delivers to a Lambda target: the queue takes the target's place.
+    events.put_targets(Rule=rule_name, EventBusName=rule["EventBusName"],
+                       Targets=[{"Id": target["Id"], "Arn": handed_arn}])
+    deployment.stack = stack
+    client(moto, "cloudformation", region).delete_stack(StackName=name)
+    register_stack_record(deployment, moto)
+    deployment.environments["StripeEventsFunction"] = stack.function_environment("StripeEventsFunction")
+    role_id = resources["StripeEventsFunction"]["Properties"]["Role"]["Fn::GetAtt"][0]
+    with enforced.lifted():  # IAM creates the new role during the deploy
+        deployment.role_environments["StripeEventsFunction"] = enforced.role(
+            f"{name}-{role_id}", [p["PolicyDocument"] for p in stack.resolve(resources[role_id]["Properties"]).get(
+                "Policies", [])])
+    env = lambda_environment(deployment, "StripeEventsFunction", moto=moto, stripe_base=standin.base_url)
+    bridge = cold_start("webhooks", env)
+
+    def apply(messages: list[dict]) -> list[str]:
+        with cold_start.running(bridge.rehearsal_env):
+            return [bridge.eventbridge_handler(m, new_context())["outcome"] for m in messages]
+
+    def received() -> list[dict]:
+        found = []
+        while messages := sqs.receive_message(QueueUrl=handed, MaxNumberOfMessages=10).get("Messages", []):
+            for message in messages:
+                found.append(json.loads(message["Body"]))
+                sqs.delete_message(QueueUrl=handed, ReceiptHandle=message["ReceiptHandle"])
+        return found
+
+    # Stripe puts its events on the source; the bus's rule hands the handled ones to the function.
+    stripe_events = client(moto, "events", region)
+    standin.associate_event_bus(source, lambda m: stripe_events.put_partner_events(Entries=[{
+        "Source": source, "DetailType": m["detail-type"], "Detail": json.dumps(m["detail"]),
+        "Time": datetime.datetime.fromtimestamp(m["detail"]["created"], datetime.UTC)}]))
+    since = datetime.datetime.now(datetime.UTC) - datetime.timedelta(minutes=1)
+    standin.add_subscription(customer, "active", price_id=standin.add_product("Team", lookup_key="team",
+                                                                             features=("team-feature",)))
+    standin.eventbridge.deliver()
+    first = received()
+    assert first and "processed" in apply(first), first
+    code, out = admin(["check", "--stack", name], deployment, moto, cold_start=cold_start)
+    passed = {line.split("  ")[1].strip() for line in out.splitlines() if line.startswith("PASS")}
+    assert {"event destination", "event destination events", "event bus associated"} <= passed, out
+
+    # The recovery the webhook path lacks: the archive replayed; what was applied is recognised and skipped.
+    code, out = admin(["events", "replay", "--stack", name, "--since", since.strftime("%Y-%m-%dT%H:%M:%SZ")],
+                      deployment, moto, cold_start=cold_start)
+    assert code == 0 and "completed" in out, out
+    again = received()
+    assert len(again) == len(first) and set(apply(again)) == {"duplicate"}
+
+
 def test_every_action_a_policy_grants_is_one_the_walks_used():
     """A missing action fails the walk itself (moto refuses it); an extra one fails here. The operator's policy
     (docs/iam/operator-policy.json) is exactly what the commands of the deploy guide and the runbook used."""
@@ -666,7 +781,7 @@ def test_every_action_a_policy_grants_is_one_the_walks_used():
         for principal, (allowed, asked) in walk.items():
             granted.setdefault(principal, set()).update(allowed)
             used.setdefault(principal, set()).update(asked)
-    assert set(granted) == {"operator", *(f"{f}Role" for f in FUNCTIONS)}
+    assert set(granted) == {"operator", "StripeEventsFunctionRole", *(f"{f}Role" for f in FUNCTIONS)}
     for principal in granted:
         unused = granted[principal] - used[principal]
         assert unused == set(NOT_REACHED_BY_THE_WALK.get(principal, {})), (principal, sorted(unused))
