@@ -215,10 +215,12 @@ def _run(args: argparse.Namespace, stdin: TextIO, out: TextIO, client: Callable[
             checks += webhook_checks(url=target.webhook_url, secret_id=target.webhook_secret_id, stripe=stripe,
                                      client=client)
         if target.event_source_name:
-            from portal_admin.events import event_destination_checks
+            from portal_admin.events import event_destination_checks, event_rule_checks
 
             checks += event_destination_checks(source=target.event_source_name,
                                                stripe=_stripe_caller(target, client))
+            checks += event_rule_checks(rule_arn=target.event_rule_arn, source=target.event_source_name,
+                                        events=client("events"))
         print_checks(checks, out)
         ok = passed(checks)
         print("All checks passed." if ok else "Some checks failed.", file=out)

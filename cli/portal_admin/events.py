@@ -6,6 +6,7 @@ associated with it yet, and the next step: the deploy with StripeEventSourceName
 from __future__ import annotations
 
 import datetime
+import json
 import re
 import time
 from collections.abc import Callable, Iterator
@@ -159,3 +160,21 @@ def replay(*, stack: str, archive_arn: str, rule_arn: str | None, since: datetim
         print(f"Still running after {wait_seconds:.0f} s; follow it with: aws events describe-replay --replay-name "
               f"{name}", file=out)
     return state["State"] == "COMPLETED"
+
+
+def event_rule_checks(*, rule_arn: str | None, source: str, events: Any) -> list[Check]:
+    """The stack's rule, as EventBridge holds it: enabled, on the source's bus, and taking exactly the event types
+    this code handles (a template older or newer than the functions' code would drop or refuse some)."""
+    name, fix = "event rule", "Deploy the stack again with this release's template"
+    if not rule_arn:
+        return [Check(name, False, "the stack reports no StripeEventsRuleArn", fix)]
+    bus, _, rule = rule_arn.split(":rule/", 1)[1].rpartition("/")
+    if bus != source:
+        return [Check(name, False, f"on the bus {bus or 'default'}, not {source}", fix)]
+    found = events.describe_rule(Name=rule, EventBusName=bus)
+    pattern = json.loads(found.get("EventPattern") or "{}")
+    types = set(pattern.get("detail-type", []))
+    missing, extra = sorted(set(HANDLED_EVENTS) - types), sorted(types - set(HANDLED_EVENTS))
+    problems = ([f"{found.get('State', '?').lower()}"] if found.get("State") != "ENABLED" else []) + (
+        [f"misses {', '.join(missing)}"] if missing else []) + ([f"also takes {', '.join(extra)}"] if extra else [])
+    return [Check(name, not problems, "; ".join(problems) or "enabled, exactly the handled events", fix)]

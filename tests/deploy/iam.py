@@ -231,6 +231,9 @@ def resource_of(action: str, body: dict, region: str, account: str) -> str | Non
         return stack if stack.startswith("arn:") else f"arn:aws:cloudformation:{region}:{account}:stack/{stack}/x"
     if service == "events" and "ArchiveName" in body:
         return f"arn:aws:events:{region}:{account}:archive/{body['ArchiveName']}"
+    if action == "events:DescribeRule":
+        bus = body.get("EventBusName") or "default"
+        return f"arn:aws:events:{region}:{account}:rule/{'' if bus == 'default' else bus + '/'}{body['Name']}"
     if action == "events:StartReplay":
         return body["EventSourceArn"]
     if service == "events" and "ReplayName" in body:

@@ -760,7 +760,7 @@ def switch_to_eventbridge(deployment: Deployment, moto, standin: StripeStandin, 
     assert first and "processed" in apply(first), first
     code, out = admin(["check", "--stack", name], deployment, moto, cold_start=cold_start)
     passed = {line.split("  ")[1].strip() for line in out.splitlines() if line.startswith("PASS")}
-    assert {"event destination", "event destination events", "event bus associated"} <= passed, out
+    assert {"event destination", "event destination events", "event bus associated", "event rule"} <= passed, out
 
     # The recovery the webhook path lacks: the archive replayed; what was applied is recognised and skipped.
     code, out = admin(["events", "replay", "--stack", name, "--since", since.strftime("%Y-%m-%dT%H:%M:%SZ")],

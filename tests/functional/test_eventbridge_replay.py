@@ -183,3 +183,21 @@ def test_moto_as_released_still_needs_each_partner_bus_correction(moto_server):
         events.put_partner_events(Entries=[{"Source": source, "DetailType": "customer.deleted", "Detail": "{}"}])
         assert len(sqs.receive_message(QueueUrl=queue).get("Messages", [])) == 1
         # The replay's own gaps (window, FilterArns) sit behind the archive it cannot make on this bus.
+
+
+def test_check_holds_the_stacks_rule_to_the_handled_events(stack):
+    from portal_admin.events import event_rule_checks
+
+    source = "aws.partner/stripe.com/ed_61RuleCheck"
+    bus, events = Bus(stack.moto, source), stack.moto.client("events")
+    (check,) = event_rule_checks(rule_arn=bus.rule_arn, source=source, events=events)
+    assert check.ok and check.detail == "enabled, exactly the handled events"
+    pattern = json.loads(events.describe_rule(Name="StripeEventsFunctionStripeEvents", EventBusName=source)[
+        "EventPattern"])
+    pattern["detail-type"] = [t for t in pattern["detail-type"] if t != "customer.deleted"] + ["invoice.paid"]
+    events.put_rule(Name="StripeEventsFunctionStripeEvents", EventBusName=source, EventPattern=json.dumps(pattern),
+                    State="DISABLED")
+    (check,) = event_rule_checks(rule_arn=bus.rule_arn, source=source, events=events)
+    assert not check.ok and check.detail == "disabled; misses customer.deleted; also takes invoice.paid"
+    (check,) = event_rule_checks(rule_arn=bus.rule_arn, source="aws.partner/stripe.com/ed_other", events=events)
+    assert not check.ok and "not aws.partner/stripe.com/ed_other" in check.detail
