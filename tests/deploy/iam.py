@@ -35,6 +35,15 @@ def _moto_api(moto, path: str, data: bytes | None = None) -> bytes:
         return answer.read()
 
 
+def filled_policy(path: Path, **values: str) -> dict:
+    """A documented policy with its placeholders (${Region}, ${Account}, ...) filled in, as the docs say to."""
+    text = path.read_text()
+    for name, value in values.items():
+        text = text.replace("${" + name + "}", value)
+    assert "${" not in text, f"{path.name}: a placeholder left unfilled"
+    return json.loads(text)
+
+
 def as_moto_evaluates(document: dict) -> dict:
     """The policy with resources widened to "*" and conditions left out (see the module's docstring): a Deny that
     holds only under a condition is left out whole (unconditional, it would refuse what it does not cover)."""

@@ -38,6 +38,7 @@ from tests.deploy.iam import (
     OPERATOR_POLICY,
     EnforcedIam,
     condition_keys,
+    filled_policy,
     resource_of,
     simulate,
     simulator_missing,
@@ -454,12 +455,8 @@ def test_the_readmes_order_works_from_an_empty_account(deployments, index, aws, 
 
 def operator_policy(deployment: Deployment) -> dict:
     """docs/iam/operator-policy.json with its placeholders filled in, as the guide says to."""
-    text = OPERATOR_POLICY.read_text()
-    for name, value in (("Region", deployment.region), ("Account", ACCOUNT), ("StackName", deployment.stack_name),
-                        ("UserPoolId", deployment.stack.parameters["CognitoUserPoolId"])):
-        text = text.replace("${" + name + "}", value)
-    assert "${" not in text, text
-    return json.loads(text)
+    return filled_policy(OPERATOR_POLICY, Region=deployment.region, Account=ACCOUNT, StackName=deployment.stack_name,
+                         UserPoolId=deployment.stack.parameters["CognitoUserPoolId"])
 
 
 def simulations(deployment: Deployment, enforced: EnforcedIam) -> list[tuple[str, dict, bool]]:

@@ -20,7 +20,14 @@ import pytest
 from tests.deploy.cloudformation import ACCOUNT
 from tests.deploy.cloudformation_permissions import managed_stack_types, needed
 from tests.deploy.conftest import translate
-from tests.deploy.iam import NEEDS_NO_PERMISSION, EnforcedIam, resource_of, simulate, simulator_missing
+from tests.deploy.iam import (
+    NEEDS_NO_PERMISSION,
+    EnforcedIam,
+    filled_policy,
+    resource_of,
+    simulate,
+    simulator_missing,
+)
 from tests.deploy.readme_script import ROOT
 from tests.deploy.sam_cli import SAM, scratch_project
 
@@ -42,14 +49,7 @@ MOTO_TRANSFORM_GAP = "Template error: instance of Fn::GetAtt references undefine
 
 def policies(stack: str = STACK) -> list[dict]:
     """The documented policies with their placeholders filled in, as docs/operations.md says to."""
-    filled = []
-    for path in POLICIES:
-        text = path.read_text()
-        for name, value in (("Region", REGION), ("Account", ACCOUNT), ("StackName", stack)):
-            text = text.replace("${" + name + "}", value)
-        assert "${" not in text, text
-        filled.append(json.loads(text))
-    return filled
+    return [filled_policy(path, Region=REGION, Account=ACCOUNT, StackName=stack) for path in POLICIES]
 
 
 def statements(documents: list[dict]) -> list[dict]:

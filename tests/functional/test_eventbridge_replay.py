@@ -21,7 +21,7 @@ from devstack.aws_standin import REGION
 from devstack.cfn import load_template
 from devstack.http_api import new_context
 from devstack.stripe_eventbridge import source_name
-from tests.deploy.iam import OPERATOR_POLICY, EnforcedIam, resource_of, simulate, simulator_missing
+from tests.deploy.iam import OPERATOR_POLICY, EnforcedIam, filled_policy, resource_of, simulate, simulator_missing
 from tests.functional.test_eventbridge import changes, destination
 from tests.support import moto_partner_buses
 
@@ -84,10 +84,7 @@ def record_stack(stack, bus: Bus) -> None:
 
 def operator_policy() -> dict:
     """docs/iam/operator-policy.json filled in for this stack, as docs/operations.md says."""
-    text = OPERATOR_POLICY.read_text()
-    for name, value in (("Region", REGION), ("Account", ACCOUNT), ("StackName", STACK), ("UserPoolId", "x")):
-        text = text.replace("${" + name + "}", value)
-    return json.loads(text)
+    return filled_policy(OPERATOR_POLICY, Region=REGION, Account=ACCOUNT, StackName=STACK, UserPoolId="x")
 
 
 def test_a_wiped_table_is_whole_again_after_events_replay_run_under_the_operators_policy(
