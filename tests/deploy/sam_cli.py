@@ -66,7 +66,7 @@ def run_sam(args: list[str], *, cwd: Path, home: Path, script: list[Answer] | No
     deadline = time.monotonic() + timeout
     try:
         while time.monotonic() < deadline:
-            ready, _, _ = select.select([fd], [], [], 0.2)
+            ready, _, _ = select.select([fd], [], [], 0.05)  # a prompt is answered after 50 ms of quiet
             if ready:
                 try:
                     data = os.read(fd, 65536).decode("utf-8", "replace")
