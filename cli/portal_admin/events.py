@@ -140,7 +140,7 @@ def replay(*, stack: str, archive_arn: str, rule_arn: str | None, since: datetim
     Stripe event id and skipped by the function; what a wiped table or a dead-lettered event lost is applied again.
     True when the replay completed."""
     archive = events.describe_archive(ArchiveName=archive_arn.rsplit("/", 1)[1])
-    name = f"{stack[:48]}-{until:%Y%m%dT%H%M%S}"  # at most 64; the stack first (IAM: replay/<stack>-*)
+    name = f"{stack[:48]}-{until:%Y%m%dT%H%M%S}"  # EventBridge allows 64; the stack first, for who reads the list
     destination: dict[str, Any] = {"Arn": archive["EventSourceArn"]}
     if rule_arn:
         destination["FilterArns"] = [rule_arn]

@@ -477,9 +477,16 @@ def simulations(deployment: Deployment, enforced: EnforcedIam) -> list[tuple[str
         if what not in seen:
             seen.add(what)
             asked.append((what, request(principal, action, resource, context), True))
-    rotation = f"arn:aws:lambda:{region}:{ACCOUNT}:function:{deployment.stack.physical_ids['RotationFunction']}"
-    asked.append(("operator invokes the rotation function", request("operator", "lambda:InvokeFunction", rotation),
-                  True))
+    # The operator's invoke is allowed by the tags CloudFormation puts on every function it makes (a long stack
+    # name shortens the function's name): this stack's rotation function only.
+    for what, logical_id, stack_tag, allowed in (
+            ("operator invokes the rotation function", "RotationFunction", name, True),
+            ("operator invokes the portal function", "PortalFunction", name, False),
+            ("operator invokes another stack's rotation function", "RotationFunction", "another-stack", False)):
+        function = f"arn:aws:lambda:{region}:{ACCOUNT}:function:{deployment.stack.physical_ids[logical_id]}"
+        tags = {"aws:ResourceTag/aws:cloudformation:stack-name": stack_tag,
+                "aws:ResourceTag/aws:cloudformation:logical-id": logical_id}
+        asked.append((what, request("operator", "lambda:InvokeFunction", function, tags), allowed))
     table = f"arn:aws:dynamodb:{region}:{ACCOUNT}:table/{deployment.environments['PortalFunction']['CUSTOMERS_TABLE']}"
     for logical_id in ("PortalFunction", "WebhookFunction", "ReconcileFunction"):
         role = f"{name}-{logical_id}Role"

@@ -17,7 +17,7 @@ from pathlib import Path
 import boto3
 import pytest
 
-from tests.deploy.cloudformation import ACCOUNT
+from tests.deploy.cloudformation import ACCOUNT, Stack
 from tests.deploy.cloudformation_permissions import managed_stack_types, needed
 from tests.deploy.conftest import translate
 from tests.deploy.iam import (
@@ -73,7 +73,42 @@ def test_cloudformation_is_granted_exactly_what_its_schemas_list_for_the_templat
     assert sorted(granted - required) == [], "granted, but no resource type of the template needs them"
     for statement in statements(policies()):  # the stack's roles, never any role of the account
         if any(action.startswith("iam:") for action in actions(statement)):
-            assert statement["Resource"] == f"arn:aws:iam::{ACCOUNT}:role/{STACK}-*", statement["Sid"]
+            assert statement["Resource"] == f"arn:aws:iam::{ACCOUNT}:role/{STACK}/*", statement["Sid"]
+
+
+def test_every_role_the_stack_makes_is_one_the_deployer_may_make_and_pass_however_long_the_stack_name():
+    """CloudFormation names a role <stack>-<logical id>-<random>, both parts shortened to fit IAM's 64 characters
+    (how much it keeps is not documented): a policy naming roles by the stack's name fails for a long one. Every
+    role of every parameter set sits on the path /<stack name>/ instead, which CloudFormation never shortens."""
+    why = simulator_missing()
+    if why:
+        pytest.skip(why)
+    stack_name = ("stripe-portal-gateway-" + "production-eu-" * 9)[:128]  # CloudFormation's longest
+    requests, names = [], []
+    sets = [PARAMETERS, EVERYTHING_ON]
+    for parameters, template in zip(sets, translate(sets, REGION), strict=True):
+        stack = Stack(template, parameters, stack_name=stack_name, region=REGION)
+        for logical_id, resource in template["Resources"].items():
+            if resource["Type"] != "AWS::IAM::Role" or not stack.exists(logical_id):
+                continue
+            path = stack.resolve(resource["Properties"].get("Path", "/"))
+            arn = f"arn:aws:iam::{ACCOUNT}:role{path}{stack_name[:25]}-{logical_id[:25]}-AbCdEfGh1234"
+            for action in ("iam:CreateRole", "iam:PutRolePolicy", "iam:DeleteRole"):
+                names.append(f"{logical_id} {action}")
+                requests.append({"action": action, "resource": arn,
+                                 "context": {"aws:CalledVia": ["cloudformation.amazonaws.com"]}})
+            names.append(f"{logical_id} iam:PassRole")
+            requests.append({"action": "iam:PassRole", "resource": arn, "context": {}})
+    assert len({n.split()[0] for n in names}) == 7  # the five functions', the hook's and CodeDeploy's
+    others = [  # what must stay refused: a role of the account off the stack's path, and one by hand
+        {"action": "iam:CreateRole", "resource": f"arn:aws:iam::{ACCOUNT}:role/{stack_name[:25]}-Admin-X",
+         "context": {"aws:CalledVia": ["cloudformation.amazonaws.com"]}},
+        {"action": "iam:PassRole", "resource": f"arn:aws:iam::{ACCOUNT}:role/admin", "context": {}},
+        {"action": "iam:CreateRole", "resource": f"arn:aws:iam::{ACCOUNT}:role/{stack_name}/by-hand", "context": {}}]
+    verdicts = simulate([{**request, "principal": f"arn:aws:iam::{ACCOUNT}:user/deployer", "accountId": ACCOUNT,
+                          "policies": policies(stack_name)} for request in requests + others])
+    assert [n for n, v in zip(names, verdicts, strict=False) if v != "Allowed"] == []
+    assert verdicts[len(requests):] == ["ImplicitlyDenied"] * len(others)
 
 
 def test_each_policy_fits_in_one_customer_managed_policy():
