@@ -222,6 +222,16 @@ def simulate(requests: list[dict]) -> list[str]:
             for answer in json.loads(run.stdout)]
 
 
+def resources_of(action: str, body: dict, region: str, account: str) -> list[str | None]:
+    """Every ARN IAM evaluates a request against. Most requests name one resource; StartReplay needs its action
+    allowed on three, the archive, the bus it replays to and the replay (the Service Authorization Reference marks
+    all three required)."""
+    if action == "events:StartReplay":
+        return [body["EventSourceArn"], body["Destination"]["Arn"],
+                f"arn:aws:events:{region}:{account}:replay/{body['ReplayName']}"]
+    return [resource_of(action, body, region, account)]
+
+
 def resource_of(action: str, body: dict, region: str, account: str) -> str | None:
     """The ARN IAM evaluates a request against, from what the request names (None: no resource-level check)."""
     service = action.split(":")[0]
@@ -243,8 +253,6 @@ def resource_of(action: str, body: dict, region: str, account: str) -> str | Non
     if action == "events:DescribeRule":
         bus = body.get("EventBusName") or "default"
         return f"arn:aws:events:{region}:{account}:rule/{'' if bus == 'default' else bus + '/'}{body['Name']}"
-    if action == "events:StartReplay":
-        return body["EventSourceArn"]
     if service == "events" and "ReplayName" in body:
         return f"arn:aws:events:{region}:{account}:replay/{body['ReplayName']}"
     if service == "s3":

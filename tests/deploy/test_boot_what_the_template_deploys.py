@@ -39,7 +39,7 @@ from tests.deploy.iam import (
     EnforcedIam,
     condition_keys,
     filled_policy,
-    resource_of,
+    resources_of,
     simulate,
     simulator_missing,
 )
@@ -472,11 +472,12 @@ def simulations(deployment: Deployment, enforced: EnforcedIam) -> list[tuple[str
     for principal, action, body in enforced.requests():
         if principal == "rehearsal-admin" or action in NEEDS_NO_PERMISSION:
             continue
-        resource, context = resource_of(action, body, region, ACCOUNT), condition_keys(action, body)
-        what = f"{principal} {action} {resource} {json.dumps(context, sort_keys=True)}"
-        if what not in seen:
-            seen.add(what)
-            asked.append((what, request(principal, action, resource, context), True))
+        context = condition_keys(action, body)
+        for resource in resources_of(action, body, region, ACCOUNT):
+            what = f"{principal} {action} {resource} {json.dumps(context, sort_keys=True)}"
+            if what not in seen:
+                seen.add(what)
+                asked.append((what, request(principal, action, resource, context), True))
     # The operator's invoke is allowed by the tags CloudFormation puts on every function it makes (a long stack
     # name shortens the function's name): this stack's rotation function only.
     for what, logical_id, stack_tag, allowed in (

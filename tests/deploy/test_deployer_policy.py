@@ -24,7 +24,7 @@ from tests.deploy.iam import (
     NEEDS_NO_PERMISSION,
     EnforcedIam,
     filled_policy,
-    resource_of,
+    resources_of,
     simulate,
     simulator_missing,
 )
@@ -162,8 +162,8 @@ def test_the_real_sam_deploy_runs_under_the_deployer_policies_with_iam_enforced(
         pytest.skip(why)
     asked = {}
     for action, body in requests:  # every distinct request, under the policies as written (resources too)
-        resource = resource_of(action, body, REGION, ACCOUNT)
-        asked[f"{action} {resource}"] = resource
+        for resource in resources_of(action, body, REGION, ACCOUNT):
+            asked[f"{action} {resource}"] = resource
     # Not simulated: CreateChangeSet on SAM's transform (arn:...:aws:transform/Serverless-2016-10-31, the
     # CloudFormation user guide's "Controlling access with IAM"); the simulator's service data has no such type.
     arn = enforced.arns["deployer"]

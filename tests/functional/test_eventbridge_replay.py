@@ -21,7 +21,7 @@ from devstack.aws_standin import REGION
 from devstack.cfn import load_template
 from devstack.http_api import new_context
 from devstack.stripe_eventbridge import source_name
-from tests.deploy.iam import OPERATOR_POLICY, EnforcedIam, filled_policy, resource_of, simulate, simulator_missing
+from tests.deploy.iam import OPERATOR_POLICY, EnforcedIam, filled_policy, resources_of, simulate, simulator_missing
 from tests.functional.test_eventbridge import changes, destination
 from tests.support import moto_partner_buses
 
@@ -127,8 +127,10 @@ def test_a_wiped_table_is_whole_again_after_events_replay_run_under_the_operator
     used = enforced.used()["operator"]
     assert {"events:DescribeArchive", "events:StartReplay", "events:DescribeReplay"} <= used, used
     if simulator_missing() is None:  # resources too: each request under the policy as written
-        asked = {(action, resource_of(action, body, REGION, ACCOUNT)) for principal, action, body in
-                 enforced.requests() if principal == "operator" and action.startswith("events:")}
+        asked = {(action, resource) for principal, action, body in enforced.requests()
+                 if principal == "operator" and action.startswith("events:")
+                 for resource in resources_of(action, body, REGION, ACCOUNT)}
+        assert sum(1 for action, _ in asked if action == "events:StartReplay") == 3  # archive, bus, replay
         verdicts = simulate([{"principal": enforced.arns["operator"], "action": action, "resource": resource,
                               "accountId": ACCOUNT, "context": {}, "policies": [operator_policy()]}
                              for action, resource in sorted(asked)])
