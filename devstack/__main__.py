@@ -9,6 +9,9 @@
 
 With real credentials in the environment the same command uses the real service instead of a stand-in:
   STRIPE_API_KEY=sk_test_...          real Stripe (test mode only) instead of the Stripe stand-in
+  DEVSTACK_STRIPE_EVENTS=eventbridge  Stripe's events through Amazon EventBridge (an event destination, its
+                                      partner bus, the StripeEventsFunction) instead of the webhook endpoint,
+                                      as a stack deployed with StripeWebhookEndpoint=disabled (stand-in only)
   COGNITO_USER_POOL_ID, COGNITO_CLIENT_IDS, COGNITO_DOMAIN (+ AWS credentials or AWS_PROFILE)
                                       a real user pool and its Hosted UI instead of moto's pool and the
                                       Hosted UI stand-in (register the printed callback and site URLs on
@@ -27,7 +30,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from devstack.aws_standin import MotoServer, add_oauth_secret, add_webhook_secret, provision
-from devstack.http_api import load_handler_module, serve
+from devstack.http_api import load_handler_module, new_context, serve
 from devstack.stripe_standin import StripeStandin, fake_key
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,6 +48,11 @@ PLAN_FEATURE = "premium-content"
 
 PORT_DEFAULTS = {"API": 3000, "SITE": 8000, "STRIPE": 12111, "MOTO": 5055, "HOSTED_UI": 9229}
 COGNITO_VARIABLES = ("COGNITO_USER_POOL_ID", "COGNITO_CLIENT_IDS", "COGNITO_DOMAIN")
+EVENT_PATHS = ("webhook", "eventbridge")  # DEVSTACK_STRIPE_EVENTS: how Stripe's events reach the stack
+
+
+def event_path() -> str:
+    return os.environ.get("DEVSTACK_STRIPE_EVENTS", "").strip().lower() or "webhook"
 
 
 class StackError(Exception):
@@ -68,6 +76,12 @@ def preflight(host: str) -> None:
         missing = [name for name in COGNITO_VARIABLES if name not in given]
         raise StackError(f"a real user pool needs all of {', '.join(COGNITO_VARIABLES)}; missing {', '.join(missing)} "
                          f"(or unset {', '.join(given)} to use the stand-ins)")
+    if event_path() not in EVENT_PATHS:
+        raise StackError(f"DEVSTACK_STRIPE_EVENTS must be {' or '.join(EVENT_PATHS)}, not "
+                         f"{os.environ['DEVSTACK_STRIPE_EVENTS'].strip()[:20]!r}")
+    if event_path() == "eventbridge" and os.environ.get("STRIPE_API_KEY", "").strip():
+        raise StackError("DEVSTACK_STRIPE_EVENTS=eventbridge needs the Stripe stand-in: real Stripe delivers to a "
+                         "real AWS account's bus (unset STRIPE_API_KEY, or use the webhook path)")
     ports = dict(PORT_DEFAULTS)
     if os.environ.get("STRIPE_API_KEY", "").strip():
         check_real_stripe_key(os.environ["STRIPE_API_KEY"].strip())
@@ -161,6 +175,7 @@ class LocalStack:
         moto = MotoServer(self.host, _port("MOTO", 5055))
         self._closers.append(moto.stop)
         real_stripe_key = os.environ.get("STRIPE_API_KEY", "").strip()
+        stripe: StripeStandin | None = None
         if real_stripe_key:
             stripe_key, stripe_base = real_stripe_key, None
             self.notes.append("Stripe: REAL Stripe API, test mode (STRIPE_API_KEY, accepted by Stripe)")
@@ -221,9 +236,14 @@ class LocalStack:
 
         module = load_handler_module()
         webhooks = load_handler_module(ROOT / "functions" / "webhooks" / "app.py")
+        eventbridge = event_path() == "eventbridge"
         api = serve(module.lambda_handler, self.host, int(self.api_url.rsplit(":", 1)[1]),
-                    routes={"/webhooks/": webhooks.lambda_handler})
-        if stripe_base:
+                    routes={} if eventbridge else {"/webhooks/": webhooks.lambda_handler})
+        if eventbridge:
+            if stripe is None:
+                raise StackError("DEVSTACK_STRIPE_EVENTS=eventbridge needs the Stripe stand-in (unset STRIPE_API_KEY)")
+            self._set_up_eventbridge(stripe, stripe_key, webhooks.eventbridge_handler)
+        elif stripe_base:
             self._set_up_webhooks(moto, stripe_key, stripe_base, service_env["WEBHOOK_SECRET_ID"])
         else:
             self.notes.append("Billing status: real Stripe cannot reach this machine's webhook; statuses are read "
@@ -249,6 +269,45 @@ class LocalStack:
               stripe=StripeHttp(api_base=stripe_base, timeout_seconds=5).with_key(stripe_key))
         self.notes.append(f"Webhooks: the stand-in delivers subscription events to {self.api_url}/webhooks/stripe")
 
+    def _set_up_eventbridge(self, stripe: StripeStandin, stripe_key: str, events_handler) -> None:
+        """What an operator does for the EventBridge path: `stripe-portal-admin events setup` (Stripe makes the
+        destination and its partner event source), then the deploy with that source, whose bus hands each event
+        to the StripeEventsFunction. Here the bus is the stand-in's; it delivers every half second, and an event
+        whose handling failed is handed over again, as EventBridge retries an asynchronous invocation."""
+        import io
+
+        from portal_admin.events import setup
+        from portal_gateway.billing.stripe_client import StripeHttp
+
+        from devstack.aws_standin import REGION
+
+        out = io.StringIO()
+        setup(stack="local", account="123456789012", region=REGION, current_source=None, out=out,
+              stripe=StripeHttp(api_base=stripe.base_url, timeout_seconds=5).with_key(stripe_key))
+        # What the operator reads off `events setup` and deploys with (StripeEventSourceName).
+        source = out.getvalue().split("Partner event source: ", 1)[1].split()[0]
+        bus = stripe.eventbridge
+
+        def stripe_events_function(message: dict):
+            try:
+                return events_handler(message, new_context())
+            except Exception:  # noqa: BLE001 - the handler logged it; EventBridge would invoke again
+                with bus.lock:
+                    bus.pending.append((source, message))
+                return None
+
+        stripe.associate_event_bus(source, stripe_events_function)
+        stopped = threading.Event()
+
+        def deliver_forever():
+            while not stopped.wait(0.5):
+                bus.deliver()
+
+        threading.Thread(target=deliver_forever, daemon=True).start()
+        self._closers.append(stopped.set)
+        self.notes.append(f"Stripe's events: through EventBridge (partner source {source}) to the "
+                          "StripeEventsFunction; no webhook endpoint")
+
     def _write_admin_env(self, service_env: dict[str, str]) -> None:
         """What stripe-portal-admin needs to manage this stack: where AWS and Stripe are, and the ids."""
         import shlex
@@ -256,9 +315,10 @@ class LocalStack:
         names = [name for name in service_env if name.startswith(("AWS_", "STRIPE_API_BASE"))]
         ids = {"--secret-id": service_env["STRIPE_SECRET_ID"], "--mode": service_env["STRIPE_MODE"],
                "--user-pool-id": service_env["COGNITO_USER_POOL_ID"], "--table": service_env["CUSTOMERS_TABLE"]}
-        check = {**ids, "--client-ids": service_env["COGNITO_CLIENT_IDS"],
-                 "--webhook-url": f"{self.api_url}/webhooks/stripe",
-                 "--webhook-secret-id": service_env["WEBHOOK_SECRET_ID"]}
+        check = {**ids, "--client-ids": service_env["COGNITO_CLIENT_IDS"]}
+        if event_path() == "webhook":  # with EventBridge the stack has no webhook endpoint
+            check.update({"--webhook-url": f"{self.api_url}/webhooks/stripe",
+                          "--webhook-secret-id": service_env["WEBHOOK_SECRET_ID"]})
         if service_env.get("COGNITO_JWKS_URL"):
             check["--jwks-url"] = service_env["COGNITO_JWKS_URL"]
         lines = [f"export {name}={shlex.quote(service_env[name])}" for name in names]

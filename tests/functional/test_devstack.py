@@ -125,6 +125,10 @@ def test_bad_port_value_incomplete_cognito_and_bad_stripe_keys_fail_in_one_line(
     # A well-formed test key is used only once Stripe accepts it; here Stripe cannot be reached.
     line = one_line_failure(start_stack(STRIPE_API_KEY="sk_test_" + "a" * 24))
     assert "could not be checked" in line or "rejected" in line
+    line = one_line_failure(start_stack(DEVSTACK_STRIPE_EVENTS="sqs"))
+    assert "DEVSTACK_STRIPE_EVENTS must be webhook or eventbridge" in line
+    line = one_line_failure(start_stack(DEVSTACK_STRIPE_EVENTS="eventbridge", STRIPE_API_KEY="sk_test_" + "a" * 24))
+    assert "needs the Stripe stand-in" in line
 
 
 def test_the_banner_says_how_to_point_the_admin_cli_at_the_local_stack(local_stack, tmp_path):
@@ -182,3 +186,68 @@ def test_the_local_api_runs_one_invocation_at_a_time_as_lambda_does():
         client.join()
     server.shutdown()
     assert most[0] == 1 and answers == {f"user{n}": f"user{n}" for n in range(4)}
+
+
+def test_make_run_on_the_eventbridge_path_applies_a_purchase_through_the_bus(tmp_path):
+    """DEVSTACK_STRIPE_EVENTS=eventbridge: `events setup` against the stand-in, its partner source's bus handing
+    Stripe's events to the StripeEventsFunction's handler, and no webhook endpoint (as StripeWebhookEndpoint=
+    disabled). A purchase made over HTTP, by plain link, reaches the table through the bus."""
+    import queue
+    import subprocess
+    import sys
+    import threading
+    import time
+    from pathlib import Path
+
+    from tests.support.local_stack import free_port
+
+    root = Path(__file__).resolve().parents[2]
+    ports = {name: free_port() for name in ("API", "SITE", "STRIPE", "MOTO", "HOSTED_UI")}
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("DEVSTACK_", "COGNITO_", "STRIPE_API")) and k != "AWS_ENDPOINT_URL"}
+    env.update({f"DEVSTACK_{k}_PORT": str(v) for k, v in ports.items()})
+    env.update(DEVSTACK_STRIPE_EVENTS="eventbridge", DEVSTACK_ADMIN_ENV=str(tmp_path / "admin.env"))
+    process = subprocess.Popen([sys.executable, "-m", "devstack"], cwd=root, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in process.stdout], daemon=True).start()
+
+    def output_until(wanted, seconds: float) -> str:
+        seen, deadline = "", time.time() + seconds
+        while time.time() < deadline:
+            try:
+                seen += lines.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            if wanted(seen):
+                break
+        return seen
+
+    try:
+        banner = output_until(lambda seen: "Press Ctrl+C" in seen, 60)
+        assert "Press Ctrl+C" in banner, banner
+        assert "Stripe's events: through EventBridge (partner source aws.partner/stripe.com/ed_" in banner
+        assert "--webhook-url" not in (tmp_path / "admin.env").read_text()
+        api = f"http://127.0.0.1:{ports['API']}"
+        assert fetch(f"{api}/webhooks/stripe", {"x": "1"})[0] == 404  # no webhook endpoint on this path
+        password = banner.split("password: ")[1].split()[0]
+
+        status, authorize, _, cookies = fetch(f"{api}/billing/checkout?price=pro_monthly",
+                                              headers={"Accept": "text/html"})
+        assert status == 302, authorize
+        params = sign_in(authorize, "ada@example.com", password, callback=f"{api}/portal/callback")
+        status, checkout, _, _ = fetch(f"{api}/portal/callback?{urllib.parse.urlencode(params)}",
+                                       headers={"Cookie": cookies[0].split(";")[0], "Accept": "text/html"})
+        assert status == 303 and "/c/pay/" in checkout, checkout
+        assert fetch(checkout, {})[0] in (200, 302, 303)  # the stand-in's Subscribe button
+
+        def applied(seen: str) -> bool:
+            return any('"message":"Event applied"' in line and '"via":"eventbridge"' in line
+                       and '"stripe_event_type":"customer.subscription.created"' in line
+                       and '"outcome":"processed"' in line for line in seen.splitlines())
+
+        after = output_until(applied, 15)
+        assert applied(after), after[-3000:]
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
