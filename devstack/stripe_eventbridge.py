@@ -28,6 +28,29 @@ def v2_error(code: str, message: str, *, status: int = 400) -> tuple[int, dict]:
     return status, {"error": {"type": "invalid_request_error", "code": code, "message": message}}
 
 
+def v2_page(items: list[dict], params: dict, path: str, *, default_limit: int = 10) -> tuple[int, dict]:
+    """A v2 list page: `limit` items (the page size) from where the page token says, and the next and previous
+    pages as URLs (a v2 list takes no cursor parameters of its own: a client follows `next_page_url`)."""
+    import base64
+    import copy
+
+    try:
+        limit = int(params.get("limit") or default_limit)
+        start = int(base64.urlsafe_b64decode(params["page"]).decode()) if params.get("page") else 0
+    except (ValueError, UnicodeDecodeError):
+        return v2_error("invalid_value", "limit must be a whole number and page a token from a page URL.")
+    if not 1 <= limit <= 100 or not 0 <= start <= len(items):
+        return v2_error("invalid_value", "limit must be between 1 and 100, and page a token from a page URL.")
+
+    def url(offset: int) -> str:
+        token = base64.urlsafe_b64encode(str(offset).encode()).decode()
+        return f"{path}?limit={limit}&page={token}"
+
+    return 200, {"data": copy.deepcopy(items[start:start + limit]),
+                 "next_page_url": url(start + limit) if start + limit < len(items) else None,
+                 "previous_page_url": url(max(start - limit, 0)) if start > 0 else None}
+
+
 def source_name(destination: dict) -> str:
     """The partner event source Stripe makes for a destination: its name (the ARN's part after event-source/)."""
     return destination["amazon_eventbridge"]["aws_event_source_arn"].split("event-source/", 1)[1]

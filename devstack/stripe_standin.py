@@ -838,7 +838,7 @@ class StripeStandin:
                 return 200, json.loads(json.dumps(destination))
             if method == "GET":
                 found = [d for d in account.event_destinations.values() if d["livemode"] == (mode == "live")]
-                return 200, {"data": json.loads(json.dumps(found)), "next_page_url": None, "previous_page_url": None}
+                return stripe_eventbridge.v2_page(found, params, "/v2/core/event_destinations")
         destination = account.event_destinations.get(rest[0])
         if destination is None or destination["livemode"] != (mode == "live"):
             return stripe_eventbridge.v2_error("resource_missing", f"No such event destination: '{rest[0]}'",

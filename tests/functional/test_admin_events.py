@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import urllib.request
 
 import pytest
 from portal_admin import cli as admin
@@ -105,3 +106,26 @@ def test_check_says_whether_the_destination_behind_the_stacks_source_is_enabled_
     assert found[2].startswith("PASS  event bus associated")
     stripe_standin.account.event_destinations.clear()
     assert lines()[0].startswith("FAIL  event destination") and "no event destination" in lines()[0]
+
+
+def test_setup_finds_its_destination_on_a_later_page_of_stripes_v2_list(stack, stripe_standin, stack_record):
+    """Stripe's v2 lists come a page at a time (`next_page_url`): other stacks' destinations first, ours on the
+    third page, and setup must keep it rather than make a second one."""
+    name = stack_record()
+    sts = stack.moto.client("sts")
+    account, region = sts.get_caller_identity()["Account"], sts.meta.region_name
+    for index in range(12):  # another stack's destinations, made first
+        stripe_standin.account.event_destinations[f"ed_other{index:02d}"] = {
+            "id": f"ed_other{index:02d}", "type": "amazon_eventbridge", "livemode": False, "status": "enabled",
+            "enabled_events": ["customer.created"], "metadata": {"stripe_portal_gateway_stack": "another-stack"},
+            "amazon_eventbridge": {"aws_account_id": account, "aws_event_source_arn": (
+                f"arn:aws:events:{region}::event-source/aws.partner/stripe.com/ed_other{index:02d}")}}
+    assert run(stack, ["events", "setup", "--stack", name])[0] == 0
+    assert len(stripe_standin.account.event_destinations) == 13
+    request = urllib.request.Request(f"{stripe_standin.base_url}/v2/core/event_destinations",
+                                     headers={"Authorization": f"Bearer {stripe_standin.key}"})
+    first = json.loads(urllib.request.urlopen(request).read())
+    assert len(first["data"]) == 10 and first["next_page_url"] and first["previous_page_url"] is None
+    code, out = run(stack, ["events", "setup", "--stack", name])
+    assert code == 0 and "unchanged" in out, out
+    assert len(stripe_standin.account.event_destinations) == 13  # none made twice
