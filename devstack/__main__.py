@@ -280,20 +280,18 @@ class LocalStack:
         from portal_gateway.billing.stripe_client import StripeHttp
 
         from devstack.aws_standin import REGION
+        from devstack.stripe_eventbridge import source_name
 
-        out = io.StringIO()
-        setup(stack="local", account="123456789012", region=REGION, current_source=None, out=out,
+        setup(stack="local", account="123456789012", region=REGION, current_source=None, out=io.StringIO(),
               stripe=StripeHttp(api_base=stripe.base_url, timeout_seconds=5).with_key(stripe_key))
-        # What the operator reads off `events setup` and deploys with (StripeEventSourceName).
-        source = out.getvalue().split("Partner event source: ", 1)[1].split()[0]
-        bus = stripe.eventbridge
+        (destination,) = stripe.account.event_destinations.values()  # what setup made: the stand-in's only one
+        source, bus = source_name(destination), stripe.eventbridge
 
         def stripe_events_function(message: dict):
             try:
                 return events_handler(message, new_context())
             except Exception:  # noqa: BLE001 - the handler logged it; EventBridge would invoke again
-                with bus.lock:
-                    bus.pending.append((source, message))
+                bus.again(source, message)
                 return None
 
         stripe.associate_event_bus(source, stripe_events_function)

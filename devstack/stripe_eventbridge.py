@@ -6,6 +6,8 @@ associated with it, in the envelope EventBridge gives a rule's Lambda target (`d
 
 from __future__ import annotations
 
+import base64
+import copy
 import datetime
 import random
 import re
@@ -31,9 +33,6 @@ def v2_error(code: str, message: str, *, status: int = 400) -> tuple[int, dict]:
 def v2_page(items: list[dict], params: dict, path: str, *, default_limit: int = 10) -> tuple[int, dict]:
     """A v2 list page: `limit` items (the page size) from where the page token says, and the next and previous
     pages as URLs (a v2 list takes no cursor parameters of its own: a client follows `next_page_url`)."""
-    import base64
-    import copy
-
     try:
         limit = int(params.get("limit") or default_limit)
         start = int(base64.urlsafe_b64decode(params["page"]).decode()) if params.get("page") else 0
@@ -127,6 +126,12 @@ class EventBridgeDeliveries:
             self.pending.append((source, message))
             if source in self.buses:
                 self.archive.append((time.time(), source, message))
+
+    def again(self, source: str, message: dict) -> None:
+        """A delivery its target failed: handed over again by a later `deliver()` (EventBridge retries the
+        asynchronous invocation), not archived a second time."""
+        with self.lock:
+            self.pending.append((source, message))
 
     def replay(self, name: str, since: float) -> int:
         """An archive replay (EventBridge's StartReplay) of what arrived since `since`: each event put on its bus

@@ -36,23 +36,25 @@ def test_plain_link_round_trip_for_two_users(local_stack):
 
 
 # --- `make run` fails fast, one line each, no traceback ---------------------------------------------------------
+def stack_environment(**env_overrides: str) -> dict[str, str]:
+    """This process's environment without any setting of `make run`'s, each server on a free port, then these."""
+    from tests.support.local_stack import free_port
+
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("DEVSTACK_", "COGNITO_", "STRIPE_API")) and k != "AWS_ENDPOINT_URL"}
+    for name in ("API", "SITE", "STRIPE", "MOTO", "HOSTED_UI"):
+        env[f"DEVSTACK_{name}_PORT"] = str(free_port())
+    return {**env, **env_overrides}
+
+
 def start_stack(**env_overrides: str):
-    import os
-    import socket
     import subprocess
     import sys
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[2]
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("DEVSTACK_", "COGNITO_", "STRIPE_API")) and k != "AWS_ENDPOINT_URL"}
-    for name in ("API", "SITE", "STRIPE", "MOTO", "HOSTED_UI"):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            env[f"DEVSTACK_{name}_PORT"] = str(probe.getsockname()[1])
-    env.update(env_overrides)
-    return subprocess.run([sys.executable, "-m", "devstack"], cwd=root, env=env, capture_output=True, text=True,
-                          timeout=60)
+    return subprocess.run([sys.executable, "-m", "devstack"], cwd=root, env=stack_environment(**env_overrides),
+                          capture_output=True, text=True, timeout=60)
 
 
 def one_line_failure(result) -> str:
@@ -199,14 +201,8 @@ def test_make_run_on_the_eventbridge_path_applies_a_purchase_through_the_bus(tmp
     import time
     from pathlib import Path
 
-    from tests.support.local_stack import free_port
-
     root = Path(__file__).resolve().parents[2]
-    ports = {name: free_port() for name in ("API", "SITE", "STRIPE", "MOTO", "HOSTED_UI")}
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("DEVSTACK_", "COGNITO_", "STRIPE_API")) and k != "AWS_ENDPOINT_URL"}
-    env.update({f"DEVSTACK_{k}_PORT": str(v) for k, v in ports.items()})
-    env.update(DEVSTACK_STRIPE_EVENTS="eventbridge", DEVSTACK_ADMIN_ENV=str(tmp_path / "admin.env"))
+    env = stack_environment(DEVSTACK_STRIPE_EVENTS="eventbridge", DEVSTACK_ADMIN_ENV=str(tmp_path / "admin.env"))
     process = subprocess.Popen([sys.executable, "-m", "devstack"], cwd=root, env=env, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True)
     lines: queue.Queue[str] = queue.Queue()
@@ -228,7 +224,7 @@ def test_make_run_on_the_eventbridge_path_applies_a_purchase_through_the_bus(tmp
         assert "Press Ctrl+C" in banner, banner
         assert "Stripe's events: through EventBridge (partner source aws.partner/stripe.com/ed_" in banner
         assert "--webhook-url" not in (tmp_path / "admin.env").read_text()
-        api = f"http://127.0.0.1:{ports['API']}"
+        api = f"http://127.0.0.1:{env['DEVSTACK_API_PORT']}"
         assert fetch(f"{api}/webhooks/stripe", {"x": "1"})[0] == 404  # no webhook endpoint on this path
         password = banner.split("password: ")[1].split()[0]
 
